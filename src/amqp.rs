@@ -1,0 +1,192 @@
+//! The RabbitMQ side: connecting (with fail-over across the nodes of `amqp.url`), declaring the
+//! topology, and publishing dead letters with publisher confirms.
+//!
+//! Topology, all durable:
+//! ```text
+//! uploaders --> [edc.records]  quorum queue, x-dead-letter-exchange=edc.dlx, x-delivery-limit
+//!                    |
+//!        edc-ingest publishes dead letters (confirmed), and the broker's delivery-limit backstop
+//!                    v
+//!               (edc.dlx) fanout --> [edc.records.dlq] quorum queue
+//! ```
+
+use lapin::Confirmation;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::config::{AmqpSettings, SecretUrl, redact_url};
+use crate::pipeline::Rejected;
+
+/// Header names we add to a dead letter. Their values are ours alone, never the payload's.
+pub const H_KIND: &str = "x-edc-error-kind";
+pub const H_ERROR: &str = "x-edc-error";
+pub const H_ATTEMPTS: &str = "x-edc-attempts";
+pub const H_FAILED_AT: &str = "x-edc-failed-at";
+pub const H_CONSUMER: &str = "x-edc-consumer";
+
+/// Connects to the first node of `url` (a comma-separated list) that answers, starting at `start`
+/// and wrapping around. Returns the connection and the index of the node that answered.
+pub async fn connect(
+    url: &SecretUrl,
+    start: usize,
+    name: &str,
+) -> Result<(Connection, usize), String> {
+    let nodes: Vec<&str> = url.expose().split(',').map(str::trim).collect();
+    let mut errors = Vec::new();
+    for i in 0..nodes.len() {
+        let idx = (start + i) % nodes.len();
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(name.to_string()));
+        match Connection::connect(nodes[idx], props).await {
+            Ok(conn) => return Ok((conn, idx)),
+            Err(e) => errors.push(format!("{}: {e}", redact_url(nodes[idx]))),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.to_string()))
+}
+
+/// Declares exchanges, queues and bindings. Idempotent; run on every (re)connect.
+pub async fn declare(channel: &Channel, s: &AmqpSettings) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            ShortString::from(s.dead_letter_exchange.as_str()),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut dlq_args = FieldTable::default();
+    dlq_args.insert("x-queue-type".into(), text("quorum"));
+    channel
+        .queue_declare(
+            ShortString::from(s.dead_letter_queue.as_str()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            dlq_args,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            ShortString::from(s.dead_letter_queue.as_str()),
+            ShortString::from(s.dead_letter_exchange.as_str()),
+            ShortString::from(""),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            ShortString::from(s.queue.as_str()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            work_queue_args(s),
+        )
+        .await?;
+    Ok(())
+}
+
+pub fn work_queue_args(s: &AmqpSettings) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("quorum"));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        text(&s.dead_letter_exchange),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(s.delivery_limit)),
+    );
+    args
+}
+
+/// A channel in confirm mode, for publishing dead letters.
+pub async fn confirm_channel(conn: &Connection) -> lapin::Result<Channel> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(ch)
+}
+
+/// The failure context written into a dead letter's headers.
+pub struct DeadLetterInfo<'a> {
+    pub rejected: &'a Rejected,
+    pub attempts: i64,
+    pub consumer: &'a str,
+}
+
+/// Publishes the original body, byte for byte, with the original properties plus our `x-edc-*`
+/// headers, and waits for the broker's confirm. Only an `Ack` counts: anything else is an error and
+/// the caller must not ack the original.
+pub async fn publish_dead_letter(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    original: &BasicProperties,
+    info: &DeadLetterInfo<'_>,
+) -> Result<(), String> {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    headers.insert(H_KIND.into(), text(info.rejected.kind.as_str()));
+    headers.insert(H_ERROR.into(), text(&info.rejected.reason));
+    headers.insert(H_ATTEMPTS.into(), AMQPValue::LongLongInt(info.attempts));
+    headers.insert(
+        H_FAILED_AT.into(),
+        text(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    );
+    headers.insert(H_CONSUMER.into(), text(info.consumer));
+    let props = original.clone().with_headers(headers).with_delivery_mode(2);
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(exchange),
+            ShortString::from(routing_key),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
+        .await
+        .map_err(|e| format!("dead-letter publish failed: {e}"))?
+        .await
+        .map_err(|e| format!("dead-letter confirm failed: {e}"))?;
+    match confirm {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => {
+            Err("dead letter was unroutable (is the dead-letter queue bound?)".into())
+        }
+        Confirmation::Nack(_) => Err("broker refused the dead letter (nack)".into()),
+        Confirmation::NotRequested => Err("dead-letter channel is not in confirm mode".into()),
+    }
+}
+
+/// How many times this message was delivered before, as far as the broker says (quorum queues count
+/// in `x-delivery-count`).
+pub fn previous_deliveries(props: &BasicProperties) -> i64 {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => Some(n),
+            AMQPValue::LongInt(n) => Some(i64::from(n)),
+            AMQPValue::LongUInt(n) => Some(i64::from(n)),
+            AMQPValue::ShortInt(n) => Some(i64::from(n)),
+            _ => None,
+        })
+        .unwrap_or(0)
+}

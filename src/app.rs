@@ -1,0 +1,126 @@
+//! Wiring: builds the shared [`Context`] from settings and runs the daemon until its shutdown token
+//! is cancelled. Tests call [`run`] directly with their own settings and token.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::pipeline::Pseudonymizer;
+use crate::protocol::Registry;
+use crate::stats::{Stats, Summary};
+use crate::{consumer, db};
+
+/// What every worker shares.
+pub struct Context {
+    pub settings: Settings,
+    registry: RwLock<Arc<Registry>>,
+    pub pseudonymizer: Pseudonymizer,
+    pub pool: Pool,
+    pub stats: Arc<Stats>,
+    /// `host:pid`, written into dead letters and rejections.
+    pub consumer_name: String,
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// The protocols in force now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().expect("registry lock").clone()
+    }
+}
+
+/// Start-up problems that are the operator's to fix (exit code 2), as opposed to runtime failures.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+pub fn load_pseudonymizer(settings: &Settings) -> Result<Pseudonymizer, SetupError> {
+    if let Some(key) = &settings.pseudonym_key {
+        return Pseudonymizer::new(key.expose().as_bytes())
+            .map_err(|e| SetupError(format!("pseudonym_key: {e}")));
+    }
+    if let Some(path) = &settings.pseudonym_key_file {
+        return Pseudonymizer::from_file(path).map_err(SetupError);
+    }
+    if settings.dev_insecure_pseudonym_key {
+        warn!(
+            "using the built-in INSECURE development pseudonymisation key: pseudonyms protect nothing"
+        );
+        return Ok(Pseudonymizer::insecure_dev());
+    }
+    Err(SetupError("no pseudonymisation key configured".into()))
+}
+
+pub fn load_registry(dir: &Path) -> Result<Registry, SetupError> {
+    Registry::load(dir).map_err(|e| SetupError(format!("study protocols are invalid:\n{e}")))
+}
+
+pub fn consumer_name() -> String {
+    format!(
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    )
+}
+
+/// Runs the daemon until `shutdown` is cancelled; returns the counters.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+    run_with_stats(settings, shutdown, Arc::new(Stats::default())).await
+}
+
+/// As [`run`], counting into `stats` (tests watch it while the daemon runs).
+pub async fn run_with_stats(
+    settings: Settings,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+) -> anyhow::Result<Summary> {
+    let registry = load_registry(&settings.studies_dir)?;
+    let pseudonymizer = load_pseudonymizer(&settings)?;
+    info!(settings = %settings.describe(), "starting");
+    migrate_when_reachable(&settings, &shutdown).await?;
+    let pool = db::pool(&settings.postgres)?;
+    let ctx = Arc::new(Context {
+        registry: RwLock::new(Arc::new(registry)),
+        pseudonymizer,
+        pool: pool.clone(),
+        stats: stats.clone(),
+        consumer_name: consumer_name(),
+        shutdown,
+        settings,
+    });
+    consumer::run(ctx).await;
+    pool.close();
+    Ok(stats.summary())
+}
+
+/// Migrations need the database; at start-up it may still be coming up, so wait for it (with
+/// backoff) rather than exit.
+async fn migrate_when_reachable(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match db::migrate(&settings.postgres).await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    info!(?applied, "migrations applied");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?wait, "database not ready; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Typed settings.
+//!
+//! Loading is layered: the defaults compiled in from `config/default.yaml`, then the file given with
+//! `--config`, then `EDC__SECTION__KEY` environment variables. Every struct denies unknown fields, so a
+//! typo in a file or in an `EDC__` variable is an error rather than a silently ignored setting.
+//! Validation ([`Settings::validate`]) is pure and runs before anything connects.
+//!
+//! Secrets (the passwords inside URLs, the pseudonymisation key) live in [`Secret`], whose `Debug` and
+//! `Display` never show the value.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The defaults, documented key by key in the file itself.
+pub const DEFAULT_YAML: &str = include_str!("../config/default.yaml");
+
+/// Every way the configuration can be wrong. `main` maps each to exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is handed to a library, never to a formatter.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// A connection URL that may carry a password. It prints with the password masked.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretUrl(Secret);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        SecretUrl(Secret::new(url))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(self.expose()))
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `scheme://user:password@host/...` becomes `scheme://user:***@host/...`; several comma-separated
+/// URLs are each redacted; a query string is dropped (it may carry credentials too).
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let one = one.split('?').next().unwrap_or(one);
+            match (one.find("://"), one.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let userinfo = &one[s + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    format!("{}{}:***{}", &one[..s + 3], user, &one[at..])
+                }
+                _ => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write it like `25s` or `500ms`"
+        ))
+    })
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub postgres: PostgresSettings,
+    /// Size of the fixed worker set, and so the channel's prefetch. Must not exceed `postgres.pool_size`.
+    pub workers: usize,
+    pub studies_dir: PathBuf,
+    pub pseudonym_key_file: Option<PathBuf>,
+    pub pseudonym_key: Option<Secret>,
+    /// Allows a built-in, publicly known key when no key is configured. For local demos only.
+    pub dev_insecure_pseudonym_key: bool,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub job_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    pub url: SecretUrl,
+    pub queue: String,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    /// The quorum queue's own delivery limit: the broker's last backstop against a message that is
+    /// delivered again and again. Part of the queue's declaration, so it must match an existing queue.
+    pub delivery_limit: u32,
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_max: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    pub url: SecretUrl,
+    pub pool_size: usize,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long a worker waits for a pooled connection before it counts as a database failure.
+    #[serde(deserialize_with = "duration")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `edc_ingest=debug,lapin=warn`.
+    pub level: String,
+}
+
+impl Settings {
+    /// Defaults, then `file`, then `EDC__*` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests use this).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_YAML,
+            config::FileFormat::Yaml,
+        ));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("EDC__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("EDC")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?
+            .try_deserialize()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks that need no I/O: relations between settings and their ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.workers == 0 {
+            return invalid("workers must be at least 1".into());
+        }
+        if self.postgres.pool_size == 0 {
+            return invalid("postgres.pool_size must be at least 1".into());
+        }
+        if self.workers > self.postgres.pool_size {
+            return invalid(format!(
+                "workers ({}) must not exceed postgres.pool_size ({}): each worker holds one database connection while it stores a record",
+                self.workers, self.postgres.pool_size
+            ));
+        }
+        if self.workers > u16::MAX as usize {
+            return invalid(format!(
+                "workers ({}) is above the AMQP prefetch limit of {}",
+                self.workers,
+                u16::MAX
+            ));
+        }
+        if self.max_message_bytes == 0 {
+            return invalid("max_message_bytes must be at least 1".into());
+        }
+        // RabbitMQ closes a channel whose delivery stays unacked past consumer_timeout (30 min by
+        // default); a job must always end well before that.
+        if self.job_timeout.is_zero() || self.job_timeout > Duration::from_secs(20 * 60) {
+            return invalid(
+                "job_timeout must be between 1ms and 20m (RabbitMQ's consumer_timeout is 30m)"
+                    .into(),
+            );
+        }
+        for (key, name) in [
+            ("amqp.queue", &self.amqp.queue),
+            ("amqp.dead_letter_exchange", &self.amqp.dead_letter_exchange),
+            ("amqp.dead_letter_queue", &self.amqp.dead_letter_queue),
+        ] {
+            if name.trim().is_empty() || name.len() > 255 {
+                return invalid(format!("{key} must be a name of 1 to 255 characters"));
+            }
+        }
+        if self.amqp.queue == self.amqp.dead_letter_queue {
+            return invalid("amqp.queue and amqp.dead_letter_queue must differ".into());
+        }
+        if self.amqp.reconnect_initial.is_zero()
+            || self.amqp.reconnect_max < self.amqp.reconnect_initial
+        {
+            return invalid("amqp.reconnect_initial must be > 0 and <= amqp.reconnect_max".into());
+        }
+        if self.pseudonym_key.is_none()
+            && self.pseudonym_key_file.is_none()
+            && !self.dev_insecure_pseudonym_key
+        {
+            return invalid(
+                "no pseudonymisation key: set pseudonym_key_file (or EDC__PSEUDONYM_KEY_FILE) to a file holding at least 32 bytes; for a local demo only, dev_insecure_pseudonym_key: true".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// A one-line description safe to log: no secret appears in it.
+    pub fn describe(&self) -> String {
+        format!(
+            "amqp={} queue={} postgres={} pool_size={} workers={} prefetch={} job_timeout={:?} shutdown_grace={:?}",
+            self.amqp.url,
+            self.amqp.queue,
+            self.postgres.url,
+            self.postgres.pool_size,
+            self.workers,
+            self.workers,
+            self.job_timeout,
+            self.shutdown_grace
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const DEV: (&str, &str) = ("EDC__DEV_INSECURE_PSEUDONYM_KEY", "true");
+
+    #[test]
+    fn defaults_load_with_a_dev_key() {
+        let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+        assert_eq!(s.workers, 8);
+        assert_eq!(s.amqp.queue, "edc.records");
+        assert_eq!(s.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(s.max_message_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                DEV,
+                ("EDC__WORKERS", "3"),
+                ("EDC__POSTGRES__POOL_SIZE", "5"),
+                ("EDC__AMQP__URL", "amqp://u:p@h:1/%2f"),
+                ("EDC__JOB_TIMEOUT", "500ms"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.workers, 3);
+        assert_eq!(s.postgres.pool_size, 5);
+        assert_eq!(s.amqp.url.expose(), "amqp://u:p@h:1/%2f");
+        assert_eq!(s.job_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn unknown_environment_key_is_an_error() {
+        let err = Settings::load_with_env(None, env(&[DEV, ("EDC__WORKRES", "3")])).unwrap_err();
+        assert!(err.to_string().contains("workres"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "postgres:\n  pool_sise: 4\n").unwrap();
+        let err = Settings::load_with_env(Some(&path), env(&[DEV])).unwrap_err();
+        assert!(err.to_string().contains("pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn workers_above_pool_size_names_both_numbers() {
+        let err = Settings::load_with_env(
+            None,
+            env(&[
+                DEV,
+                ("EDC__WORKERS", "12"),
+                ("EDC__POSTGRES__POOL_SIZE", "4"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("(12)") && text.contains("(4)"), "{text}");
+    }
+
+    #[test]
+    fn missing_key_is_refused_without_the_dev_setting() {
+        let err = Settings::load_with_env(None, env(&[])).unwrap_err();
+        assert!(err.to_string().contains("pseudonymisation key"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let err = Settings::load_with_env(None, env(&[DEV, ("EDC__SHUTDOWN_GRACE", "soon")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("25s"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                DEV,
+                ("EDC__POSTGRES__URL", "postgres://edc:hunter2@db/edc"),
+                ("EDC__PSEUDONYM_KEY", "k3y-k3y-k3y"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{s:?} {}", s.describe());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("k3y-k3y-k3y"), "{shown}");
+        assert!(shown.contains("postgres://edc:***@db/edc"), "{shown}");
+    }
+
+    #[test]
+    fn redacts_each_url_of_a_list() {
+        assert_eq!(
+            redact_url("amqp://a:b@h1:5672/%2f,amqp://a:b@h2/%2f?heartbeat=5"),
+            "amqp://a:***@h1:5672/%2f,amqp://a:***@h2/%2f"
+        );
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -1,0 +1,245 @@
+//! The consuming side: a supervisor that keeps one AMQP session alive, and the fixed worker set.
+//!
+//! ```text
+//!  supervisor loop: connect (fail-over, backoff + jitter) -> declare -> qos(prefetch = workers)
+//!        -> consume -> pump deliveries into a 1-slot channel -> ... session lost? reconnect
+//!  workers (N tasks): take a job from the channel -> worker::process -> settle -> next
+//! ```
+//!
+//! The channel between them holds one job, so at most `workers` deliveries are unacked at the
+//! broker (its prefetch) and nothing piles up in memory whatever the backlog. A job remembers the
+//! session it came from; if that session dies, its ack fails harmlessly: the data committed, and the
+//! redelivery is recognised as a duplicate.
+//!
+//! Shutdown: cancel the consumer (basic.cancel), give back what was delivered but not started, let the
+//! workers finish their jobs within `shutdown_grace`, then close the channels and the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use rand::Rng;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::amqp;
+use crate::app::Context;
+use crate::worker::{self, SessionHandle};
+
+struct Job {
+    delivery: Delivery,
+    session: Arc<SessionHandle>,
+}
+
+struct Session {
+    connection: Connection,
+    channel: Channel,
+    handle: Arc<SessionHandle>,
+    consumer: lapin::Consumer,
+    tag: String,
+}
+
+enum End {
+    Shutdown,
+    Lost(String),
+}
+
+/// Runs until shutdown. Returns when every worker has finished (or the grace period ran out) and the
+/// broker connection is closed.
+pub async fn run(ctx: Arc<Context>) {
+    let (tx, rx) = mpsc::channel::<Job>(1);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut workers = JoinSet::new();
+    for _ in 0..ctx.settings.workers {
+        workers.spawn(worker_loop(ctx.clone(), rx.clone()));
+    }
+
+    let mut node = 0;
+    let mut sessions = 0u64;
+    let mut wait = ctx.settings.amqp.reconnect_initial;
+    let mut last: Option<Session> = None;
+    while !ctx.shutdown.is_cancelled() {
+        sessions += 1;
+        let session = match open_session(&ctx, node, sessions).await {
+            Ok((s, idx)) => {
+                node = idx;
+                wait = ctx.settings.amqp.reconnect_initial;
+                s
+            }
+            Err(e) => {
+                let jittered = jitter(wait);
+                warn!(error = %e, retry_in = ?jittered, "cannot reach RabbitMQ; retrying");
+                node += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(jittered) => {}
+                    _ = ctx.shutdown.cancelled() => break,
+                }
+                wait = (wait * 2).min(ctx.settings.amqp.reconnect_max);
+                continue;
+            }
+        };
+        info!(tag = %session.tag, prefetch = ctx.settings.workers, queue = %ctx.settings.amqp.queue, "consuming");
+        let mut session = session;
+        match pump(&ctx, &mut session, &tx).await {
+            End::Shutdown => {
+                last = Some(session);
+                break;
+            }
+            End::Lost(e) => {
+                warn!(error = %e, "lost the broker session; reconnecting");
+                let _ = session
+                    .connection
+                    .close(320, ShortString::from("session lost"))
+                    .await;
+            }
+        }
+    }
+
+    // Stop intake first, then drain.
+    if let Some(s) = &last {
+        let _ = s
+            .channel
+            .basic_cancel(
+                ShortString::from(s.tag.as_str()),
+                BasicCancelOptions::default(),
+            )
+            .await;
+    }
+    drop(tx);
+    if let Some(s) = &mut last {
+        give_back_undelivered(&ctx, s).await;
+    }
+    let grace = ctx.settings.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            ?grace,
+            "shutdown grace ran out; unfinished jobs return to the queue when the channel closes"
+        );
+        workers.abort_all();
+    }
+    // Jobs handed over but never started.
+    while let Ok(job) = rx.lock().await.try_recv() {
+        worker::requeue(&ctx, job.delivery).await;
+    }
+    if let Some(s) = last {
+        let _ = s
+            .handle
+            .publisher
+            .close(200, ShortString::from("shutdown"))
+            .await;
+        let _ = s.channel.close(200, ShortString::from("shutdown")).await;
+        let _ = s.connection.close(200, ShortString::from("shutdown")).await;
+    }
+}
+
+/// Deliveries the broker already sent but no worker took: back to the queue, now.
+async fn give_back_undelivered(ctx: &Context, s: &mut Session) {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), s.consumer.next()).await {
+            Ok(Some(Ok(delivery))) => worker::requeue(ctx, delivery).await,
+            _ => break,
+        }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.5..1.0);
+    d.mul_f64(factor)
+}
+
+async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, usize), String> {
+    let s = &ctx.settings.amqp;
+    let (connection, idx) = amqp::connect(&s.url, node, &ctx.consumer_name).await?;
+    let setup = async {
+        let channel = connection.create_channel().await?;
+        amqp::declare(&channel, s).await?;
+        let prefetch = u16::try_from(ctx.settings.workers).unwrap_or(u16::MAX);
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let publisher = amqp::confirm_channel(&connection).await?;
+        let tag = format!("{}#{n}", ctx.consumer_name);
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(s.queue.as_str()),
+                ShortString::from(tag.as_str()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>((channel, publisher, consumer, tag))
+    };
+    match setup.await {
+        Ok((channel, publisher, consumer, tag)) => Ok((
+            Session {
+                connection,
+                channel,
+                handle: Arc::new(SessionHandle { publisher }),
+                consumer,
+                tag,
+            },
+            idx,
+        )),
+        Err(e) => {
+            let _ = connection
+                .close(320, ShortString::from("setup failed"))
+                .await;
+            Err(format!("setting up the session failed: {e}"))
+        }
+    }
+}
+
+/// Moves deliveries from the consumer to the workers until shutdown or the session dies.
+async fn pump(ctx: &Context, session: &mut Session, tx: &mpsc::Sender<Job>) -> End {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return End::Shutdown,
+            next = session.consumer.next() => next,
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return End::Lost(e.to_string()),
+            None => return End::Lost("the broker cancelled the consumer".into()),
+        };
+        let job = Job {
+            delivery,
+            session: session.handle.clone(),
+        };
+        tokio::select! {
+            biased;
+            sent = tx.reserve() => match sent {
+                Ok(permit) => permit.send(job),
+                Err(_) => return End::Shutdown,
+            },
+            _ = ctx.shutdown.cancelled() => {
+                worker::requeue(ctx, job.delivery).await;
+                return End::Shutdown;
+            }
+        }
+    }
+}
+
+async fn worker_loop(ctx: Arc<Context>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let job = {
+            let mut rx = rx.lock().await;
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => None,
+                job = rx.recv() => job,
+            }
+        };
+        let Some(job) = job else { return };
+        worker::process(&ctx, &job.session, job.delivery).await;
+    }
+}

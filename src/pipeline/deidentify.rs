@@ -1,0 +1,298 @@
+//! Stage 3: a [`Validated`] record made fit to store.
+//!
+//! Every direct identifier becomes a keyed pseudonym, `HMAC-SHA256(key, field || 0x1f || normalised
+//! value)` in hex, so the same patient links across records and uploads without being named, and
+//! nobody without the key can test a guess. `birth_date` is kept only as a birth year, or `90+` when the
+//! patient was 90 or older at capture (HIPAA Safe Harbor). Items the protocol marks `phi: true` are
+//! replaced by their pseudonym inside `items`. Nothing identifying survives this stage.
+
+use std::path::Path;
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate};
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::validate::{Finding, Validated};
+
+/// Prefix of a pseudonymised item value inside `items`.
+pub const PSEUDONYM_PREFIX: &str = "psn:";
+
+/// The built-in key of `dev_insecure_pseudonym_key`. Public, so it protects nothing.
+const DEV_KEY: &[u8] = b"edc-ingest insecure development key: never use with real patients";
+
+/// Holds the pseudonymisation key. `Debug` does not show it.
+#[derive(Clone)]
+pub struct Pseudonymizer {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pseudonymizer([key redacted])")
+    }
+}
+
+impl Pseudonymizer {
+    pub const MIN_KEY_BYTES: usize = 32;
+
+    pub fn new(key: &[u8]) -> Result<Self, String> {
+        if key.len() < Self::MIN_KEY_BYTES {
+            return Err(format!(
+                "the pseudonymisation key has {} bytes; at least {} are needed",
+                key.len(),
+                Self::MIN_KEY_BYTES
+            ));
+        }
+        Ok(Pseudonymizer {
+            mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length"),
+        })
+    }
+
+    pub fn insecure_dev() -> Self {
+        Self::new(DEV_KEY).expect("the dev key is long enough")
+    }
+
+    /// Reads a key file; surrounding whitespace (a trailing newline) is not part of the key.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))?;
+        let text = bytes.trim_ascii();
+        Self::new(text).map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))
+    }
+
+    /// The pseudonym of `value` in `field`, after normalising the value for that field.
+    pub fn pseudonym(&self, field: &str, value: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(field.as_bytes());
+        mac.update(&[0x1f]);
+        mac.update(normalise(field, value).as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// The same person written two ways must give one pseudonym: case, spacing and punctuation that do
+/// not change the meaning are folded per field.
+pub fn normalise(field: &str, value: &str) -> String {
+    let trimmed = value.trim();
+    match field {
+        "phone" => {
+            let plus = if trimmed.starts_with('+') { "+" } else { "" };
+            let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+            format!("{plus}{digits}")
+        }
+        "national_id" | "mrn" => trimmed
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_uppercase)
+            .collect(),
+        "email" => trimmed.to_lowercase(),
+        _ => trimmed
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase(),
+    }
+}
+
+/// Whole years between `birth` and `on`.
+fn age_on(birth: NaiveDate, on: NaiveDate) -> i32 {
+    let mut age = on.year() - birth.year();
+    if (on.month(), on.day()) < (birth.month(), birth.day()) {
+        age -= 1;
+    }
+    age
+}
+
+/// `"1961"`, or `"90+"` when the patient was 90 or older on the capture date.
+pub fn birth_year(birth: NaiveDate, captured_at: DateTime<FixedOffset>) -> String {
+    if age_on(birth, captured_at.date_naive()) >= 90 {
+        "90+".to_string()
+    } else {
+        birth.year().to_string()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Accepted,
+    Queried,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Queried => "queried",
+        }
+    }
+}
+
+/// A record ready to store: nothing in it names the patient.
+#[derive(Clone, Debug)]
+pub struct Deidentified {
+    pub record_id: Uuid,
+    pub version: i32,
+    pub study: String,
+    pub site: String,
+    pub subject: String,
+    pub visit: String,
+    pub form: String,
+    pub captured_at: DateTime<FixedOffset>,
+    pub entered_by: String,
+    pub batch_id: Option<Uuid>,
+    pub batch_size: Option<u32>,
+    pub protocol_version: String,
+    /// The items, with `phi` items replaced by `psn:<pseudonym>`.
+    pub items: Value,
+    /// `{field: pseudonym}` for each identifier received.
+    pub pseudonyms: Value,
+    pub birth_year: Option<String>,
+    pub status: Status,
+    pub findings: Vec<Finding>,
+}
+
+pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
+    let Validated {
+        envelope: e,
+        protocol,
+        findings,
+    } = v;
+    let form = &protocol.forms[&e.form];
+    let mut items = e.items;
+    for (name, value) in items.iter_mut() {
+        if form.items.get(name).is_some_and(|d| d.phi) {
+            let text = match &*value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            *value = Value::String(format!(
+                "{PSEUDONYM_PREFIX}{}",
+                p.pseudonym(&format!("item:{name}"), &text)
+            ));
+        }
+    }
+    let mut pseudonyms = Map::new();
+    for (field, value) in &e.identifiers.fields {
+        pseudonyms.insert(
+            (*field).to_string(),
+            Value::String(p.pseudonym(field, value)),
+        );
+    }
+    let birth_year = e
+        .identifiers
+        .birth_date
+        .map(|b| birth_year(b, e.captured_at));
+    let status = if findings.is_empty() {
+        Status::Accepted
+    } else {
+        Status::Queried
+    };
+    Deidentified {
+        record_id: e.record_id,
+        version: e.version,
+        study: e.study,
+        site: e.site,
+        subject: e.subject,
+        visit: e.visit,
+        form: e.form,
+        captured_at: e.captured_at,
+        entered_by: e.entered_by,
+        batch_id: e.batch.as_ref().map(|b| b.id),
+        batch_size: e.batch.as_ref().and_then(|b| b.size),
+        protocol_version: protocol.version.clone(),
+        items: Value::Object(items),
+        pseudonyms: Value::Object(pseudonyms),
+        birth_year,
+        status,
+        findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::tests::sample;
+    use super::*;
+    use crate::protocol::Registry;
+    use serde_json::json;
+
+    fn prepare(v: &Value) -> Deidentified {
+        let registry = Registry::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/studies"),
+        )
+        .unwrap();
+        super::super::prepare(
+            &serde_json::to_vec(v).unwrap(),
+            1 << 20,
+            &registry,
+            &Pseudonymizer::insecure_dev(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn no_identifier_survives() {
+        let d = prepare(&sample());
+        let shown = format!("{d:?}");
+        for needle in [
+            "Ada",
+            "Lovelace",
+            "1961-03-02",
+            "7946",
+            "QQ",
+            "778899",
+            "Example Road",
+            "ada@",
+        ] {
+            assert!(!shown.contains(needle), "{needle} in {shown}");
+        }
+        assert_eq!(d.birth_year.as_deref(), Some("1961"));
+        assert_eq!(d.pseudonyms.as_object().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn pseudonyms_link_the_same_person_written_differently() {
+        let p = Pseudonymizer::insecure_dev();
+        assert_eq!(
+            p.pseudonym("full_name", "Ada  Lovelace "),
+            p.pseudonym("full_name", "ada lovelace")
+        );
+        assert_eq!(
+            p.pseudonym("phone", "+44 20-7946"),
+            p.pseudonym("phone", "+44207946")
+        );
+        assert_ne!(p.pseudonym("mrn", "1"), p.pseudonym("national_id", "1"));
+        let other = Pseudonymizer::new(&[7u8; 32]).unwrap();
+        assert_ne!(p.pseudonym("mrn", "1"), other.pseudonym("mrn", "1"));
+    }
+
+    #[test]
+    fn the_very_old_are_90_plus() {
+        let at = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap();
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(birth_year(d("1936-11-20"), at), "90+");
+        assert_eq!(birth_year(d("1936-11-21"), at), "1936");
+    }
+
+    #[test]
+    fn phi_items_become_pseudonyms() {
+        let mut v = sample();
+        v["form"] = json!("AE");
+        v["items"] =
+            json!({"AETERM": "Headache after visiting Ada", "AESER": "N", "AESTDAT": "2026-11-01"});
+        let d = prepare(&v);
+        let term = d.items["AETERM"].as_str().unwrap();
+        assert!(term.starts_with(PSEUDONYM_PREFIX) && !term.contains("Ada"));
+        assert_eq!(d.items["AESER"], json!("N"));
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(
+            Pseudonymizer::new(b"short")
+                .unwrap_err()
+                .contains("at least 32")
+        );
+    }
+}

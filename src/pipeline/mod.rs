@@ -1,0 +1,109 @@
+//! What happens to one message body, stage by stage.
+//!
+//! ```text
+//! bytes --parse--> Envelope --validate--> Validated --deidentify--> Deidentified --persist--> Stored
+//!   |                 |                       |                                        |
+//!   +-- malformed, too_large, invalid --------+                           duplicate / conflict
+//! ```
+//!
+//! Each stage returns a stronger type than it takes, so nothing un-validated or still identifying can
+//! reach `persist`. The first three stages are pure, synchronous functions; `persist` is the only one
+//! that does I/O. A stage that refuses a message returns a [`Rejected`] with a [`RejectKind`] and a
+//! reason written by us: reasons never quote a value from the payload, because they travel into
+//! dead-letter headers, logs and the `rejections` table.
+
+pub mod deidentify;
+pub mod parse;
+pub mod persist;
+pub mod validate;
+
+use uuid::Uuid;
+
+pub use deidentify::{Deidentified, Pseudonymizer};
+pub use parse::Envelope;
+pub use validate::{Finding, Validated};
+
+use crate::protocol::Registry;
+
+/// Why a message was dead-lettered. The string forms are the `x-edc-error-kind` header values and the
+/// `rejections.kind` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectKind {
+    /// Not UTF-8 JSON, or not a JSON object.
+    Malformed,
+    /// Larger than `max_message_bytes`; refused before parsing.
+    TooLarge,
+    /// Breaks the message contract or the study protocol's structure.
+    Invalid,
+    /// Same (record_id, version) already stored with a different payload.
+    Conflict,
+    /// The job panicked.
+    Panic,
+    /// Any other permanent error, such as a PostgreSQL data exception.
+    Failed,
+}
+
+impl RejectKind {
+    pub const ALL: [RejectKind; 6] = [
+        RejectKind::Malformed,
+        RejectKind::TooLarge,
+        RejectKind::Invalid,
+        RejectKind::Conflict,
+        RejectKind::Panic,
+        RejectKind::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::Malformed => "malformed",
+            RejectKind::TooLarge => "too_large",
+            RejectKind::Invalid => "invalid",
+            RejectKind::Conflict => "conflict",
+            RejectKind::Panic => "panic",
+            RejectKind::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: the kind, our own words, and what we could learn of the record without trusting it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub kind: RejectKind,
+    pub reason: String,
+    pub record_id: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+}
+
+impl Rejected {
+    pub fn new(kind: RejectKind, reason: impl Into<String>) -> Self {
+        Rejected {
+            kind,
+            reason: reason.into(),
+            record_id: None,
+            batch_id: None,
+        }
+    }
+}
+
+/// The pure part of the pipeline: bytes in, a de-identified record (or a refusal) out.
+pub fn prepare(
+    body: &[u8],
+    max_message_bytes: usize,
+    registry: &Registry,
+    pseudonymizer: &Pseudonymizer,
+) -> Result<Deidentified, Rejected> {
+    let envelope = parse::parse(body, max_message_bytes)?;
+    let (record_id, batch_id) = (envelope.record_id, envelope.batch.as_ref().map(|b| b.id));
+    let validated = validate::validate(envelope, registry).map_err(|mut r| {
+        r.record_id = Some(record_id);
+        r.batch_id = batch_id;
+        r
+    })?;
+    Ok(deidentify::deidentify(validated, pseudonymizer))
+}

@@ -1,0 +1,372 @@
+//! Study protocols: what a site may submit for a study, and the edit checks its data must pass.
+//!
+//! Data managers write one YAML file per protocol version in `studies_dir`. [`Registry::load`] reads
+//! them all, compiles every CEL expression once, and refuses the whole set if any file is wrong, so a
+//! broken protocol can never be half in force. Validation against a protocol lives in
+//! `pipeline::validate`; this module only knows the model.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+/// Variables an expression may use besides the form's items.
+pub const CONTEXT_VARIABLES: [&str; 4] = ["study", "site", "visit", "form"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtocolFile {
+    study: String,
+    version: String,
+    /// First day this version is in force (by the record's `captured_at`); absent means "always".
+    #[serde(default)]
+    effective_from: Option<NaiveDate>,
+    #[serde(default)]
+    title: Option<String>,
+    sites: Vec<String>,
+    visits: Vec<String>,
+    forms: BTreeMap<String, FormFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormFile {
+    #[serde(default)]
+    title: Option<String>,
+    items: BTreeMap<String, Item>,
+    #[serde(default)]
+    checks: Vec<CheckFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    id: String,
+    assert: String,
+    message: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemType {
+    Integer,
+    Decimal,
+    Text,
+    Date,
+    Code,
+}
+
+/// One item (field) of a form, as the protocol defines it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    #[serde(rename = "type")]
+    pub kind: ItemType,
+    #[serde(default)]
+    pub required: bool,
+    /// Inclusive [low, high] for integer and decimal items; outside it raises a query.
+    #[serde(default)]
+    pub range: Option<[f64; 2]>,
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Allowed values of a code item; another value raises a query.
+    #[serde(default)]
+    pub codes: Option<Vec<String>>,
+    /// Longest allowed text, in characters; longer raises a query.
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Protected health information: stored only as a keyed pseudonym.
+    #[serde(default)]
+    pub phi: bool,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// An edit check, compiled.
+pub struct Check {
+    pub id: String,
+    pub message: String,
+    pub source: String,
+    pub program: cel::Program,
+    /// The form items the expression reads; if any is absent from a record the check is skipped.
+    pub items: Vec<String>,
+}
+
+pub struct Form {
+    pub items: BTreeMap<String, Item>,
+    pub checks: Vec<Check>,
+}
+
+/// One version of one study's protocol, ready to validate against.
+pub struct Protocol {
+    pub study: String,
+    pub version: String,
+    pub effective_from: Option<NaiveDate>,
+    pub sites: HashSet<String>,
+    pub visits: HashSet<String>,
+    pub forms: BTreeMap<String, Form>,
+}
+
+/// Every protocol in force, by study; versions sorted by `effective_from`.
+#[derive(Default)]
+pub struct Registry {
+    studies: HashMap<String, Vec<Arc<Protocol>>>,
+}
+
+impl Registry {
+    /// Loads every `*.yaml` / `*.yml` file of `dir`. Any error in any file fails the whole load, with
+    /// every problem found listed (file name first).
+    pub fn load(dir: &Path) -> Result<Registry, String> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("studies_dir {}: {e}", dir.display()))?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml") | Some("yml")
+                )
+            })
+            .collect();
+        paths.sort();
+        let mut problems = Vec::new();
+        let mut registry = Registry::default();
+        for path in &paths {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            match Protocol::parse(&text) {
+                Ok(p) => registry
+                    .studies
+                    .entry(p.study.clone())
+                    .or_default()
+                    .push(Arc::new(p)),
+                Err(errs) => problems.extend(errs.into_iter().map(|e| format!("{name}: {e}"))),
+            }
+        }
+        for (study, versions) in &mut registry.studies {
+            versions.sort_by_key(|p| p.effective_from);
+            for pair in versions.windows(2) {
+                if pair[0].effective_from == pair[1].effective_from {
+                    problems.push(format!(
+                        "study {study}: versions {} and {} take effect on the same day",
+                        pair[0].version, pair[1].version
+                    ));
+                }
+            }
+        }
+        if paths.is_empty() {
+            problems.push(format!("no protocol files (*.yaml) in {}", dir.display()));
+        }
+        if problems.is_empty() {
+            Ok(registry)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// The version of `study` in force on `day`: the latest whose `effective_from` is not after it.
+    pub fn protocol_for(&self, study: &str, day: NaiveDate) -> Option<&Arc<Protocol>> {
+        let versions = self.studies.get(study)?;
+        versions
+            .iter()
+            .rev()
+            .find(|p| p.effective_from.is_none_or(|from| from <= day))
+    }
+
+    pub fn knows_study(&self, study: &str) -> bool {
+        self.studies.contains_key(study)
+    }
+
+    pub fn studies(&self) -> impl Iterator<Item = &Arc<Protocol>> {
+        self.studies.values().flatten()
+    }
+}
+
+impl Protocol {
+    /// Parses and checks one protocol file; returns every problem found, not only the first.
+    pub fn parse(text: &str) -> Result<Protocol, Vec<String>> {
+        let file: ProtocolFile = serde_saphyr::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let mut problems = Vec::new();
+        if file.study.trim().is_empty() {
+            problems.push("study must not be empty".to_string());
+        }
+        if file.version.trim().is_empty() {
+            problems.push("version must not be empty".to_string());
+        }
+        if file.sites.is_empty() {
+            problems.push("sites must list at least one site".to_string());
+        }
+        if file.visits.is_empty() {
+            problems.push("visits must list at least one visit".to_string());
+        }
+        let _ = (&file.title,);
+        let mut forms = BTreeMap::new();
+        for (form_name, form) in file.forms {
+            let _ = &form.title;
+            let mut seen_ids = HashSet::new();
+            for (item_name, item) in &form.items {
+                problems.extend(
+                    item.problems()
+                        .into_iter()
+                        .map(|p| format!("form {form_name}, item {item_name}: {p}")),
+                );
+            }
+            let mut checks = Vec::new();
+            for check in form.checks {
+                if !seen_ids.insert(check.id.clone()) {
+                    problems.push(format!(
+                        "form {form_name}: check id {} is used twice",
+                        check.id
+                    ));
+                }
+                match compile_expression(&check.assert, &form.items) {
+                    Ok((program, items)) => checks.push(Check {
+                        id: check.id,
+                        message: check.message,
+                        source: check.assert,
+                        program,
+                        items,
+                    }),
+                    Err(e) => problems.push(format!("form {form_name}, check {}: {e}", check.id)),
+                }
+            }
+            forms.insert(
+                form_name,
+                Form {
+                    items: form.items,
+                    checks,
+                },
+            );
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Protocol {
+            study: file.study,
+            version: file.version,
+            effective_from: file.effective_from,
+            sites: file.sites.into_iter().collect(),
+            visits: file.visits.into_iter().collect(),
+            forms,
+        })
+    }
+}
+
+impl Item {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let numeric = matches!(self.kind, ItemType::Integer | ItemType::Decimal);
+        if let Some([lo, hi]) = self.range {
+            if !numeric {
+                p.push("range is only for integer and decimal items".to_string());
+            } else if !(lo <= hi) {
+                p.push(format!("range [{lo}, {hi}] is empty"));
+            }
+        }
+        match (&self.codes, self.kind) {
+            (Some(codes), ItemType::Code) if codes.is_empty() => p.push("codes is empty".into()),
+            (None, ItemType::Code) => p.push("a code item needs codes".into()),
+            (Some(_), kind) if kind != ItemType::Code => {
+                p.push("codes is only for code items".into())
+            }
+            _ => {}
+        }
+        if self.max_length.is_some() && self.kind != ItemType::Text {
+            p.push("max_length is only for text items".to_string());
+        }
+        p
+    }
+}
+
+/// Compiles a CEL expression and checks that it reads only the form's items and the context
+/// variables. Returns the program and the items it reads.
+pub fn compile_expression(
+    source: &str,
+    items: &BTreeMap<String, Item>,
+) -> Result<(cel::Program, Vec<String>), String> {
+    let program = cel::Program::compile(source)
+        .map_err(|e| format!("`{source}` is not a valid CEL expression: {e}"))?;
+    let mut used = Vec::new();
+    for var in program.references().variables() {
+        if items.contains_key(var) {
+            used.push(var.to_string());
+        } else if !CONTEXT_VARIABLES.contains(&var) {
+            return Err(format!(
+                "`{source}` reads `{var}`, which is neither an item of the form nor one of {}",
+                CONTEXT_VARIABLES.join(", ")
+            ));
+        }
+    }
+    used.sort();
+    Ok((program, used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINI: &str = r#"
+study: T-1
+version: "1.0"
+sites: [S1]
+visits: [V1]
+forms:
+  VS:
+    items:
+      SYSBP: {type: integer, required: true, range: [60, 250], unit: mmHg}
+      DIABP: {type: integer, range: [30, 150]}
+    checks:
+      - {id: VS001, assert: "DIABP < SYSBP", message: "Diastolic must be below systolic"}
+"#;
+
+    #[test]
+    fn parses_a_minimal_protocol() {
+        let p = Protocol::parse(MINI).unwrap();
+        assert_eq!(p.version, "1.0");
+        let vs = &p.forms["VS"];
+        assert_eq!(vs.checks[0].items, vec!["DIABP", "SYSBP"]);
+        assert!(vs.items["SYSBP"].required);
+    }
+
+    #[test]
+    fn reports_every_problem_of_a_file() {
+        let bad = MINI
+            .replace("range: [30, 150]", "range: [30, 150], codes: [A]")
+            .replace("DIABP < SYSBP", "DIABP < PULSE");
+        let errs = Protocol::parse(&bad).err().unwrap();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("codes is only for code items"))
+        );
+        assert!(errs.iter().any(|e| e.contains("reads `PULSE`")));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let errs = Protocol::parse(&MINI.replace("unit: mmHg", "unti: mmHg"))
+            .err()
+            .unwrap();
+        assert!(errs[0].contains("unti"), "{errs:?}");
+    }
+
+    #[test]
+    fn the_shipped_demo_study_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/studies");
+        let registry = Registry::load(&dir).unwrap();
+        let p = registry
+            .protocol_for("DEMO-001", NaiveDate::from_ymd_opt(2026, 11, 20).unwrap())
+            .unwrap();
+        assert!(
+            p.forms.contains_key("VS") && p.forms.contains_key("AE") && p.forms.contains_key("LB")
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Counters of what became of each message, for the shutdown summary and the tests.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::pipeline::RejectKind;
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub queried: AtomicU64,
+    pub duplicate: AtomicU64,
+    /// Given back to the queue (database unavailable, job deadline, shutdown).
+    pub requeued: AtomicU64,
+    dead_lettered: [AtomicU64; RejectKind::ALL.len()],
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub accepted: u64,
+    pub queried: u64,
+    pub duplicate: u64,
+    pub requeued: u64,
+    pub dead_lettered: Vec<(RejectKind, u64)>,
+}
+
+impl Stats {
+    pub fn dead_lettered(&self, kind: RejectKind) {
+        self.dead_lettered[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            accepted: self.accepted.load(Relaxed),
+            queried: self.queried.load(Relaxed),
+            duplicate: self.duplicate.load(Relaxed),
+            requeued: self.requeued.load(Relaxed),
+            dead_lettered: RejectKind::ALL
+                .iter()
+                .map(|k| (*k, self.dead_lettered[*k as usize].load(Relaxed)))
+                .collect(),
+        }
+    }
+}
+
+impl Summary {
+    pub fn dead_lettered_total(&self) -> u64 {
+        self.dead_lettered.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Messages settled for good (acked): stored, duplicate or dead-lettered.
+    pub fn settled(&self) -> u64 {
+        self.accepted + self.queried + self.duplicate + self.dead_lettered_total()
+    }
+
+    pub fn dead_lettered_of(&self, kind: RejectKind) -> u64 {
+        self.dead_lettered
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "accepted={} queried={} duplicate={} dead_lettered={}",
+            self.accepted,
+            self.queried,
+            self.duplicate,
+            self.dead_lettered_total()
+        )?;
+        let kinds: Vec<String> = self
+            .dead_lettered
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if !kinds.is_empty() {
+            write!(f, " ({})", kinds.join(" "))?;
+        }
+        write!(f, " requeued={}", self.requeued)
+    }
+}

@@ -1,0 +1,5 @@
+//! The uploader's side and other helpers behind the CLI: `generate` makes synthetic DEMO-001
+//! records, `publish` sends NDJSON lines to the work queue with publisher confirms.
+
+pub mod generate;
+pub mod publish;

@@ -1,0 +1,68 @@
+//! `edc-ingest publish`: the uploader's side. Sends each NDJSON line as one persistent message to the
+//! work queue, with publisher confirms; a line is only counted once the broker confirmed it.
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{Confirmation, PublisherConfirm};
+
+use crate::amqp;
+use crate::config::AmqpSettings;
+
+/// Confirms awaited at once: enough to keep the broker busy, bounded so memory stays flat.
+const WINDOW: usize = 512;
+
+pub async fn publish(settings: &AmqpSettings, input: impl BufRead) -> anyhow::Result<u64> {
+    let (conn, _) = amqp::connect(&settings.url, 0, "edc-ingest publish")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
+    let result = async {
+        let setup = conn.create_channel().await?;
+        amqp::declare(&setup, settings).await?;
+        let channel = amqp::confirm_channel(&conn).await?;
+        let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
+        let mut sent = 0u64;
+        for line in input.lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()));
+            let confirm = channel
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(settings.queue.as_str()),
+                    BasicPublishOptions::default(),
+                    line.as_bytes(),
+                    props,
+                )
+                .await?;
+            pending.push_back(confirm);
+            if pending.len() >= WINDOW {
+                check(pending.pop_front().expect("non-empty").await?)?;
+            }
+            sent += 1;
+        }
+        while let Some(c) = pending.pop_front() {
+            check(c.await?)?;
+        }
+        let _ = channel.close(200, ShortString::from("done")).await;
+        Ok::<_, anyhow::Error>(sent)
+    }
+    .await;
+    let _ = conn.close(200, ShortString::from("done")).await;
+    result
+}
+
+fn check(c: Confirmation) -> anyhow::Result<()> {
+    match c {
+        Confirmation::Ack(_) => Ok(()),
+        other => anyhow::bail!("broker did not confirm a message: {other:?}"),
+    }
+}
