@@ -143,11 +143,10 @@ pub async fn run(ctx: Arc<Context>) {
 
 /// Deliveries the broker already sent but no worker took: back to the queue, now.
 async fn give_back_undelivered(ctx: &Context, s: &mut Session) {
-    loop {
-        match tokio::time::timeout(Duration::from_millis(200), s.consumer.next()).await {
-            Ok(Some(Ok(delivery))) => worker::requeue(ctx, delivery).await,
-            _ => break,
-        }
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_millis(200), s.consumer.next()).await
+    {
+        worker::requeue(ctx, delivery).await;
     }
 }
 

@@ -267,7 +267,7 @@ impl Item {
         if let Some([lo, hi]) = self.range {
             if !numeric {
                 p.push("range is only for integer and decimal items".to_string());
-            } else if !(lo <= hi) {
+            } else if lo.is_nan() || hi.is_nan() || lo > hi {
                 p.push(format!("range [{lo}, {hi}] is empty"));
             }
         }

@@ -1,0 +1,364 @@
+//! Test harness: a fresh database and fresh queues per test, the daemon in-process (or its binary),
+//! and helpers that wait for conditions instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edc_ingest::config::Settings;
+use edc_ingest::stats::{Stats, Summary};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+pub fn amqp_url() -> String {
+    std::env::var("EDC_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn pg_url() -> String {
+    std::env::var("EDC_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://edc:edc@127.0.0.1:5432/edc".into())
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+fn with_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{db}")
+}
+
+/// One test's world: its own database and queue names.
+pub struct TestEnv {
+    pub suffix: String,
+    pub db_url: String,
+    pub db_name: String,
+    pub queue: String,
+    pub dlx: String,
+    pub dlq: String,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let db_name = format!("edc_test_{suffix}");
+        let (admin, conn) = tokio_postgres::connect(&pg_url(), NoTls)
+            .await
+            .expect("PostgreSQL for tests (run scripts/test.sh)");
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db_name}"))
+            .await
+            .unwrap();
+        let env = TestEnv {
+            db_url: with_db(&pg_url(), &db_name),
+            db_name,
+            queue: format!("edc.records.t{suffix}"),
+            dlx: format!("edc.dlx.t{suffix}"),
+            dlq: format!("edc.records.dlq.t{suffix}"),
+            suffix,
+        };
+        // The daemon migrates at start too; doing it here lets a test query the tables at once.
+        edc_ingest::db::migrate(&env.settings(&[]).postgres)
+            .await
+            .expect("migrations apply");
+        env
+    }
+
+    /// The environment variables that point the daemon at this test's world.
+    pub fn env_vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = vec![
+            ("EDC__AMQP__URL".into(), amqp_url()),
+            ("EDC__AMQP__QUEUE".into(), self.queue.clone()),
+            ("EDC__AMQP__DEAD_LETTER_EXCHANGE".into(), self.dlx.clone()),
+            ("EDC__AMQP__DEAD_LETTER_QUEUE".into(), self.dlq.clone()),
+            ("EDC__POSTGRES__URL".into(), self.db_url.clone()),
+            ("EDC__POSTGRES__POOL_SIZE".into(), "8".into()),
+            ("EDC__WORKERS".into(), "4".into()),
+            (
+                "EDC__STUDIES_DIR".into(),
+                repo().join("config/studies").display().to_string(),
+            ),
+            ("EDC__DEV_INSECURE_PSEUDONYM_KEY".into(), "true".into()),
+            ("EDC__SHUTDOWN_GRACE".into(), "10s".into()),
+            ("EDC__JOB_TIMEOUT".into(), "10s".into()),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
+        vars
+    }
+
+    pub fn settings(&self, extra: &[(&str, &str)]) -> Settings {
+        Settings::load_with_env(None, self.env_vars(extra)).expect("test settings are valid")
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.db_url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    /// Publishes raw bodies, each with the given message id, and waits for the broker's confirms.
+    pub async fn publish(&self, bodies: &[(&str, Vec<u8>)]) {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        edc_ingest::amqp::declare(&ch, &self.settings(&[]).amqp)
+            .await
+            .unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        for (id, body) in bodies {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(ShortString::from(*id))
+                .with_correlation_id(ShortString::from(format!("corr-{id}")));
+            let confirm = ch
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(self.queue.as_str()),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack(), "broker confirmed the test message");
+        }
+        conn.close(200, ShortString::from("bye")).await.unwrap();
+    }
+
+    /// Publishes NDJSON lines, message id = line number.
+    pub async fn publish_lines(&self, lines: &[String]) {
+        let bodies: Vec<(String, Vec<u8>)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("m{i}"), l.clone().into_bytes()))
+            .collect();
+        let refs: Vec<(&str, Vec<u8>)> = bodies
+            .iter()
+            .map(|(i, b)| (i.as_str(), b.clone()))
+            .collect();
+        self.publish(&refs).await;
+    }
+
+    /// Takes every message from the dead-letter queue (acking them).
+    pub async fn drain_dlq(&self) -> Vec<lapin::message::BasicGetMessage> {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = ch
+            .basic_get(
+                ShortString::from(self.dlq.as_str()),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            out.push(m);
+        }
+        conn.close(200, ShortString::from("bye")).await.unwrap();
+        out
+    }
+
+    /// Ready messages in a queue (quorum queue counts lag about a second).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        conn.close(200, ShortString::from("bye")).await.unwrap();
+        q.message_count()
+    }
+
+    /// Ready plus unacknowledged messages of a queue, from the management API.
+    pub async fn total_messages(&self, queue: &str) -> i64 {
+        let q = management(&format!("/api/queues/%2f/{queue}"));
+        let ready = q["messages_ready"].as_i64().unwrap_or(0);
+        let unacked = q["messages_unacknowledged"].as_i64().unwrap_or(0);
+        ready + unacked
+    }
+
+    pub async fn cleanup(self) {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        for q in [&self.queue, &self.dlq] {
+            let _ = ch
+                .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = ch
+            .exchange_delete(ShortString::from(self.dlx.as_str()), Default::default())
+            .await;
+        let _ = conn.close(200, ShortString::from("bye")).await;
+        let (admin, c) = tokio_postgres::connect(&pg_url(), NoTls).await.unwrap();
+        tokio::spawn(c);
+        let _ = admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .await;
+    }
+}
+
+pub async fn amqp() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ for tests (run scripts/test.sh)")
+}
+
+/// A daemon running in this process.
+pub struct Daemon {
+    pub token: CancellationToken,
+    pub stats: Arc<Stats>,
+    pub handle: JoinHandle<anyhow::Result<Summary>>,
+}
+
+impl Daemon {
+    pub fn start(settings: Settings) -> Daemon {
+        let token = CancellationToken::new();
+        let stats = Arc::new(Stats::default());
+        let handle = tokio::spawn(edc_ingest::app::run_with_stats(
+            settings,
+            token.clone(),
+            stats.clone(),
+        ));
+        Daemon {
+            token,
+            stats,
+            handle,
+        }
+    }
+
+    pub async fn wait_settled(&self, n: u64, within: Duration) {
+        let stats = self.stats.clone();
+        wait_for(&format!("{n} messages settled"), within, || {
+            let s = stats.summary();
+            async move { s.settled() >= n }
+        })
+        .await;
+    }
+
+    pub async fn stop(self) -> Summary {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("daemon stops in time")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds; fails the test after `within`.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GET on RabbitMQ's management API (guest/guest on loopback), parsed as JSON.
+pub fn management(path: &str) -> serde_json::Value {
+    let port = std::env::var("EDC_TEST_MANAGEMENT_PORT").unwrap_or_else(|_| "15672".into());
+    let mut s =
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("RabbitMQ management API");
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// The documented example record, with a fresh record id.
+pub fn record(form_items: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"schema": "edc.crf.v1", "record_id": uuid::Uuid::new_v4().to_string(), "version": 1,
+        "study": "DEMO-001", "site": "SITE-03", "subject": "DEMO-001-03-0042", "visit": "WEEK4",
+        "form": "VS", "captured_at": "2026-11-20T10:15:00Z", "entered_by": "crc-17",
+        "batch": {"id": "b1f2c3d4-0000-4000-8000-000000000001", "size": 1000},
+        "identifiers": {"full_name": "Ada Lovelace", "birth_date": "1961-03-02", "phone": "+44 20 7946 0000",
+            "national_id": "QQ 12 34 56 C", "mrn": "MRN-778899", "address": "12 Example Road, London",
+            "email": "ada@example.org"},
+        "items": form_items})
+}
+
+pub fn vs_items() -> serde_json::Value {
+    serde_json::json!({"SYSBP": 128, "DIABP": 82, "PULSE": 71, "TEMP": 36.8, "VSDAT": "2026-11-20"})
+}
+
+pub fn bytes(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+/// A header of a dead letter, as text.
+pub fn header(m: &lapin::message::BasicGetMessage, name: &str) -> Option<String> {
+    let h = m.delivery.properties.headers().as_ref()?;
+    h.inner().get(name).map(|v| match v {
+        lapin::types::AMQPValue::LongString(s) => {
+            String::from_utf8_lossy(s.as_bytes()).into_owned()
+        }
+        other => format!("{other:?}"),
+    })
+}
+
+/// Generated records, as the `generate` command makes them.
+pub fn generated(count: usize, seed: u64, invalid: f64, queried: f64) -> Vec<String> {
+    let opts = edc_ingest::tools::generate::Options {
+        count,
+        seed,
+        invalid_ratio: invalid,
+        queried_ratio: queried,
+        duplicate_ratio: 0.0,
+        batch_size: 500,
+    };
+    let mut out = Vec::new();
+    edc_ingest::tools::generate::generate(&opts, &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,157 @@
+//! Running the real binary: configuration errors, prefetch, and a graceful stop under load.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn binary(env: &TestEnv, extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
+    cmd.env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env.env_vars(extra) {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[tokio::test]
+async fn more_workers_than_connections_is_refused_naming_both_numbers() {
+    let env = TestEnv::new().await;
+    for cmd in ["check-config", "run"] {
+        let out = binary(
+            &env,
+            &[("EDC__WORKERS", "20"), ("EDC__POSTGRES__POOL_SIZE", "4")],
+        )
+        .arg(cmd)
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("workers (20)") && err.contains("postgres.pool_size (4)"),
+            "{err}"
+        );
+    }
+    let out = binary(&env, &[("EDC__WROKERS", "2")])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrokers"));
+    let out = binary(&env, &[]).arg("check-config").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_broker_sees_a_prefetch_equal_to_the_worker_count() {
+    let env = TestEnv::new().await;
+    let daemon =
+        Daemon::start(env.settings(&[("EDC__WORKERS", "3"), ("EDC__POSTGRES__POOL_SIZE", "5")]));
+    let queue = env.queue.clone();
+    wait_for("a consumer on the queue", WAIT, || {
+        let queue = queue.clone();
+        async move {
+            let consumers = management("/api/consumers");
+            consumers
+                .as_array()
+                .is_some_and(|a| a.iter().any(|c| c["queue"]["name"] == queue.as_str()))
+        }
+    })
+    .await;
+    let consumers = management("/api/consumers");
+    let ours: Vec<_> = consumers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["queue"]["name"] == env.queue.as_str())
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0]["prefetch_count"], 3);
+    assert_eq!(ours[0]["ack_required"], true);
+    daemon.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_with_jobs_in_flight_loses_and_duplicates_nothing() {
+    // Arrange: 3,000 valid records in the queue, the real binary consuming them.
+    let env = TestEnv::new().await;
+    let lines = generated(3000, 42, 0.0, 0.05);
+    env.publish_lines(&lines).await;
+    let mut child = binary(&env, &[("EDC__WORKERS", "4")])
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Act: stop it while it is busy
+    wait_for("some records stored", WAIT, || async {
+        env.count("SELECT count(*) FROM crf_records").await >= 200
+    })
+    .await;
+    signal(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        (status, out)
+    })
+    .await
+    .unwrap();
+    let stored_at_stop = env.count("SELECT count(*) FROM crf_records").await;
+
+    // Assert: a clean exit with its summary, and work left for later
+    assert_eq!(status.0.code(), Some(0), "exit status");
+    assert!(
+        status.1.contains("edc-ingest stopped after"),
+        "summary line: {}",
+        status.1
+    );
+    assert!(
+        stored_at_stop < 3000,
+        "stopped before the end ({stored_at_stop})"
+    );
+
+    // Act: a second run drains the rest
+    let daemon = Daemon::start(env.settings(&[]));
+    wait_for("every record stored", WAIT, || async {
+        env.count("SELECT count(*) FROM crf_records").await == 3000
+    })
+    .await;
+    wait_for("work queue empty", WAIT, || async {
+        env.total_messages(&env.queue).await == 0
+    })
+    .await;
+    daemon.stop().await;
+
+    // Assert: each record exactly once, each with exactly one 'created' audit row, nothing dead-lettered
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 3000);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_trail WHERE action = 'created'")
+            .await,
+        3000
+    );
+    assert_eq!(env.count("SELECT count(*) FROM (SELECT record_id, version FROM audit_trail GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM rejections").await, 0);
+    assert!(env.drain_dlq().await.is_empty());
+    env.cleanup().await;
+}

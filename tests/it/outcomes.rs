@@ -1,0 +1,330 @@
+//! What becomes of each message: every outcome of the contract, on the real broker and database.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn every_outcome_is_stored_or_dead_lettered_with_its_kind() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let accepted = record(vs_items());
+    let mut queried = record(vs_items());
+    queried["items"]["SYSBP"] = json!(300); // out of range
+    queried["items"]["DIABP"] = json!(20); // below range; still below systolic, so VS001 holds
+    let mut invalid = record(vs_items());
+    invalid["items"]["SYSBP"] = json!("abc");
+    let mut nul = record(vs_items());
+    nul["subject"] = json!("DEMO-001-03-\u{0}42");
+    let mut conflicting = accepted.clone();
+    conflicting["items"]["PULSE"] = json!(99);
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000)).into_bytes();
+    let daemon = Daemon::start(env.settings(&[("EDC__MAX_MESSAGE_BYTES", "4096")]));
+
+    // Act
+    env.publish(&[
+        ("accepted", bytes(&accepted)),
+        ("queried", bytes(&queried)),
+        ("malformed", b"{\"schema\": \"edc.crf.v1\", ".to_vec()),
+        ("not-object", b"[1, 2, 3]".to_vec()),
+        ("too-large", big),
+        ("invalid", bytes(&invalid)),
+        ("nul", bytes(&nul)),
+    ])
+    .await;
+    daemon.wait_settled(7, WAIT).await;
+    // Redelivery of the same bytes, and a different payload under the same key.
+    env.publish(&[
+        ("again", bytes(&accepted)),
+        ("conflict", bytes(&conflicting)),
+    ])
+    .await;
+    daemon.wait_settled(9, WAIT).await;
+    let summary = daemon.stop().await;
+
+    // Assert: counters
+    assert_eq!(
+        (summary.accepted, summary.queried, summary.duplicate),
+        (1, 1, 1),
+        "{summary}"
+    );
+    assert_eq!(summary.dead_lettered_total(), 6, "{summary}");
+
+    // Assert: database
+    let db = env.db().await;
+    let rows = db.query("SELECT status, protocol_version, birth_year, message_id FROM crf_records ORDER BY status", &[]).await.unwrap();
+    let got: Vec<(String, String, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "accepted".into(),
+                "2.1".into(),
+                Some("1961".into()),
+                Some("accepted".into())
+            ),
+            (
+                "queried".into(),
+                "2.1".into(),
+                Some("1961".into()),
+                Some("queried".into())
+            ),
+        ]
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_trail WHERE action = 'created'")
+            .await,
+        2
+    );
+    let findings: Vec<String> = db
+        .query(
+            "SELECT check_id FROM data_queries WHERE status = 'open' ORDER BY check_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(findings, vec!["DIABP", "SYSBP"]);
+    let kinds: Vec<(String, Option<String>)> = db
+        .query(
+            "SELECT kind, message_id FROM rejections ORDER BY message_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expect = |k: &str, m: &str| (k.to_string(), Some(m.to_string()));
+    assert_eq!(
+        kinds,
+        vec![
+            expect("conflict", "conflict"),
+            expect("invalid", "invalid"),
+            expect("malformed", "malformed"),
+            expect("malformed", "not-object"),
+            expect("invalid", "nul"),
+            expect("too_large", "too-large"),
+        ]
+    );
+
+    // Assert: dead letters keep body and properties, and say why in our words
+    let dead = env.drain_dlq().await;
+    assert_eq!(dead.len(), 6);
+    let conflict = dead
+        .iter()
+        .find(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str())
+                == Some("conflict")
+        })
+        .unwrap();
+    assert_eq!(
+        conflict.delivery.data,
+        bytes(&conflicting),
+        "body kept byte for byte"
+    );
+    assert_eq!(
+        conflict
+            .delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "corr-conflict"
+    );
+    assert_eq!(
+        header(conflict, "x-edc-error-kind").as_deref(),
+        Some("conflict")
+    );
+    assert!(
+        header(conflict, "x-edc-error")
+            .unwrap()
+            .contains("different payload")
+    );
+    for m in &dead {
+        for h in [
+            "x-edc-error-kind",
+            "x-edc-error",
+            "x-edc-attempts",
+            "x-edc-failed-at",
+            "x-edc-consumer",
+        ] {
+            assert!(header(m, h).is_some(), "{h} missing");
+        }
+        let all_headers = format!("{:?}", m.delivery.properties.headers());
+        assert!(
+            !all_headers.contains("Lovelace") && !all_headers.contains("abc"),
+            "{all_headers}"
+        );
+    }
+    assert_eq!(env.ready(&env.queue).await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_record_whose_commit_fails_is_not_acked_and_is_stored_once_the_database_is_back() {
+    // Arrange: every insert into crf_records fails with a transient error while the switch is on.
+    let env = TestEnv::new().await;
+    let daemon = Daemon::start(env.settings(&[("EDC__JOB_TIMEOUT", "1s"), ("EDC__WORKERS", "1")]));
+    let db = env.db().await;
+    db.batch_execute(
+        "CREATE TABLE fail_switch (on_ boolean);
+         INSERT INTO fail_switch VALUES (true);
+         CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF (SELECT on_ FROM fail_switch) THEN
+             RAISE EXCEPTION 'simulated outage' USING ERRCODE = '57P03';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_insert BEFORE INSERT ON crf_records FOR EACH ROW EXECUTE FUNCTION fail_insert();",
+    )
+    .await
+    .unwrap();
+    let rec = record(vs_items());
+
+    // Act
+    env.publish(&[("m1", bytes(&rec))]).await;
+    let stats = daemon.stats.clone();
+    wait_for("the message to be given back twice", WAIT, || {
+        let s = stats.summary();
+        async move { s.requeued >= 2 }
+    })
+    .await;
+
+    // Assert: nothing stored, nothing dead-lettered, the message still in the queue
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 0);
+    assert_eq!(daemon.stats.summary().dead_lettered_total(), 0);
+    assert_eq!(daemon.stats.summary().settled(), 0);
+    // (the management API's counts lag a few seconds behind)
+    wait_for(
+        "the broker to report the message still queued",
+        WAIT,
+        || async { env.total_messages(&env.queue).await == 1 },
+    )
+    .await;
+
+    // Act: the database recovers
+    db.batch_execute("UPDATE fail_switch SET on_ = false")
+        .await
+        .unwrap();
+    daemon.wait_settled(1, WAIT).await;
+    let summary = daemon.stop().await;
+
+    // Assert: stored exactly once, acked, nothing dead-lettered
+    assert_eq!(summary.accepted, 1, "{summary}");
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM audit_trail").await, 1);
+    assert!(env.drain_dlq().await.is_empty());
+    wait_for("the work queue to be empty", WAIT, || async {
+        env.total_messages(&env.queue).await == 0
+    })
+    .await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_panicking_job_is_dead_lettered_and_its_worker_goes_on() {
+    // Arrange: one worker, so the record after the panic is handled by the same worker.
+    let env = TestEnv::new().await;
+    let daemon = Daemon::start(env.settings(&[("EDC__WORKERS", "1")]));
+    let mut boom = record(vs_items());
+    boom["entered_by"] = json!(edc_ingest::fault::PANIC_MARKER);
+    let after = record(vs_items());
+
+    // Act
+    env.publish(&[("boom", bytes(&boom)), ("after", bytes(&after))])
+        .await;
+    daemon.wait_settled(2, WAIT).await;
+    let summary = daemon.stop().await;
+
+    // Assert
+    assert_eq!(summary.accepted, 1, "{summary}");
+    assert_eq!(
+        summary.dead_lettered_of(edc_ingest::pipeline::RejectKind::Panic),
+        1,
+        "{summary}"
+    );
+    let dead = env.drain_dlq().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header(&dead[0], "x-edc-error-kind").as_deref(),
+        Some("panic")
+    );
+    assert_eq!(
+        header(&dead[0], "x-edc-error").as_deref(),
+        Some("job panicked: fault injection: a deliberate panic")
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM rejections WHERE kind = 'panic'")
+            .await,
+        1
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_older_version_arriving_late_never_hides_the_newer_one() {
+    let env = TestEnv::new().await;
+    let daemon = Daemon::start(env.settings(&[]));
+    let mut v2 = record(vs_items());
+    v2["version"] = json!(2);
+    v2["items"]["PULSE"] = json!(88);
+    let mut v1 = v2.clone();
+    v1["version"] = json!(1);
+    v1["items"]["PULSE"] = json!(60);
+
+    env.publish(&[("v2", bytes(&v2))]).await;
+    daemon.wait_settled(1, WAIT).await;
+    env.publish(&[("v1", bytes(&v1))]).await;
+    daemon.wait_settled(2, WAIT).await;
+    daemon.stop().await;
+
+    let row = env
+        .db()
+        .await
+        .query_one("SELECT version, items->>'PULSE' FROM crf_current", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, String>(1)),
+        (2, "88".to_string())
+    );
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 2);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_refuses_updates_and_deletes() {
+    let env = TestEnv::new().await;
+    let daemon = Daemon::start(env.settings(&[]));
+    env.publish(&[("a", bytes(&record(vs_items())))]).await;
+    daemon.wait_settled(1, WAIT).await;
+    daemon.stop().await;
+
+    let db = env.db().await;
+    for sql in [
+        "UPDATE audit_trail SET actor = 'someone-else'",
+        "DELETE FROM audit_trail",
+        "TRUNCATE audit_trail",
+    ] {
+        let err = db.batch_execute(sql).await.expect_err(sql);
+        assert!(format!("{err:?}").contains("append-only"), "{sql}: {err:?}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM audit_trail").await, 1);
+    env.cleanup().await;
+}

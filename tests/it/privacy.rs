@@ -1,0 +1,121 @@
+//! No patient identifier reaches the database, a log line or a dead-letter header.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Every identifier value and `phi` item value in the generated lines (the needles to look for).
+fn planted(lines: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in lines {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if let Some(ids) = v["identifiers"].as_object() {
+            out.extend(ids.values().filter_map(|x| x.as_str().map(str::to_string)));
+        }
+        for phi in ["AETERM", "LBCOM"] {
+            if let Some(s) = v["items"][phi].as_str() {
+                out.push(s.to_string());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
+    // Arrange: records full of identifiers, some invalid and some malformed (truncated mid-identifier)
+    let env = TestEnv::new().await;
+    let lines = generated(400, 7, 0.1, 0.1);
+    let needles = planted(&lines);
+    assert!(needles.len() > 100, "enough identifiers planted");
+    env.publish_lines(&lines).await;
+
+    // Act: the real binary at debug level, JSON logs captured
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env.env_vars(&[("EDC__LOG__FORMAT", "json"), ("EDC__LOG__LEVEL", "debug")]) {
+        cmd.env(k, v);
+    }
+    // Logs go to files: a pipe nobody reads would fill up and block the daemon.
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = cmd
+        .arg("run")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    wait_for("every message settled", Duration::from_secs(60), || async {
+        env.count("SELECT (SELECT count(*) FROM crf_records) + (SELECT count(*) FROM rejections)")
+            .await
+            == 400
+    })
+    .await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let logs =
+        std::fs::read_to_string(&out_path).unwrap() + &std::fs::read_to_string(&err_path).unwrap();
+    let dump = Command::new("pg_dump")
+        .args(["--data-only", "--no-owner", &env.db_url])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    let headers: String = env
+        .drain_dlq()
+        .await
+        .iter()
+        .map(|m| format!("{:?}\n", m.delivery.properties.headers()))
+        .collect();
+
+    // Assert: the outputs are real (not empty) and hold none of the needles
+    assert!(status.success());
+    assert!(
+        logs.contains("\"level\":\"DEBUG\"") || logs.contains("DEBUG"),
+        "debug logs captured"
+    );
+    assert!(
+        dump.contains("COPY public.crf_records"),
+        "dump holds the records"
+    );
+    assert!(
+        headers.contains("x-edc-error-kind"),
+        "dead letters were produced"
+    );
+    for needle in &needles {
+        assert!(
+            !dump.contains(needle.as_str()),
+            "database dump contains an identifier"
+        );
+        assert!(
+            !logs.contains(needle.as_str()),
+            "logs contain an identifier"
+        );
+        assert!(
+            !headers.contains(needle.as_str()),
+            "dead-letter headers contain an identifier"
+        );
+    }
+    env.cleanup().await;
+}
