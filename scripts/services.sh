@@ -452,6 +452,7 @@ cmd_env() {
     printf "export EDC__POSTGRES__URL='%s'\n" "$PG_URL"
     printf "export EDC_TEST_AMQP_URL='%s'\n" "$AMQP_URL"
     printf "export EDC_TEST_PG_URL='%s'\n" "$PG_URL"
+    printf "export EDC_TEST_MANAGEMENT_PORT='%s'\n" "$RABBIT_MGMT_PORT"
 }
 
 cmd_stop() {

@@ -19,10 +19,13 @@ pub async fn publish(settings: &AmqpSettings, input: impl BufRead) -> anyhow::Re
     let (conn, _) = amqp::connect(&settings.url, 0, "edc-ingest publish")
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
+    // The channel outlives the connection's close: dropping a channel starts closing it, and a
+    // connection closed in the middle of that logs a spurious error.
+    let mut channel = None;
     let result = async {
-        let setup = conn.create_channel().await?;
-        amqp::declare(&setup, settings).await?;
-        let channel = amqp::confirm_channel(&conn).await?;
+        let ch = channel.insert(amqp::confirm_channel(&conn).await?);
+        amqp::declare(ch, settings).await?;
+        let channel = &*ch;
         let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
         let mut sent = 0u64;
         for line in input.lines() {
@@ -52,11 +55,11 @@ pub async fn publish(settings: &AmqpSettings, input: impl BufRead) -> anyhow::Re
         while let Some(c) = pending.pop_front() {
             check(c.await?)?;
         }
-        let _ = channel.close(200, ShortString::from("done")).await;
         Ok::<_, anyhow::Error>(sent)
     }
     .await;
     let _ = conn.close(200, ShortString::from("done")).await;
+    drop(channel);
     result
 }
 
