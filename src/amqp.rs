@@ -8,7 +8,14 @@
 //!        edc-ingest publishes dead letters (confirmed), and the broker's delivery-limit backstop
 //!                    v
 //!               (edc.dlx) fanout --> [edc.records.dlq] quorum queue
+//!
+//! failed attempt n --> [edc.records.retry.<n>]  quorum queue, x-message-ttl = the n-th backoff
+//!                           |  expires: dead-lettered (at-least-once) through the default exchange
+//!                           v
+//!                      [edc.records] again
 //! ```
+//! One delay queue per attempt keeps every message in a queue on the same TTL, so none waits behind
+//! a longer-lived one.
 
 use lapin::Confirmation;
 use lapin::options::{
@@ -18,7 +25,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use crate::config::{AmqpSettings, SecretUrl, redact_url};
+use crate::config::{AmqpSettings, RetrySettings, SecretUrl, redact_url};
 use crate::pipeline::Rejected;
 
 /// Header names we add to a dead letter. Their values are ours alone, never the payload's.
@@ -27,6 +34,9 @@ pub const H_ERROR: &str = "x-edc-error";
 pub const H_ATTEMPTS: &str = "x-edc-attempts";
 pub const H_FAILED_AT: &str = "x-edc-failed-at";
 pub const H_CONSUMER: &str = "x-edc-consumer";
+/// On a message parked for a delayed retry: how many attempts have failed so far.
+pub const H_RETRIES: &str = "x-edc-retries";
+pub const H_RETRY_REASON: &str = "x-edc-retry-reason";
 
 /// Connects to the first node of `url` (a comma-separated list) that answers, starting at `start`
 /// and wrapping around. Returns the connection and the index of the node that answered.
@@ -53,8 +63,17 @@ fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.to_string()))
 }
 
+/// The delay queue a message waits in after its `failed`-th failed attempt.
+pub fn retry_queue(queue: &str, failed: u32) -> String {
+    format!("{queue}.retry.{failed}")
+}
+
 /// Declares exchanges, queues and bindings. Idempotent; run on every (re)connect.
-pub async fn declare(channel: &Channel, s: &AmqpSettings) -> lapin::Result<()> {
+pub async fn declare(
+    channel: &Channel,
+    s: &AmqpSettings,
+    retry: &RetrySettings,
+) -> lapin::Result<()> {
     channel
         .exchange_declare(
             ShortString::from(s.dead_letter_exchange.as_str()),
@@ -97,6 +116,27 @@ pub async fn declare(channel: &Channel, s: &AmqpSettings) -> lapin::Result<()> {
             work_queue_args(s),
         )
         .await?;
+    for failed in 1..retry.max_attempts {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), text("quorum"));
+        let ttl = retry.delay_after(failed).as_millis().min(i64::MAX as u128) as i64;
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+        args.insert("x-dead-letter-exchange".into(), text(""));
+        args.insert("x-dead-letter-routing-key".into(), text(&s.queue));
+        // Expired messages move on only once the work queue confirmed them.
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+        channel
+            .queue_declare(
+                ShortString::from(retry_queue(&s.queue, failed)),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await?;
+    }
     Ok(())
 }
 
@@ -149,6 +189,33 @@ pub async fn publish_dead_letter(
     );
     headers.insert(H_CONSUMER.into(), text(info.consumer));
     let props = original.clone().with_headers(headers).with_delivery_mode(2);
+    confirmed(channel, exchange, routing_key, body, props).await
+}
+
+/// Parks a message in a delay queue: original body and properties, plus the count of failed
+/// attempts. Waits for the broker's confirm, like a dead letter.
+pub async fn publish_retry(
+    channel: &Channel,
+    delay_queue: &str,
+    body: &[u8],
+    original: &BasicProperties,
+    failed: u32,
+    reason: &str,
+) -> Result<(), String> {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    headers.insert(H_RETRIES.into(), AMQPValue::LongLongInt(i64::from(failed)));
+    headers.insert(H_RETRY_REASON.into(), text(reason));
+    let props = original.clone().with_headers(headers).with_delivery_mode(2);
+    confirmed(channel, "", delay_queue, body, props).await
+}
+
+async fn confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), String> {
     let confirm = channel
         .basic_publish(
             ShortString::from(exchange),
@@ -161,16 +228,16 @@ pub async fn publish_dead_letter(
             props,
         )
         .await
-        .map_err(|e| format!("dead-letter publish failed: {e}"))?
+        .map_err(|e| format!("publish failed: {e}"))?
         .await
-        .map_err(|e| format!("dead-letter confirm failed: {e}"))?;
+        .map_err(|e| format!("publish confirm failed: {e}"))?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => {
-            Err("dead letter was unroutable (is the dead-letter queue bound?)".into())
-        }
-        Confirmation::Nack(_) => Err("broker refused the dead letter (nack)".into()),
-        Confirmation::NotRequested => Err("dead-letter channel is not in confirm mode".into()),
+        Confirmation::Ack(Some(_)) => Err(format!(
+            "unroutable: no queue bound for {exchange}/{routing_key}"
+        )),
+        Confirmation::Nack(_) => Err("the broker refused the message (nack)".into()),
+        Confirmation::NotRequested => Err("the channel is not in confirm mode".into()),
     }
 }
 

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::gate::DbGate;
 use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
 use crate::stats::{Stats, Summary};
@@ -24,6 +25,13 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// `host:pid`, written into dead letters and rejections.
     pub consumer_name: String,
+    /// `host:pid/random`: this process start, for the crash ledger (a restarted container may get
+    /// the same pid).
+    pub instance: String,
+    /// Whether the database is usable; closed during outages (see [`crate::gate`]).
+    pub gate: DbGate,
+    /// Redelivered messages take it exclusively, everything else shares it (see [`crate::worker`]).
+    pub isolation: tokio::sync::RwLock<()>,
     pub shutdown: CancellationToken,
 }
 
@@ -84,16 +92,29 @@ pub async fn run_with_stats(
     info!(settings = %settings.describe(), "starting");
     migrate_when_reachable(&settings, &shutdown).await?;
     let pool = db::pool(&settings.postgres)?;
+    let name = consumer_name();
     let ctx = Arc::new(Context {
         registry: RwLock::new(Arc::new(registry)),
         pseudonymizer,
         pool: pool.clone(),
         stats: stats.clone(),
-        consumer_name: consumer_name(),
+        instance: format!("{name}/{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        consumer_name: name,
+        gate: DbGate::default(),
+        isolation: tokio::sync::RwLock::new(()),
         shutdown,
         settings,
     });
+    let prober = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.gate
+                .run_prober(ctx.pool.clone(), ctx.shutdown.clone())
+                .await
+        })
+    };
     consumer::run(ctx).await;
+    prober.abort();
     pool.close();
     Ok(stats.summary())
 }

@@ -130,7 +130,34 @@ pub struct Settings {
     #[serde(deserialize_with = "duration")]
     pub job_timeout: Duration,
     pub max_message_bytes: usize,
+    pub retry: RetrySettings,
+    /// A redelivered message that was started this many times without being settled (each start
+    /// ended by a crash of the process) is dead-lettered as `poison` instead of being run again.
+    pub crash_limit: u32,
     pub log: LogSettings,
+}
+
+/// Retries of errors that are neither the record's fault nor an outage, through the broker's delay
+/// queues (never by holding a delivery unacked).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts in all, the first included; after the last the message is dead-lettered as `failed`.
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "duration")]
+    pub initial_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_delay: Duration,
+}
+
+impl RetrySettings {
+    /// The wait before attempt `attempt + 1`, after `attempt` attempts failed (1-based).
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -243,6 +270,17 @@ impl Settings {
                 self.workers,
                 u16::MAX
             ));
+        }
+        if self.retry.max_attempts == 0 || self.retry.max_attempts > 20 {
+            return invalid("retry.max_attempts must be between 1 and 20".into());
+        }
+        if self.retry.initial_delay < Duration::from_millis(1)
+            || self.retry.max_delay < self.retry.initial_delay
+        {
+            return invalid("retry.initial_delay must be >= 1ms and <= retry.max_delay".into());
+        }
+        if self.crash_limit == 0 {
+            return invalid("crash_limit must be at least 1".into());
         }
         if self.max_message_bytes == 0 {
             return invalid("max_message_bytes must be at least 1".into());
@@ -398,6 +436,13 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("k3y-k3y-k3y"), "{shown}");
         assert!(shown.contains("postgres://edc:***@db/edc"), "{shown}");
+    }
+
+    #[test]
+    fn retry_delays_grow_exponentially_up_to_the_cap() {
+        let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+        let d: Vec<u64> = (1..=8).map(|a| s.retry.delay_after(a).as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 16, 32, 60, 60]);
     }
 
     #[test]

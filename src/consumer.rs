@@ -42,6 +42,9 @@ struct Session {
     handle: Arc<SessionHandle>,
     consumer: lapin::Consumer,
     tag: String,
+    base_tag: String,
+    /// Consumers started on this channel so far (one more after each database pause).
+    generation: u32,
 }
 
 enum End {
@@ -160,7 +163,7 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
     let (connection, idx) = amqp::connect(&s.url, node, &ctx.consumer_name).await?;
     let setup = async {
         let channel = connection.create_channel().await?;
-        amqp::declare(&channel, s).await?;
+        amqp::declare(&channel, s, &ctx.settings.retry).await?;
         let prefetch = u16::try_from(ctx.settings.workers).unwrap_or(u16::MAX);
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -184,7 +187,9 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
                 channel,
                 handle: Arc::new(SessionHandle { publisher }),
                 consumer,
+                base_tag: tag.clone(),
                 tag,
+                generation: 0,
             },
             idx,
         )),
@@ -197,12 +202,28 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
     }
 }
 
-/// Moves deliveries from the consumer to the workers until shutdown or the session dies.
+/// Moves deliveries from the consumer to the workers until shutdown or the session dies. While the
+/// database gate is closed, the consumer is cancelled and nothing new is taken.
 async fn pump(ctx: &Context, session: &mut Session, tx: &mpsc::Sender<Job>) -> End {
+    let mut gate = ctx.gate.subscribe();
+    // A dead TCP connection may go unnoticed by a quiet consumer stream; look at the connection too.
+    let mut watchdog = tokio::time::interval(Duration::from_secs(1));
     loop {
+        if !*gate.borrow_and_update()
+            && let Err(end) = pause(ctx, session, &mut gate).await
+        {
+            return end;
+        }
         let next = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => return End::Shutdown,
+            _ = gate.changed() => continue,
+            _ = watchdog.tick() => {
+                if !session.connection.status().connected() {
+                    return End::Lost("the broker connection is down".into());
+                }
+                continue;
+            }
             next = session.consumer.next() => next,
         };
         let delivery = match next {
@@ -225,6 +246,50 @@ async fn pump(ctx: &Context, session: &mut Session, tx: &mpsc::Sender<Job>) -> E
                 return End::Shutdown;
             }
         }
+    }
+}
+
+/// The database is unavailable: cancel the consumer, give back what was delivered but not started,
+/// wait for the gate to open, then consume again.
+async fn pause(
+    ctx: &Context,
+    session: &mut Session,
+    gate: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), End> {
+    let cancelled = session
+        .channel
+        .basic_cancel(
+            ShortString::from(session.tag.as_str()),
+            BasicCancelOptions::default(),
+        )
+        .await;
+    if let Err(e) = cancelled {
+        return Err(End::Lost(format!("cancelling the consumer failed: {e}")));
+    }
+    give_back_undelivered(ctx, session).await;
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => return Err(End::Shutdown),
+        opened = gate.wait_for(|open| *open) => if opened.is_err() { return Err(End::Shutdown) },
+    }
+    session.generation += 1;
+    let tag = format!("{}.{}", session.base_tag, session.generation);
+    match session
+        .channel
+        .basic_consume(
+            ShortString::from(ctx.settings.amqp.queue.as_str()),
+            ShortString::from(tag.as_str()),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(consumer) => {
+            session.consumer = consumer;
+            session.tag = tag;
+            info!(tag = %session.tag, "consuming again");
+            Ok(())
+        }
+        Err(e) => Err(End::Lost(format!("resuming the consumer failed: {e}"))),
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`amqp`]: connection with fail-over, topology, dead-letter publishing with confirms.
 //! - [`db`]: connection pool and embedded migrations.
 //! - [`app`]: wiring; [`app::run`] runs the daemon until its shutdown token is cancelled.
+//! - [`gate`]: whether the database is usable; consumption pauses while it is not.
 //! - [`shutdown`], [`telemetry`], [`stats`]: signals, logging, counters.
 //! - [`tools`]: `generate` and `publish`, the uploader's side.
 
@@ -30,6 +31,7 @@ pub mod consumer;
 pub mod db;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod gate;
 pub mod pipeline;
 pub mod protocol;
 pub mod shutdown;

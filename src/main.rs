@@ -153,10 +153,11 @@ async fn command(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Publish { file } => {
             let sent = if file == "-" {
-                tools::publish::publish(&settings.amqp, std::io::stdin().lock()).await?
+                tools::publish::publish(&settings.amqp, &settings.retry, std::io::stdin().lock())
+                    .await?
             } else {
                 let f = std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-                tools::publish::publish(&settings.amqp, BufReader::new(f)).await?
+                tools::publish::publish(&settings.amqp, &settings.retry, BufReader::new(f)).await?
             };
             println!(
                 "published {sent} messages to {} (all confirmed)",

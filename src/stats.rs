@@ -11,6 +11,8 @@ pub struct Stats {
     pub duplicate: AtomicU64,
     /// Given back to the queue (database unavailable, job deadline, shutdown).
     pub requeued: AtomicU64,
+    /// Parked in a delay queue for a later attempt.
+    pub retried: AtomicU64,
     dead_lettered: [AtomicU64; RejectKind::ALL.len()],
 }
 
@@ -21,6 +23,7 @@ pub struct Summary {
     pub queried: u64,
     pub duplicate: u64,
     pub requeued: u64,
+    pub retried: u64,
     pub dead_lettered: Vec<(RejectKind, u64)>,
 }
 
@@ -35,6 +38,7 @@ impl Stats {
             queried: self.queried.load(Relaxed),
             duplicate: self.duplicate.load(Relaxed),
             requeued: self.requeued.load(Relaxed),
+            retried: self.retried.load(Relaxed),
             dead_lettered: RejectKind::ALL
                 .iter()
                 .map(|k| (*k, self.dead_lettered[*k as usize].load(Relaxed)))
@@ -80,6 +84,6 @@ impl std::fmt::Display for Summary {
         if !kinds.is_empty() {
             write!(f, " ({})", kinds.join(" "))?;
         }
-        write!(f, " requeued={}", self.requeued)
+        write!(f, " retried={} requeued={}", self.retried, self.requeued)
     }
 }

@@ -1,16 +1,28 @@
 //! One job: a delivery in, exactly one settlement out.
 //!
 //! ```text
-//! delivery -> prepare (parse, validate, de-identify; pure) -> store (one transaction) -> ack
-//!                 |                                              |
-//!                 +-- rejected ------> rejections row -> dead letter (confirmed) -> ack
-//!                                     transient error -> retry with backoff until the job deadline,
-//!                                                        then give the message back (nack, requeue)
+//! delivery ─ gate closed? ──────────────────────────────────────────────> requeue
+//!    │ redelivered? run alone, count the start in the ledger; too many ──> dead letter `poison`
+//!    v
+//! prepare (parse, validate, de-identify; pure) ─ refused ─> rejections row ─> dead letter ─> ack
+//!    v
+//! store (one transaction) ─ committed / duplicate ────────────────────────────────────────> ack
+//!    ├─ database unavailable ─> close the gate (consumption pauses) ─────────────────────> requeue
+//!    ├─ contention ─> retry at once, a few times
+//!    ├─ other error ─> delay queue <queue>.retry.<n> (confirmed) ─> ack; after the last attempt:
+//!    │                 dead letter `failed`
+//!    └─ permanent ─> dead letter `failed`
 //! ```
 //!
-//! [`run_job`] decides the [`Fate`]; [`settle`] is the only code that acks or nacks. The ack goes out
-//! only after COMMIT returned (or the dead letter was confirmed). A panic anywhere in the job is caught
-//! here; the worker lives on and the message is dead-lettered as `panic`.
+//! [`run_job`] decides the [`Fate`]; [`settle`] is the only code that acks or nacks, and the ack goes
+//! out only after COMMIT returned (or the broker confirmed the dead letter or the delayed retry). A
+//! panic anywhere in the job is caught here: the worker lives on and the message is dead-lettered as
+//! `panic`.
+//!
+//! Crash loops: a message the broker delivers again (after a crash, a lost channel, a requeue) runs
+//! alone, holding the isolation lock exclusively, after its start is counted in `delivery_ledger`.
+//! If such a message kills the process, nothing else was running beside it, so no innocent message is
+//! blamed; after `crash_limit` counted starts it is dead-lettered as `poison` without running again.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -34,15 +46,22 @@ pub enum Fate {
     /// Committed (or recognised as already committed): ack.
     Done(Stored),
     /// Refused for good and its `rejections` row committed: dead-letter, then ack.
-    DeadLetter(Rejected),
-    /// Not the message's fault (database unavailable, deadline, shutdown): give it back.
+    DeadLetter { rejected: Rejected, attempts: u32 },
+    /// Failed for a reason that may pass: park it in the delay queue for attempt `failed + 1`.
+    Retry { failed: u32, reason: String },
+    /// Not the message's fault (database unavailable, deadline, shutdown): give it back now.
     Requeue(String),
 }
 
 /// Everything a job needs from its AMQP session.
 pub struct SessionHandle {
-    /// Confirm-mode channel for dead letters.
+    /// Confirm-mode channel for dead letters and delayed retries.
     pub publisher: lapin::Channel,
+}
+
+/// Identity of a message for the crash ledger: the body's hash and the message id.
+fn ledger_key(body_sha256: &str, message_id: Option<&str>) -> String {
+    format!("{body_sha256}:{}", message_id.unwrap_or(""))
 }
 
 pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, delivery: Delivery) {
@@ -59,46 +78,156 @@ pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, delivery: Deli
         version = tracing::field::Empty,
     );
     async {
+        let redelivered =
+            delivery.redelivered || amqp::previous_deliveries(&delivery.properties) > 0;
+        // A redelivered message runs alone; every other job shares the lock.
+        let _isolation = if redelivered {
+            Isolation::Alone(ctx.isolation.write().await)
+        } else {
+            Isolation::Shared(ctx.isolation.read().await)
+        };
+        if !ctx.gate.is_open() {
+            settle(
+                ctx,
+                session,
+                delivery,
+                Fate::Requeue("database unavailable".into()),
+            )
+            .await;
+            return;
+        }
+        let body_sha256 = sha256_hex(&delivery.data);
+        let key = ledger_key(&body_sha256, message_id.as_deref());
         let deadline = Instant::now() + ctx.settings.job_timeout;
-        let job = AssertUnwindSafe(run_job(ctx, &delivery, message_id.as_deref(), deadline));
-        let fate = match tokio::time::timeout_at(deadline, job.catch_unwind()).await {
-            Ok(Ok(fate)) => fate,
-            Ok(Err(panic)) => {
-                let rejected =
-                    Rejected::new(RejectKind::Panic, panic_reason(&*panic, &delivery.data));
-                // The rejection row still has to be written; that is a (short) job of its own.
-                match record_rejection(
+        let fate = match crash_check(
+            ctx,
+            redelivered,
+            &key,
+            &delivery,
+            message_id.as_deref(),
+            &body_sha256,
+            deadline,
+        )
+        .await
+        {
+            Some(fate) => fate,
+            None => {
+                let job = AssertUnwindSafe(run_job(
                     ctx,
                     &delivery,
                     message_id.as_deref(),
-                    &rejected,
-                    deadline + Duration::from_secs(5),
-                )
-                .await
-                {
-                    Ok(()) => Fate::DeadLetter(rejected),
-                    Err(e) => Fate::Requeue(e),
+                    &body_sha256,
+                    deadline,
+                ));
+                match tokio::time::timeout_at(deadline, job.catch_unwind()).await {
+                    Ok(Ok(fate)) => fate,
+                    Ok(Err(panic)) => {
+                        let rejected =
+                            Rejected::new(RejectKind::Panic, panic_reason(&*panic, &delivery.data));
+                        // The rejection row still has to be written: a short job of its own.
+                        let grace = Instant::now() + Duration::from_secs(10);
+                        reject(
+                            ctx,
+                            &delivery,
+                            message_id.as_deref(),
+                            &body_sha256,
+                            rejected,
+                            grace,
+                        )
+                        .await
+                    }
+                    Err(_) => {
+                        ctx.gate.close("a job ran past its deadline");
+                        Fate::Requeue(format!(
+                            "job deadline of {:?} passed",
+                            ctx.settings.job_timeout
+                        ))
+                    }
                 }
             }
-            Err(_) => Fate::Requeue(format!(
-                "job deadline of {:?} passed",
-                ctx.settings.job_timeout
-            )),
         };
+        let settled_for_good = !matches!(fate, Fate::Requeue(_));
         settle(ctx, session, delivery, fate).await;
+        if redelivered && settled_for_good {
+            // Best effort: a row left behind only matters if this message crashes us again.
+            if let Ok(client) = ctx.pool.get().await {
+                let _ = persist::ledger_clear(&client, &key).await;
+            }
+        }
     }
     .instrument(span)
     .await
+}
+
+enum Isolation<'a> {
+    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>),
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>),
+}
+
+/// For a redelivered message: counts this start and decides whether it is poison.
+async fn crash_check(
+    ctx: &Arc<Context>,
+    redelivered: bool,
+    key: &str,
+    delivery: &Delivery,
+    message_id: Option<&str>,
+    body_sha256: &str,
+    deadline: Instant,
+) -> Option<Fate> {
+    if !redelivered {
+        return None;
+    }
+    let starts = retry(ctx, deadline, || async {
+        let client = ctx.pool.get().await?;
+        persist::ledger_start(&client, key, &ctx.instance).await
+    })
+    .await;
+    match starts {
+        Ok(n) if n as u32 >= ctx.settings.crash_limit => {
+            let rejected = Rejected::new(
+                RejectKind::Poison,
+                format!(
+                    "the process died {n} times while handling this message; it is not run again"
+                ),
+            );
+            let fate = reject(ctx, delivery, message_id, body_sha256, rejected, deadline).await;
+            Some(match fate {
+                Fate::DeadLetter { rejected, .. } => Fate::DeadLetter {
+                    rejected,
+                    attempts: n as u32,
+                },
+                other => other,
+            })
+        }
+        Ok(_) => None,
+        Err(e) => Some(unavailable(ctx, e)),
+    }
 }
 
 fn sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
+/// Attempts that already failed before this delivery, from our own header.
+fn failed_attempts(delivery: &Delivery) -> u32 {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(amqp::H_RETRIES).cloned())
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            lapin::types::AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 async fn run_job(
     ctx: &Arc<Context>,
     delivery: &Delivery,
     message_id: Option<&str>,
+    body_sha256: &str,
     deadline: Instant,
 ) -> Fate {
     #[cfg(feature = "fault-injection")]
@@ -112,105 +241,123 @@ async fn run_job(
         &ctx.pseudonymizer,
     );
     drop(registry);
-    let rejected = match prepared {
-        Err(rejected) => rejected,
-        Ok(record) => {
-            let span = tracing::Span::current();
-            span.record("record_id", tracing::field::display(record.record_id));
-            span.record("version", record.version);
-            let hash = sha256_hex(&delivery.data);
-            let stored = retry(ctx, deadline, || async {
-                let client = ctx.pool.get().await?;
-                persist::store(&client, &record, message_id, &hash).await
-            })
-            .await;
-            match stored {
-                Ok(Stored::Conflict) => Rejected {
-                    kind: RejectKind::Conflict,
-                    reason: format!(
-                        "record {} version {} is already stored with a different payload",
-                        record.record_id, record.version
-                    ),
-                    record_id: Some(record.record_id),
-                    batch_id: record.batch_id,
-                },
-                Ok(stored) => return Fate::Done(stored),
-                Err(e @ PersistError::Permanent(_)) => persist::failed(&e, &record),
-                Err(PersistError::Transient(e)) => return Fate::Requeue(e),
-            }
+    let record = match prepared {
+        Err(rejected) => {
+            return reject(ctx, delivery, message_id, body_sha256, rejected, deadline).await;
         }
+        Ok(record) => record,
     };
-    match record_rejection(ctx, delivery, message_id, &rejected, deadline).await {
-        Ok(()) => Fate::DeadLetter(rejected),
-        Err(e) => Fate::Requeue(e),
-    }
+    let span = tracing::Span::current();
+    span.record("record_id", tracing::field::display(record.record_id));
+    span.record("version", record.version);
+    let stored = retry(ctx, deadline, || async {
+        let client = ctx.pool.get().await?;
+        persist::store(&client, &record, message_id, body_sha256).await
+    })
+    .await;
+    let rejected = match stored {
+        Ok(Stored::Conflict) => Rejected {
+            kind: RejectKind::Conflict,
+            reason: format!(
+                "record {} version {} is already stored with a different payload",
+                record.record_id, record.version
+            ),
+            record_id: Some(record.record_id),
+            batch_id: record.batch_id,
+        },
+        Ok(stored) => return Fate::Done(stored),
+        Err(e @ PersistError::Permanent(_)) => persist::failed(&e, &record),
+        Err(PersistError::Retryable(reason)) | Err(PersistError::Contention(reason)) => {
+            let failed = failed_attempts(delivery) + 1;
+            if failed < ctx.settings.retry.max_attempts {
+                return Fate::Retry { failed, reason };
+            }
+            let mut r = Rejected::new(
+                RejectKind::Failed,
+                format!("{reason}; gave up after {failed} attempts"),
+            );
+            r.record_id = Some(record.record_id);
+            r.batch_id = record.batch_id;
+            let fate = reject(ctx, delivery, message_id, body_sha256, r, deadline).await;
+            return match fate {
+                Fate::DeadLetter { rejected, .. } => Fate::DeadLetter {
+                    rejected,
+                    attempts: failed,
+                },
+                other => other,
+            };
+        }
+        Err(e @ PersistError::Unavailable(_)) => return unavailable(ctx, e),
+    };
+    reject(ctx, delivery, message_id, body_sha256, rejected, deadline).await
 }
 
-async fn record_rejection(
+/// An outage: close the gate so consumption pauses, and give the message back.
+fn unavailable(ctx: &Context, e: PersistError) -> Fate {
+    let reason = e.to_string();
+    ctx.gate.close(&reason);
+    Fate::Requeue(reason)
+}
+
+/// Commits the `rejections` row; the dead letter itself is published by [`settle`].
+async fn reject(
     ctx: &Arc<Context>,
     delivery: &Delivery,
     message_id: Option<&str>,
-    rejected: &Rejected,
+    body_sha256: &str,
+    rejected: Rejected,
     deadline: Instant,
-) -> Result<(), String> {
-    let body_sha256 = sha256_hex(&delivery.data);
-    let attempts = attempts(delivery) as i32;
+) -> Fate {
+    let attempts = failed_attempts(delivery) + 1;
     let row = RejectionRow {
-        rejected,
+        rejected: &rejected,
         message_id,
-        body_sha256: &body_sha256,
-        attempts,
+        body_sha256,
+        attempts: attempts as i32,
         consumer: &ctx.consumer_name,
     };
-    retry(ctx, deadline, || async {
+    let written = retry(ctx, deadline, || async {
         let client = ctx.pool.get().await?;
         persist::record_rejection(&client, &row).await
     })
-    .await
-    .map_err(|e| e.to_string())
+    .await;
+    match written {
+        Ok(()) => Fate::DeadLetter { rejected, attempts },
+        Err(e) => unavailable(ctx, e),
+    }
 }
 
-fn attempts(delivery: &Delivery) -> i64 {
-    amqp::previous_deliveries(&delivery.properties) + 1
-}
-
-/// Runs `op` until it succeeds, fails permanently, the deadline passes or shutdown begins. Transient
-/// errors wait with capped exponential backoff in between.
+/// Runs `op`; contention is retried at once a few times. Everything else is returned to the caller.
 async fn retry<T, F, Fut>(ctx: &Context, deadline: Instant, mut op: F) -> Result<T, PersistError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, PersistError>>,
 {
-    let mut wait = Duration::from_millis(50);
-    loop {
+    let mut wait = Duration::from_millis(10);
+    for _ in 0..4 {
         match op().await {
-            Err(PersistError::Transient(e)) => {
-                let now = Instant::now();
-                if now + wait >= deadline || ctx.shutdown.is_cancelled() {
-                    return Err(PersistError::Transient(e));
+            Err(PersistError::Contention(e)) => {
+                if Instant::now() + wait >= deadline || ctx.shutdown.is_cancelled() {
+                    return Err(PersistError::Contention(e));
                 }
-                warn!(error = %e, retry_in = ?wait, "database unavailable; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = ctx.shutdown.cancelled() => return Err(PersistError::Transient(e)),
-                }
-                wait = (wait * 2).min(Duration::from_secs(5));
+                debug!(error = %e, retry_in = ?wait, "database contention; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
             }
             other => return other,
         }
     }
+    op().await
 }
 
 /// Settles a delivery exactly once: the only place that acks or nacks.
 pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, fate: Fate) {
-    let stats = &ctx.stats;
     use std::sync::atomic::Ordering::Relaxed;
+    let stats = &ctx.stats;
+    let s = &ctx.settings.amqp;
     match fate {
         Fate::Done(stored) => {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                // Committed but not acked: the redelivery will be recognised as a duplicate.
-                warn!(error = %e, "ack failed after commit; the redelivery will be a duplicate");
-            }
+            ack(&delivery, "after commit").await;
             match stored {
                 Stored::Created(pipeline::deidentify::Status::Accepted) => {
                     stats.accepted.fetch_add(1, Relaxed)
@@ -222,14 +369,13 @@ pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, 
             };
             debug!(outcome = ?stored, "stored");
         }
-        Fate::DeadLetter(rejected) => {
+        Fate::DeadLetter { rejected, attempts } => {
             let info = DeadLetterInfo {
                 rejected: &rejected,
-                attempts: attempts(&delivery),
+                attempts: i64::from(attempts),
                 consumer: &ctx.consumer_name,
             };
-            let s = &ctx.settings.amqp;
-            match amqp::publish_dead_letter(
+            let published = amqp::publish_dead_letter(
                 &session.publisher,
                 &s.dead_letter_exchange,
                 &s.queue,
@@ -237,12 +383,10 @@ pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, 
                 &delivery.properties,
                 &info,
             )
-            .await
-            {
+            .await;
+            match published {
                 Ok(()) => {
-                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                        warn!(error = %e, "ack failed after dead-lettering; the message will come back");
-                    }
+                    ack(&delivery, "after dead-lettering").await;
                     stats.dead_lettered(rejected.kind);
                     info!(kind = %rejected.kind, reason = %rejected.reason, record_id = ?rejected.record_id, "dead-lettered");
                 }
@@ -252,10 +396,40 @@ pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, 
                 }
             }
         }
+        Fate::Retry { failed, reason } => {
+            let delay = ctx.settings.retry.delay_after(failed);
+            let published = amqp::publish_retry(
+                &session.publisher,
+                &amqp::retry_queue(&s.queue, failed),
+                &delivery.data,
+                &delivery.properties,
+                failed,
+                &reason,
+            )
+            .await;
+            match published {
+                Ok(()) => {
+                    ack(&delivery, "after parking it for a retry").await;
+                    stats.retried.fetch_add(1, Relaxed);
+                    warn!(%reason, attempt = failed, retry_in = ?delay, "failed; retrying later through the delay queue");
+                }
+                Err(e) => {
+                    warn!(error = %e, "delayed retry not confirmed; giving the message back");
+                    requeue(ctx, delivery).await;
+                }
+            }
+        }
         Fate::Requeue(reason) => {
-            warn!(%reason, "giving the message back to the queue");
+            debug!(%reason, "giving the message back to the queue");
             requeue(ctx, delivery).await;
         }
+    }
+}
+
+async fn ack(delivery: &Delivery, when: &str) {
+    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+        // Whatever was committed stays committed: the redelivery is recognised as a duplicate.
+        warn!(error = %e, "ack {when} failed; the message will come back and be recognised");
     }
 }
 

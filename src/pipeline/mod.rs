@@ -39,18 +39,21 @@ pub enum RejectKind {
     Conflict,
     /// The job panicked.
     Panic,
-    /// Any other permanent error, such as a PostgreSQL data exception.
+    /// Any other permanent error, such as a PostgreSQL data exception, or retries exhausted.
     Failed,
+    /// Killed the process `crash_limit` times; not run again.
+    Poison,
 }
 
 impl RejectKind {
-    pub const ALL: [RejectKind; 6] = [
+    pub const ALL: [RejectKind; 7] = [
         RejectKind::Malformed,
         RejectKind::TooLarge,
         RejectKind::Invalid,
         RejectKind::Conflict,
         RejectKind::Panic,
         RejectKind::Failed,
+        RejectKind::Poison,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl RejectKind {
             RejectKind::Conflict => "conflict",
             RejectKind::Panic => "panic",
             RejectKind::Failed => "failed",
+            RejectKind::Poison => "poison",
         }
     }
 }

@@ -6,9 +6,9 @@
 //! decides between a duplicate (same body: a redelivery or a re-upload, nothing written) and a
 //! conflict (different body: never overwritten).
 //!
-//! Errors are classified here, once: [`PersistError::Transient`] is the infrastructure's fault (the
-//! message is retried, never dead-lettered); [`PersistError::Permanent`] is the record's. Neither
-//! carries PostgreSQL's own message text, which can quote the offending value.
+//! Errors are classified here, once, into the four [`PersistError`] classes that decide what the
+//! worker does next: pause (unavailable), retry now (contention), retry later through the broker
+//! (retryable), or dead-letter (permanent).
 
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
@@ -25,18 +25,21 @@ pub enum Stored {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
-    /// Not the message's fault: the database is unreachable, restarting, overloaded or raced.
+    /// The database is unreachable, restarting, refusing connections or out of room: not the
+    /// message's fault. Consumption pauses until the database answers again.
     #[error("database unavailable: {0}")]
-    Transient(String),
+    Unavailable(String),
+    /// Lost a race with another transaction (serialization failure, deadlock, lock timeout): retry
+    /// at once.
+    #[error("database contention: {0}")]
+    Contention(String),
+    /// Neither clearly permanent nor infrastructure: retried later through the broker, a bounded
+    /// number of times.
+    #[error("database error: {0}")]
+    Retryable(String),
     /// The database refused this record; retrying will not help.
     #[error("database refused the record: {0}")]
     Permanent(String),
-}
-
-impl PersistError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, PersistError::Transient(_))
-    }
 }
 
 impl From<tokio_postgres::Error> for PersistError {
@@ -49,35 +52,42 @@ impl From<deadpool_postgres::PoolError> for PersistError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => classify(&e),
-            other => PersistError::Transient(format!("connection pool: {other}")),
+            other => PersistError::Unavailable(format!("connection pool: {other}")),
         }
     }
 }
 
-/// Decides retry versus dead-letter from the SQLSTATE alone.
+/// Decides the error's class from the SQLSTATE alone (PostgreSQL's message text is never kept: it
+/// can quote the offending value).
 pub fn classify(e: &tokio_postgres::Error) -> PersistError {
     let Some(code) = e.code() else {
         // No SQLSTATE: the connection broke, timed out or was never made.
-        return PersistError::Transient("connection to PostgreSQL failed or was lost".into());
+        return PersistError::Unavailable("connection to PostgreSQL failed or was lost".into());
     };
     let c = code.code();
-    let transient = c.starts_with("08") // connection exception
+    let what = format!("PostgreSQL SQLSTATE {c}");
+    if c.starts_with("08") // connection exception
         || c.starts_with("53") // insufficient resources: too many connections, disk full
         || c.starts_with("57") // operator intervention: admin shutdown, cannot connect now
         || c.starts_with("58") // system error: I/O
-        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION // a standby after a failover
+        || *code == SqlState::UNDEFINED_TABLE
+    // schema not migrated yet
+    {
+        PersistError::Unavailable(what)
+    } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
         || *code == SqlState::LOCK_NOT_AVAILABLE
-        || *code == SqlState::READ_ONLY_SQL_TRANSACTION; // a standby after a failover
-    let permanent = c.starts_with("22") // data exception
+    {
+        PersistError::Contention(what)
+    } else if c.starts_with("22") // data exception
         || c.starts_with("23") // integrity constraint violation
-        || c.starts_with("54"); // program limit exceeded (a value too large to index)
-    if permanent && !transient {
-        PersistError::Permanent(format!("PostgreSQL SQLSTATE {c}"))
+        || c.starts_with("54")
+    // program limit exceeded (a value too large to index)
+    {
+        PersistError::Permanent(what)
     } else {
-        // Unknown errors (a missing table before migrations, an internal error) are retried rather
-        // than dead-lettered: losing a record is worse than retrying one.
-        PersistError::Transient(format!("PostgreSQL SQLSTATE {c}"))
+        PersistError::Retryable(what)
     }
 }
 
@@ -158,8 +168,8 @@ pub async fn store(
     match existing {
         Some(h) if h == payload_sha256 => Ok(Stored::Duplicate),
         Some(_) => Ok(Stored::Conflict),
-        None => Err(PersistError::Transient(
-            "record neither inserted nor found; will retry".into(),
+        None => Err(PersistError::Contention(
+            "record neither inserted nor found".into(),
         )),
     }
 }
@@ -212,4 +222,38 @@ pub fn failed(e: &PersistError, rec: &Deidentified) -> Rejected {
         record_id: Some(rec.record_id),
         batch_id: rec.batch_id,
     }
+}
+
+/// Counts a start of a message that was delivered before. Only a start by another process instance
+/// than the previous one counts: the previous instance died (or lost the message) mid-job. A message
+/// this same process gave back (an outage, a lost channel) does not count against it. Returns the
+/// count. The row is committed before the job runs, so it survives a crash of this process.
+pub async fn ledger_start(
+    client: &deadpool_postgres::Client,
+    key: &str,
+    consumer: &str,
+) -> Result<i32, PersistError> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO delivery_ledger (message_key, starts, last_consumer) VALUES ($1, 1, $2)
+             ON CONFLICT (message_key) DO UPDATE
+                SET starts = delivery_ledger.starts
+                        + CASE WHEN delivery_ledger.last_consumer = $2 THEN 0 ELSE 1 END,
+                    last_seen = now(), last_consumer = $2
+             RETURNING starts",
+        )
+        .await?;
+    Ok(client.query_one(&stmt, &[&key, &consumer]).await?.get(0))
+}
+
+/// Forgets a message's starts once it is settled.
+pub async fn ledger_clear(
+    client: &deadpool_postgres::Client,
+    key: &str,
+) -> Result<(), PersistError> {
+    let stmt = client
+        .prepare_cached("DELETE FROM delivery_ledger WHERE message_key = $1")
+        .await?;
+    client.execute(&stmt, &[&key]).await?;
+    Ok(())
 }

@@ -10,12 +10,16 @@ use lapin::types::ShortString;
 use lapin::{Confirmation, PublisherConfirm};
 
 use crate::amqp;
-use crate::config::AmqpSettings;
+use crate::config::{AmqpSettings, RetrySettings};
 
 /// Confirms awaited at once: enough to keep the broker busy, bounded so memory stays flat.
 const WINDOW: usize = 512;
 
-pub async fn publish(settings: &AmqpSettings, input: impl BufRead) -> anyhow::Result<u64> {
+pub async fn publish(
+    settings: &AmqpSettings,
+    retry: &RetrySettings,
+    input: impl BufRead,
+) -> anyhow::Result<u64> {
     let (conn, _) = amqp::connect(&settings.url, 0, "edc-ingest publish")
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
@@ -24,7 +28,7 @@ pub async fn publish(settings: &AmqpSettings, input: impl BufRead) -> anyhow::Re
     let mut channel = None;
     let result = async {
         let ch = channel.insert(amqp::confirm_channel(&conn).await?);
-        amqp::declare(ch, settings).await?;
+        amqp::declare(ch, settings, retry).await?;
         let channel = &*ch;
         let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
         let mut sent = 0u64;

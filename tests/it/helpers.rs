@@ -120,7 +120,8 @@ impl TestEnv {
     pub async fn publish(&self, bodies: &[(&str, Vec<u8>)]) {
         let conn = amqp().await;
         let ch = conn.create_channel().await.unwrap();
-        edc_ingest::amqp::declare(&ch, &self.settings(&[]).amqp)
+        let settings = self.settings(&[]);
+        edc_ingest::amqp::declare(&ch, &settings.amqp, &settings.retry)
             .await
             .unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
@@ -180,7 +181,8 @@ impl TestEnv {
         out
     }
 
-    /// Ready messages in a queue (quorum queue counts lag about a second).
+    /// Ready messages in a queue. Quorum queue counts lag about a second behind: wait for a value
+    /// rather than read it once.
     pub async fn ready(&self, queue: &str) -> u32 {
         let conn = amqp().await;
         let ch = conn.create_channel().await.unwrap();
@@ -197,14 +199,6 @@ impl TestEnv {
             .unwrap();
         conn.close(200, ShortString::from("bye")).await.unwrap();
         q.message_count()
-    }
-
-    /// Ready plus unacknowledged messages of a queue, from the management API.
-    pub async fn total_messages(&self, queue: &str) -> i64 {
-        let q = management(&format!("/api/queues/%2f/{queue}"));
-        let ready = q["messages_ready"].as_i64().unwrap_or(0);
-        let unacked = q["messages_unacknowledged"].as_i64().unwrap_or(0);
-        ready + unacked
     }
 
     pub async fn cleanup(self) {

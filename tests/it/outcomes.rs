@@ -210,18 +210,18 @@ async fn a_record_whose_commit_fails_is_not_acked_and_is_stored_once_the_databas
     assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 0);
     assert_eq!(daemon.stats.summary().dead_lettered_total(), 0);
     assert_eq!(daemon.stats.summary().settled(), 0);
-    // (the management API's counts lag a few seconds behind)
-    wait_for(
-        "the broker to report the message still queued",
-        WAIT,
-        || async { env.total_messages(&env.queue).await == 1 },
-    )
+    // Act: stop; the message must be back in the queue, neither acked nor lost
+    daemon.stop().await;
+    wait_for("the message back in the queue", WAIT, || async {
+        env.ready(&env.queue).await == 1
+    })
     .await;
 
     // Act: the database recovers
     db.batch_execute("UPDATE fail_switch SET on_ = false")
         .await
         .unwrap();
+    let daemon = Daemon::start(env.settings(&[("EDC__WORKERS", "1")]));
     daemon.wait_settled(1, WAIT).await;
     let summary = daemon.stop().await;
 
@@ -231,7 +231,7 @@ async fn a_record_whose_commit_fails_is_not_acked_and_is_stored_once_the_databas
     assert_eq!(env.count("SELECT count(*) FROM audit_trail").await, 1);
     assert!(env.drain_dlq().await.is_empty());
     wait_for("the work queue to be empty", WAIT, || async {
-        env.total_messages(&env.queue).await == 0
+        env.ready(&env.queue).await == 0
     })
     .await;
     env.cleanup().await;

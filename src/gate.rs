@@ -1,0 +1,87 @@
+//! The database gate: one shared view of whether PostgreSQL is usable.
+//!
+//! A worker that meets an outage closes the gate. While it is closed the consumer is cancelled (no
+//! new deliveries), jobs already delivered go straight back to the queue without touching the
+//! database, and a single prober checks the database with backoff; it opens the gate when the
+//! database answers, and consumption resumes. Nothing is dead-lettered for an outage and nothing is
+//! held unacked while it lasts.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub struct DbGate {
+    open: watch::Sender<bool>,
+}
+
+impl Default for DbGate {
+    fn default() -> Self {
+        DbGate {
+            open: watch::Sender::new(true),
+        }
+    }
+}
+
+impl DbGate {
+    pub fn is_open(&self) -> bool {
+        *self.open.borrow()
+    }
+
+    /// Closes the gate; logs once per outage.
+    pub fn close(&self, reason: &str) {
+        if self.open.send_replace(false) {
+            warn!(%reason, "database unavailable: pausing consumption until it answers");
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.open.subscribe()
+    }
+
+    /// Probes the database whenever the gate is closed, with capped exponential backoff, and opens
+    /// the gate when a connection from the pool answers a query. Runs until `shutdown`.
+    pub async fn run_prober(&self, pool: Pool, shutdown: CancellationToken) {
+        let mut rx = self.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = rx.wait_for(|open| !open) => if changed.is_err() { return },
+            }
+            let mut wait = Duration::from_millis(100);
+            let started = tokio::time::Instant::now();
+            loop {
+                let probe = async {
+                    let client = pool.get().await.map_err(|e| e.to_string())?;
+                    client
+                        .simple_query("SELECT 1")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(())
+                };
+                match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                    Ok(Ok(())) => {
+                        self.open.send_replace(true);
+                        info!(down_for = ?started.elapsed(), "database answers again: resuming consumption");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %first_line(&e), retry_in = ?wait, "database still unavailable")
+                    }
+                    Err(_) => warn!(retry_in = ?wait, "database probe timed out"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
