@@ -13,8 +13,14 @@ scripts/services.sh start
 echo "==> loading service URLs (scripts/services.sh env)"
 eval "$(scripts/services.sh env)"
 
-echo "==> cargo test --all-features --locked -- --test-threads=4 $*"
+echo "==> unit and integration tests: cargo test --all-features --locked --lib --bins --test it -- --test-threads=4 $*"
 status=0
-cargo test --all-features --locked -- --test-threads=4 "$@" || status=$?
-echo "==> cargo test exited with status $status"
+cargo test --all-features --locked --lib --bins --test it -- --test-threads=4 "$@" || status=$?
+echo "==> unit and integration tests exited with status $status"
+[ "$status" -eq 0 ] || exit "$status"
+
+# The chaos suite restarts the servers the other tests use, so it runs alone, one scenario at a time.
+echo "==> chaos suite: cargo test --all-features --locked --test chaos -- --test-threads=1 --nocapture"
+cargo test --all-features --locked --test chaos -- --test-threads=1 --nocapture || status=$?
+echo "==> chaos suite exited with status $status"
 exit "$status"

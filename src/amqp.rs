@@ -9,13 +9,13 @@
 //!                    v
 //!               (edc.dlx) fanout --> [edc.records.dlq] quorum queue
 //!
-//! failed attempt n --> [edc.records.retry.<n>]  quorum queue, x-message-ttl = the n-th backoff
+//! failed attempt n --> [edc.records.retry.<delay>ms]  quorum queue, x-message-ttl = the n-th backoff
 //!                           |  expires: dead-lettered (at-least-once) through the default exchange
 //!                           v
 //!                      [edc.records] again
 //! ```
-//! One delay queue per attempt keeps every message in a queue on the same TTL, so none waits behind
-//! a longer-lived one.
+//! One delay queue per backoff step keeps every message in a queue on the same TTL, so none waits
+//! behind a longer-lived one.
 
 use lapin::Confirmation;
 use lapin::options::{
@@ -63,9 +63,18 @@ fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.to_string()))
 }
 
-/// The delay queue a message waits in after its `failed`-th failed attempt.
-pub fn retry_queue(queue: &str, failed: u32) -> String {
-    format!("{queue}.retry.{failed}")
+/// The delay queue in which a message waits `delay` before returning to `queue`. The name carries the
+/// delay (its TTL), so a change of the retry settings declares new queues instead of clashing with
+/// the old ones (which keep draining into the work queue).
+pub fn retry_queue(queue: &str, delay: std::time::Duration) -> String {
+    format!("{queue}.retry.{}ms", delay.as_millis())
+}
+
+/// Every delay queue the retry settings use, in attempt order.
+pub fn retry_queues(queue: &str, retry: &RetrySettings) -> Vec<String> {
+    (1..retry.max_attempts)
+        .map(|failed| retry_queue(queue, retry.delay_after(failed)))
+        .collect()
 }
 
 /// Declares exchanges, queues and bindings. Idempotent; run on every (re)connect.
@@ -117,9 +126,10 @@ pub async fn declare(
         )
         .await?;
     for failed in 1..retry.max_attempts {
+        let delay = retry.delay_after(failed);
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), text("quorum"));
-        let ttl = retry.delay_after(failed).as_millis().min(i64::MAX as u128) as i64;
+        let ttl = delay.as_millis().min(i64::MAX as u128) as i64;
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
         args.insert("x-dead-letter-exchange".into(), text(""));
         args.insert("x-dead-letter-routing-key".into(), text(&s.queue));
@@ -128,7 +138,7 @@ pub async fn declare(
         args.insert("x-overflow".into(), text("reject-publish"));
         channel
             .queue_declare(
-                ShortString::from(retry_queue(&s.queue, failed)),
+                ShortString::from(retry_queue(&s.queue, delay)),
                 QueueDeclareOptions {
                     durable: true,
                     ..Default::default()

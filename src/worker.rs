@@ -9,7 +9,7 @@
 //! store (one transaction) ─ committed / duplicate ────────────────────────────────────────> ack
 //!    ├─ database unavailable ─> close the gate (consumption pauses) ─────────────────────> requeue
 //!    ├─ contention ─> retry at once, a few times
-//!    ├─ other error ─> delay queue <queue>.retry.<n> (confirmed) ─> ack; after the last attempt:
+//!    ├─ other error ─> delay queue <queue>.retry.<delay> (confirmed) ─> ack; after the last attempt:
 //!    │                 dead letter `failed`
 //!    └─ permanent ─> dead letter `failed`
 //! ```
@@ -400,7 +400,7 @@ pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, 
             let delay = ctx.settings.retry.delay_after(failed);
             let published = amqp::publish_retry(
                 &session.publisher,
-                &amqp::retry_queue(&s.queue, failed),
+                &amqp::retry_queue(&s.queue, delay),
                 &delivery.data,
                 &delivery.properties,
                 failed,

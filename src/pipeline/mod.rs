@@ -15,6 +15,8 @@
 pub mod deidentify;
 pub mod parse;
 pub mod persist;
+#[cfg(test)]
+mod properties;
 pub mod validate;
 
 use uuid::Uuid;

@@ -328,3 +328,88 @@ async fn the_audit_trail_refuses_updates_and_deletes() {
     assert_eq!(env.count("SELECT count(*) FROM audit_trail").await, 1);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_unexplained_error_is_retried_through_the_delay_queue_then_stored() {
+    // Arrange: the first two attempts fail with SQLSTATE XX000 (an internal error: neither the
+    // record's fault nor an outage). A sequence counts them: nextval survives the rollback.
+    let env = TestEnv::new().await;
+    env.db()
+        .await
+        .batch_execute(
+            "CREATE SEQUENCE attempts;
+             CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF nextval('attempts') <= 2 THEN
+                 RAISE EXCEPTION 'simulated internal error' USING ERRCODE = 'XX000';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER fail_insert BEFORE INSERT ON crf_records FOR EACH ROW EXECUTE FUNCTION fail_insert();",
+        )
+        .await
+        .unwrap();
+    let daemon = Daemon::start(env.settings(&[("EDC__RETRY__INITIAL_DELAY", "100ms")]));
+
+    // Act
+    env.publish(&[("r1", bytes(&record(vs_items())))]).await;
+    daemon.wait_settled(1, WAIT).await;
+    let summary = daemon.stop().await;
+
+    // Assert: two trips through the delay queues, then stored once; nothing dead-lettered
+    assert_eq!((summary.retried, summary.accepted), (2, 1), "{summary}");
+    assert_eq!(summary.dead_lettered_total(), 0, "{summary}");
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM audit_trail").await, 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_error_that_never_passes_is_dead_lettered_as_failed_after_the_last_attempt() {
+    let env = TestEnv::new().await;
+    env.db()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'simulated internal error' USING ERRCODE = 'XX000'; END $$;
+             CREATE TRIGGER fail_insert BEFORE INSERT ON crf_records FOR EACH ROW EXECUTE FUNCTION fail_insert();",
+        )
+        .await
+        .unwrap();
+    let daemon = Daemon::start(env.settings(&[
+        ("EDC__RETRY__INITIAL_DELAY", "50ms"),
+        ("EDC__RETRY__MAX_ATTEMPTS", "3"),
+    ]));
+
+    env.publish(&[("r1", bytes(&record(vs_items())))]).await;
+    daemon.wait_settled(1, WAIT).await;
+    let summary = daemon.stop().await;
+
+    assert_eq!(summary.retried, 2, "{summary}");
+    assert_eq!(
+        summary.dead_lettered_of(edc_ingest::pipeline::RejectKind::Failed),
+        1,
+        "{summary}"
+    );
+    let dead = env.drain_dlq().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header(&dead[0], "x-edc-attempts").as_deref(),
+        Some("LongLongInt(3)")
+    );
+    assert!(
+        header(&dead[0], "x-edc-error")
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
+    let attempts: i32 = env
+        .db()
+        .await
+        .query_one("SELECT attempts FROM rejections WHERE kind = 'failed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 3);
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 0);
+    env.cleanup().await;
+}
