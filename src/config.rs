@@ -118,8 +118,11 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 pub struct Settings {
     pub amqp: AmqpSettings,
     pub postgres: PostgresSettings,
-    /// Size of the fixed worker set, and so the channel's prefetch. Must not exceed `postgres.pool_size`.
+    /// Size of the fixed worker set. Must not exceed `postgres.pool_size`.
     pub workers: usize,
+    /// Records a worker commits in one transaction. 1 (the default) keeps one delivery per worker in
+    /// flight; above 1 the prefetch becomes `workers * batch_size`. See `config/default.yaml`.
+    pub batch_size: usize,
     pub studies_dir: PathBuf,
     pub pseudonym_key_file: Option<PathBuf>,
     pub pseudonym_key: Option<Secret>,
@@ -264,10 +267,16 @@ impl Settings {
                 self.workers, self.postgres.pool_size
             ));
         }
-        if self.workers > u16::MAX as usize {
+        if self.batch_size == 0 || self.batch_size > 1000 {
             return invalid(format!(
-                "workers ({}) is above the AMQP prefetch limit of {}",
-                self.workers,
+                "batch_size ({}) must be between 1 and 1000",
+                self.batch_size
+            ));
+        }
+        if self.prefetch() > u16::MAX as usize {
+            return invalid(format!(
+                "workers x batch_size ({}) is above the AMQP prefetch limit of {}",
+                self.prefetch(),
                 u16::MAX
             ));
         }
@@ -321,16 +330,22 @@ impl Settings {
         Ok(())
     }
 
+    /// Deliveries unacked at once: one per worker, times the batch size.
+    pub fn prefetch(&self) -> usize {
+        self.workers * self.batch_size
+    }
+
     /// A one-line description safe to log: no secret appears in it.
     pub fn describe(&self) -> String {
         format!(
-            "amqp={} queue={} postgres={} pool_size={} workers={} prefetch={} job_timeout={:?} shutdown_grace={:?}",
+            "amqp={} queue={} postgres={} pool_size={} workers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?}",
             self.amqp.url,
             self.amqp.queue,
             self.postgres.url,
             self.postgres.pool_size,
             self.workers,
-            self.workers,
+            self.batch_size,
+            self.prefetch(),
             self.job_timeout,
             self.shutdown_grace
         )

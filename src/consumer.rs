@@ -55,7 +55,8 @@ enum End {
 /// Runs until shutdown. Returns when every worker has finished (or the grace period ran out) and the
 /// broker connection is closed.
 pub async fn run(ctx: Arc<Context>) {
-    let (tx, rx) = mpsc::channel::<Job>(1);
+    // One slot per record a worker may take at once: a worker's batch can gather without waiting.
+    let (tx, rx) = mpsc::channel::<Job>(ctx.settings.batch_size);
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = JoinSet::new();
     for _ in 0..ctx.settings.workers {
@@ -86,7 +87,7 @@ pub async fn run(ctx: Arc<Context>) {
                 continue;
             }
         };
-        info!(tag = %session.tag, prefetch = ctx.settings.workers, queue = %ctx.settings.amqp.queue, "consuming");
+        info!(tag = %session.tag, prefetch = ctx.settings.prefetch(), queue = %ctx.settings.amqp.queue, "consuming");
         let mut session = session;
         match pump(&ctx, &mut session, &tx).await {
             End::Shutdown => {
@@ -164,7 +165,7 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
     let setup = async {
         let channel = connection.create_channel().await?;
         amqp::declare(&channel, s, &ctx.settings.retry).await?;
-        let prefetch = u16::try_from(ctx.settings.workers).unwrap_or(u16::MAX);
+        let prefetch = u16::try_from(ctx.settings.prefetch()).unwrap_or(u16::MAX);
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
@@ -294,16 +295,41 @@ async fn pause(
 }
 
 async fn worker_loop(ctx: Arc<Context>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let batch_size = ctx.settings.batch_size;
+    let mut jobs = Vec::with_capacity(batch_size);
     loop {
-        let job = {
+        {
             let mut rx = rx.lock().await;
-            tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => None,
                 job = rx.recv() => job,
+            };
+            let Some(first) = first else { return };
+            jobs.push(first);
+            // Whatever else is already waiting joins the batch; nobody waits for a batch to fill.
+            while jobs.len() < batch_size {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
-        };
-        let Some(job) = job else { return };
-        worker::process(&ctx, &job.session, job.delivery).await;
+        }
+        if jobs.len() == 1 {
+            let job = jobs.pop().expect("one job");
+            worker::process(&ctx, &job.session, job.delivery).await;
+        } else {
+            let session = jobs[0].session.clone();
+            let mut deliveries = Vec::with_capacity(jobs.len());
+            for job in jobs.drain(..) {
+                // A batch never mixes sessions: a job from another session goes alone.
+                if Arc::ptr_eq(&job.session, &session) {
+                    deliveries.push(job.delivery);
+                } else {
+                    worker::process(&ctx, &job.session, job.delivery).await;
+                }
+            }
+            worker::process_batch(&ctx, &session, deliveries).await;
+        }
     }
 }

@@ -13,6 +13,10 @@ pub struct Stats {
     pub requeued: AtomicU64,
     /// Parked in a delay queue for a later attempt.
     pub retried: AtomicU64,
+    /// Statements that stored several records at once (`batch_size` > 1).
+    pub batches: AtomicU64,
+    /// Batches split in two after their statement failed, to isolate a bad record.
+    pub batch_splits: AtomicU64,
     dead_lettered: [AtomicU64; RejectKind::ALL.len()],
 }
 
@@ -24,6 +28,8 @@ pub struct Summary {
     pub duplicate: u64,
     pub requeued: u64,
     pub retried: u64,
+    pub batches: u64,
+    pub batch_splits: u64,
     pub dead_lettered: Vec<(RejectKind, u64)>,
 }
 
@@ -39,6 +45,8 @@ impl Stats {
             duplicate: self.duplicate.load(Relaxed),
             requeued: self.requeued.load(Relaxed),
             retried: self.retried.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            batch_splits: self.batch_splits.load(Relaxed),
             dead_lettered: RejectKind::ALL
                 .iter()
                 .map(|k| (*k, self.dead_lettered[*k as usize].load(Relaxed)))

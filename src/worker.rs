@@ -37,8 +37,8 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::amqp::{self, DeadLetterInfo};
 use crate::app::Context;
-use crate::pipeline::persist::{self, PersistError, RejectionRow, Stored};
-use crate::pipeline::{self, RejectKind, Rejected};
+use crate::pipeline::persist::{self, BatchItem, PersistError, RejectionRow, Stored};
+use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
 
 /// What is to become of a delivery.
 #[derive(Debug)]
@@ -255,6 +255,28 @@ async fn run_job(
         persist::store(&client, &record, message_id, body_sha256).await
     })
     .await;
+    fate_of_store(
+        ctx,
+        delivery,
+        message_id,
+        body_sha256,
+        &record,
+        stored,
+        deadline,
+    )
+    .await
+}
+
+/// What becomes of a delivery once its record's store returned.
+async fn fate_of_store(
+    ctx: &Arc<Context>,
+    delivery: &Delivery,
+    message_id: Option<&str>,
+    body_sha256: &str,
+    record: &Deidentified,
+    stored: Result<Stored, PersistError>,
+    deadline: Instant,
+) -> Fate {
     let rejected = match stored {
         Ok(Stored::Conflict) => Rejected {
             kind: RejectKind::Conflict,
@@ -266,7 +288,7 @@ async fn run_job(
             batch_id: record.batch_id,
         },
         Ok(stored) => return Fate::Done(stored),
-        Err(e @ PersistError::Permanent(_)) => persist::failed(&e, &record),
+        Err(e @ PersistError::Permanent(_)) => persist::failed(&e, record),
         Err(PersistError::Retryable(reason)) | Err(PersistError::Contention(reason)) => {
             let failed = failed_attempts(delivery) + 1;
             if failed < ctx.settings.retry.max_attempts {
@@ -290,6 +312,204 @@ async fn run_job(
         Err(e @ PersistError::Unavailable(_)) => return unavailable(ctx, e),
     };
     reject(ctx, delivery, message_id, body_sha256, rejected, deadline).await
+}
+
+/// Several deliveries taken together (`batch_size` > 1): the valid records are stored with one
+/// statement, one transaction; everything else is decided per message exactly as in [`process`].
+pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveries: Vec<Delivery>) {
+    // Redelivered messages go the careful way: alone, counted in the crash ledger.
+    let (again, fresh): (Vec<_>, Vec<_>) = deliveries.into_iter().partition(is_redelivered);
+    for delivery in again {
+        process(ctx, session, delivery).await;
+    }
+    if fresh.is_empty() {
+        return;
+    }
+    let shared = ctx.isolation.read().await;
+    if !ctx.gate.is_open() {
+        for delivery in fresh {
+            settle(
+                ctx,
+                session,
+                delivery,
+                Fate::Requeue("database unavailable".into()),
+            )
+            .await;
+        }
+        return;
+    }
+    let deadline = Instant::now() + ctx.settings.job_timeout;
+    let job = AssertUnwindSafe(batch_fates(ctx, &fresh, deadline)).catch_unwind();
+    match tokio::time::timeout_at(deadline, job).await {
+        Ok(Ok(fates)) => {
+            for (delivery, fate) in fresh.into_iter().zip(fates) {
+                settle(ctx, session, delivery, fate).await;
+            }
+        }
+        Ok(Err(_)) => {
+            // Something in the batch panicked: run each message alone, so the panic is pinned on
+            // its own message and the others are stored (nothing of the batch was committed if the
+            // panic came before the statement; if after, the rerun finds duplicates).
+            drop(shared);
+            for delivery in fresh {
+                process(ctx, session, delivery).await;
+            }
+        }
+        Err(_) => {
+            ctx.gate.close("a batch ran past its deadline");
+            for delivery in fresh {
+                settle(
+                    ctx,
+                    session,
+                    delivery,
+                    Fate::Requeue("job deadline passed".into()),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+fn is_redelivered(delivery: &Delivery) -> bool {
+    delivery.redelivered || amqp::previous_deliveries(&delivery.properties) > 0
+}
+
+/// The fate of each delivery of a batch, in order.
+async fn batch_fates(ctx: &Arc<Context>, deliveries: &[Delivery], deadline: Instant) -> Vec<Fate> {
+    let meta: Vec<(Option<String>, String)> = deliveries
+        .iter()
+        .map(|d| {
+            let id = d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str().to_string());
+            (id, sha256_hex(&d.data))
+        })
+        .collect();
+    let mut fates: Vec<Option<Fate>> = deliveries.iter().map(|_| None).collect();
+    let mut valid = Vec::with_capacity(deliveries.len());
+    {
+        let registry = ctx.registry();
+        for (i, d) in deliveries.iter().enumerate() {
+            #[cfg(feature = "fault-injection")]
+            crate::fault::inject(&d.data);
+            match pipeline::prepare(
+                &d.data,
+                ctx.settings.max_message_bytes,
+                &registry,
+                &ctx.pseudonymizer,
+            ) {
+                Ok(record) => valid.push((i, record)),
+                Err(rejected) => {
+                    fates[i] = Some(Fate::DeadLetter {
+                        rejected,
+                        attempts: 0,
+                    })
+                }
+            }
+        }
+    }
+    // Refusals: their rejection rows (one statement each; they are the rare case).
+    for (i, fate) in fates.iter_mut().enumerate() {
+        if let Some(Fate::DeadLetter { rejected, .. }) = fate.take() {
+            let (id, hash) = &meta[i];
+            *fate =
+                Some(reject(ctx, &deliveries[i], id.as_deref(), hash, rejected, deadline).await);
+        }
+    }
+    // A key twice in one batch (a re-upload next to its original) waits for a statement of its own,
+    // after the first has committed: only then can it be told duplicate from conflict.
+    let mut seen = std::collections::HashSet::new();
+    let (first, repeats): (Vec<_>, Vec<_>) = valid
+        .into_iter()
+        .partition(|(_, r)| seen.insert((r.record_id, r.version)));
+    let items: Vec<BatchItem> = first
+        .iter()
+        .map(|(i, r)| BatchItem {
+            record: r,
+            message_id: meta[*i].0.as_deref(),
+            payload_sha256: &meta[*i].1,
+        })
+        .collect();
+    let results = store_split(ctx, &items, deadline).await;
+    for ((i, record), stored) in first.iter().zip(results) {
+        let (id, hash) = &meta[*i];
+        fates[*i] = Some(
+            fate_of_store(
+                ctx,
+                &deliveries[*i],
+                id.as_deref(),
+                hash,
+                record,
+                stored,
+                deadline,
+            )
+            .await,
+        );
+    }
+    for (i, record) in &repeats {
+        let (id, hash) = &meta[*i];
+        let stored = retry(ctx, deadline, || async {
+            let client = ctx.pool.get().await?;
+            persist::store(&client, record, id.as_deref(), hash).await
+        })
+        .await;
+        fates[*i] = Some(
+            fate_of_store(
+                ctx,
+                &deliveries[*i],
+                id.as_deref(),
+                hash,
+                record,
+                stored,
+                deadline,
+            )
+            .await,
+        );
+    }
+    fates
+        .into_iter()
+        .map(|f| f.unwrap_or_else(|| Fate::Requeue("no outcome decided".into())))
+        .collect()
+}
+
+/// Stores a batch; if the statement fails for anything but an outage, splits it in halves and
+/// stores each, down to single records, so one bad record fails alone.
+fn store_split<'a>(
+    ctx: &'a Arc<Context>,
+    items: &'a [BatchItem<'a>],
+    deadline: Instant,
+) -> futures::future::BoxFuture<'a, Vec<Result<Stored, PersistError>>> {
+    Box::pin(async move {
+        let stored = retry(ctx, deadline, || async {
+            let client = ctx.pool.get().await?;
+            persist::store_batch(&client, items).await
+        })
+        .await;
+        match stored {
+            Ok(outcomes) => {
+                if items.len() > 1 {
+                    ctx.stats
+                        .batches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                outcomes.into_iter().map(Ok).collect()
+            }
+            Err(e @ PersistError::Unavailable(_)) => items.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) if items.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                debug!(error = %e, size = items.len(), "batch failed; splitting it");
+                ctx.stats
+                    .batch_splits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (left, right) = items.split_at(items.len() / 2);
+                let mut out = store_split(ctx, left, deadline).await;
+                out.extend(store_split(ctx, right, deadline).await);
+                out
+            }
+        }
+    })
 }
 
 /// An outage: close the gate so consumption pauses, and give the message back.

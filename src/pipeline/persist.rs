@@ -257,3 +257,174 @@ pub async fn ledger_clear(
     client.execute(&stmt, &[&key]).await?;
     Ok(())
 }
+
+/// One record of a batch and what it needs besides the record itself.
+pub struct BatchItem<'a> {
+    pub record: &'a Deidentified,
+    pub message_id: Option<&'a str>,
+    pub payload_sha256: &'a str,
+}
+
+const INSERT_BATCH: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::int[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::text[], $13::text[],
+        $14::text[], $15::timestamptz[], $16::text[], $17::uuid[], $18::text[])
+        AS t(ord, record_id, version, message_id, study, site, subject, visit, form, items,
+             pseudonyms, birth_year, status, protocol_version, captured_at, entered_by, batch_id,
+             payload_sha256)
+), ins AS (
+    INSERT INTO crf_records (record_id, version, message_id, study, site, subject, visit, form,
+        items, pseudonyms, birth_year, status, protocol_version, captured_at, entered_by, batch_id,
+        payload_sha256)
+    SELECT record_id, version, message_id, study, site, subject, visit, form, items, pseudonyms,
+        birth_year, status, protocol_version, captured_at, entered_by, batch_id, payload_sha256
+    FROM input ORDER BY ord
+    ON CONFLICT (record_id, version) DO NOTHING
+    RETURNING record_id, version, status, protocol_version, entered_by, message_id, payload_sha256
+), audit AS (
+    INSERT INTO audit_trail (record_id, version, action, actor, message_id, payload_sha256, detail)
+    SELECT record_id, version, 'created', entered_by, message_id, payload_sha256,
+        'status=' || status || ' protocol=' || protocol_version
+    FROM ins
+), queries AS (
+    INSERT INTO data_queries (record_id, version, check_id, message)
+    SELECT q.record_id, q.version, q.check_id, q.message
+    FROM unnest($19::uuid[], $20::int[], $21::text[], $22::text[]) AS q(record_id, version, check_id, message)
+    JOIN ins USING (record_id, version)
+)
+SELECT i.ord, ins.record_id IS NOT NULL, c.payload_sha256
+FROM input i
+LEFT JOIN ins USING (record_id, version)
+LEFT JOIN crf_records c ON c.record_id = i.record_id AND c.version = i.version
+ORDER BY i.ord";
+
+/// Stores many records in one statement, so one transaction and one round trip. The natural keys
+/// must be distinct within the batch (the caller holds repeats back for a later statement). Returns
+/// one outcome per item, in order. If the statement fails, nothing of the batch is written.
+pub async fn store_batch(
+    client: &deadpool_postgres::Client,
+    items: &[BatchItem<'_>],
+) -> Result<Vec<Stored>, PersistError> {
+    let stmt = client.prepare_cached(INSERT_BATCH).await?;
+    let n = items.len();
+    let mut ord = Vec::with_capacity(n);
+    let (mut ids, mut versions, mut message_ids) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut studies, mut sites, mut subjects, mut visits, mut forms) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut item_values, mut pseudonyms, mut birth_years, mut statuses, mut protocols) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut captured, mut entered, mut batches, mut hashes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut q_ids, mut q_versions, mut q_checks, mut q_messages) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let r = item.record;
+        ord.push(i as i32);
+        ids.push(r.record_id);
+        versions.push(r.version);
+        message_ids.push(item.message_id);
+        studies.push(r.study.as_str());
+        sites.push(r.site.as_str());
+        subjects.push(r.subject.as_str());
+        visits.push(r.visit.as_str());
+        forms.push(r.form.as_str());
+        item_values.push(&r.items);
+        pseudonyms.push(&r.pseudonyms);
+        birth_years.push(r.birth_year.as_deref());
+        statuses.push(r.status.as_str());
+        protocols.push(r.protocol_version.as_str());
+        captured.push(r.captured_at);
+        entered.push(r.entered_by.as_str());
+        batches.push(r.batch_id);
+        hashes.push(item.payload_sha256);
+        for f in &r.findings {
+            q_ids.push(r.record_id);
+            q_versions.push(r.version);
+            q_checks.push(f.check.as_str());
+            q_messages.push(f.message.as_str());
+        }
+    }
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &ord,
+                &ids,
+                &versions,
+                &message_ids,
+                &studies,
+                &sites,
+                &subjects,
+                &visits,
+                &forms,
+                &item_values,
+                &pseudonyms,
+                &birth_years,
+                &statuses,
+                &protocols,
+                &captured,
+                &entered,
+                &batches,
+                &hashes,
+                &q_ids,
+                &q_versions,
+                &q_checks,
+                &q_messages,
+            ],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(n);
+    for (item, row) in items.iter().zip(&rows) {
+        let inserted: bool = row.get(1);
+        let existing: Option<String> = row.get(2);
+        out.push(if inserted {
+            Stored::Created(item.record.status)
+        } else {
+            match existing {
+                Some(h) if h == item.payload_sha256 => Stored::Duplicate,
+                Some(_) => Stored::Conflict,
+                // Committed by a concurrent transaction after this statement's snapshot.
+                None => match client
+                    .query_opt(
+                        EXISTING_HASH,
+                        &[&item.record.record_id, &item.record.version],
+                    )
+                    .await?
+                {
+                    Some(r) if r.get::<_, String>(0) == item.payload_sha256 => Stored::Duplicate,
+                    Some(_) => Stored::Conflict,
+                    None => {
+                        return Err(PersistError::Contention(
+                            "record neither inserted nor found".into(),
+                        ));
+                    }
+                },
+            }
+        });
+    }
+    if out.len() != n {
+        return Err(PersistError::Retryable(
+            "batch statement returned fewer rows than records".into(),
+        ));
+    }
+    Ok(out)
+}

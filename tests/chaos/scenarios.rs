@@ -28,8 +28,20 @@ fn finish(mut row: Row, scenario: &'static str, recover: Vec<Duration>, started:
     row.print();
 }
 
+/// The opt-in fast configuration: 64 records per transaction.
+const BATCHED: &[(&str, &str)] = &[("EDC__BATCH_SIZE", "64")];
+
 #[tokio::test]
 async fn kill_9_three_times_at_random_moments() {
+    kill_9_three_times(&[], "kill -9 x3", PREFETCH).await;
+}
+
+#[tokio::test]
+async fn kill_9_three_times_while_committing_in_batches() {
+    kill_9_three_times(BATCHED, "kill -9 x3, batch 64", PREFETCH * 64).await;
+}
+
+async fn kill_9_three_times(config: &[(&str, &str)], name: &'static str, prefetch: i64) {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let env = TestEnv::new().await;
@@ -37,20 +49,20 @@ async fn kill_9_three_times_at_random_moments() {
     preload(&env, &flood, None).await;
     let started = Instant::now();
     let mut procs = Procs::new();
-    let mut daemon = procs.spawn(&env, &[]);
+    let mut daemon = procs.spawn(&env, config);
     let mut recover = Vec::new();
     for (lo, hi) in [(0.10, 0.30), (0.40, 0.60), (0.70, 0.90)] {
         let at = (flood.valid as f64 * rng.random_range(lo..hi)) as i64;
         until_stored(&env, at).await;
         procs.kill9(daemon);
-        daemon = procs.spawn(&env, &[]);
+        daemon = procs.spawn(&env, config);
         recover.push(time_to_recover(&env, &flood).await);
     }
     until_done(&env, &flood).await;
     consumes_again(&env, &mut flood).await;
     procs.stop(daemon);
-    let row = audit(&env, &flood, &procs, 3, PREFETCH).await;
-    finish(row, "kill -9 x3", recover, started);
+    let row = audit(&env, &flood, &procs, 3, prefetch).await;
+    finish(row, name, recover, started);
     env.cleanup().await;
 }
 
@@ -95,12 +107,21 @@ async fn full_broker_restart() {
 
 #[tokio::test]
 async fn postgres_stopped_immediately_for_ten_seconds() {
+    postgres_outage(&[], "postgres down 10s", PREFETCH).await;
+}
+
+#[tokio::test]
+async fn postgres_stopped_while_committing_in_batches() {
+    postgres_outage(BATCHED, "postgres down 10s, batch 64", PREFETCH * 64).await;
+}
+
+async fn postgres_outage(config: &[(&str, &str)], name: &'static str, prefetch: i64) {
     let env = TestEnv::new().await;
     let mut flood = Flood::new(FLOOD, seed(), vec![]);
     preload(&env, &flood, None).await;
     let started = Instant::now();
     let mut procs = Procs::new();
-    let daemon = procs.spawn(&env, &[]);
+    let daemon = procs.spawn(&env, config);
     until_stored(&env, flood.valid / 3).await;
     services(&["pg-stop-immediate"]);
     tokio::time::sleep(Duration::from_secs(10)).await; // the outage itself
@@ -109,8 +130,8 @@ async fn postgres_stopped_immediately_for_ten_seconds() {
     until_done(&env, &flood).await;
     consumes_again(&env, &mut flood).await;
     procs.stop(daemon);
-    let row = audit(&env, &flood, &procs, 1, PREFETCH).await;
-    finish(row, "postgres down 10s", recover, started);
+    let row = audit(&env, &flood, &procs, 1, prefetch).await;
+    finish(row, name, recover, started);
     env.cleanup().await;
 }
 

@@ -10,6 +10,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn every_outcome_is_stored_or_dead_lettered_with_its_kind() {
+    every_outcome(1).await;
+}
+
+/// The same messages, all waiting before the daemon starts, so that they are taken as one batch:
+/// the original, its redelivery and its conflicting twin sit in the same batch.
+#[tokio::test]
+async fn every_outcome_is_the_same_when_records_are_committed_in_batches() {
+    every_outcome(16).await;
+}
+
+async fn every_outcome(batch_size: usize) {
     // Arrange
     let env = TestEnv::new().await;
     let accepted = record(vs_items());
@@ -23,7 +34,12 @@ async fn every_outcome_is_stored_or_dead_lettered_with_its_kind() {
     let mut conflicting = accepted.clone();
     conflicting["items"]["PULSE"] = json!(99);
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000)).into_bytes();
-    let daemon = Daemon::start(env.settings(&[("EDC__MAX_MESSAGE_BYTES", "4096")]));
+    let batch = batch_size.to_string();
+    let settings = env.settings(&[
+        ("EDC__MAX_MESSAGE_BYTES", "4096"),
+        ("EDC__BATCH_SIZE", &batch),
+    ]);
+    let mut daemon = (batch_size == 1).then(|| Daemon::start(settings.clone()));
 
     // Act
     env.publish(&[
@@ -36,15 +52,24 @@ async fn every_outcome_is_stored_or_dead_lettered_with_its_kind() {
         ("nul", bytes(&nul)),
     ])
     .await;
-    daemon.wait_settled(7, WAIT).await;
+    if let Some(d) = &daemon {
+        d.wait_settled(7, WAIT).await;
+    }
     // Redelivery of the same bytes, and a different payload under the same key.
     env.publish(&[
         ("again", bytes(&accepted)),
         ("conflict", bytes(&conflicting)),
     ])
     .await;
+    let daemon = daemon.take().unwrap_or_else(|| Daemon::start(settings));
     daemon.wait_settled(9, WAIT).await;
     let summary = daemon.stop().await;
+    if batch_size > 1 {
+        assert!(
+            summary.batches >= 1,
+            "records were committed in batches: {summary:?}"
+        );
+    }
 
     // Assert: counters
     assert_eq!(
@@ -411,5 +436,88 @@ async fn an_error_that_never_passes_is_dead_lettered_as_failed_after_the_last_at
         .get(0);
     assert_eq!(attempts, 3);
     assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn one_bad_record_fails_alone_and_its_batch_is_stored() {
+    // Arrange: the database refuses one record (a data exception) in the middle of a batch of 40.
+    let env = TestEnv::new().await;
+    env.db()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.subject = 'DEMO-001-03-0666' THEN
+                 RAISE EXCEPTION 'refused' USING ERRCODE = '22023';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_one BEFORE INSERT ON crf_records FOR EACH ROW EXECUTE FUNCTION refuse_one();",
+        )
+        .await
+        .unwrap();
+    let mut records: Vec<serde_json::Value> = (0..40).map(|_| record(vs_items())).collect();
+    records[17]["subject"] = json!("DEMO-001-03-0666");
+    let bodies: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("m{i}"), bytes(r)))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = bodies
+        .iter()
+        .map(|(i, b)| (i.as_str(), b.clone()))
+        .collect();
+    env.publish(&refs).await;
+
+    // Act: one worker taking up to 64 at once
+    let daemon = Daemon::start(env.settings(&[("EDC__WORKERS", "1"), ("EDC__BATCH_SIZE", "64")]));
+    daemon.wait_settled(40, WAIT).await;
+    let summary = daemon.stop().await;
+
+    // Assert
+    assert_eq!(summary.accepted, 39, "{summary}");
+    assert!(
+        summary.batch_splits >= 1,
+        "the failing batch was split: {summary:?}"
+    );
+    assert_eq!(
+        summary.dead_lettered_of(edc_ingest::pipeline::RejectKind::Failed),
+        1,
+        "{summary}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 39);
+    assert_eq!(env.count("SELECT count(*) FROM audit_trail").await, 39);
+    let dead = env.drain_dlq().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery.data, bytes(&records[17]));
+    assert!(
+        header(&dead[0], "x-edc-error")
+            .unwrap()
+            .contains("SQLSTATE 22023")
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_prefetched_workers_times_batch_size() {
+    let env = TestEnv::new().await;
+    let daemon = Daemon::start(env.settings(&[
+        ("EDC__WORKERS", "3"),
+        ("EDC__POSTGRES__POOL_SIZE", "3"),
+        ("EDC__BATCH_SIZE", "10"),
+    ]));
+    let queue = env.queue.clone();
+    wait_for("a consumer with prefetch 30", WAIT, || {
+        let queue = queue.clone();
+        async move {
+            management("/api/consumers").as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|c| c["queue"]["name"] == queue.as_str() && c["prefetch_count"] == 30)
+            })
+        }
+    })
+    .await;
+    daemon.stop().await;
     env.cleanup().await;
 }
