@@ -3,7 +3,8 @@
 //!
 //! Topology, all durable:
 //! ```text
-//! uploaders --> [edc.records]  quorum queue, x-dead-letter-exchange=edc.dlx, x-delivery-limit
+//! uploaders --> [edc.records]         quorum queue, x-dead-letter-exchange=edc.dlx, x-delivery-limit
+//!           --> [edc.records.urgent]  the fast lane, declared the same way
 //!                    |
 //!        edc-ingest publishes dead letters (confirmed), and the broker's delivery-limit backstop
 //!                    v
@@ -115,9 +116,22 @@ pub async fn declare(
             FieldTable::default(),
         )
         .await?;
+    for queue in [&s.queue, &s.urgent_queue] {
+        declare_work_queue(channel, s, retry, queue).await?;
+    }
+    Ok(())
+}
+
+/// A work queue (a lane) and the delay queues that lead back into it.
+async fn declare_work_queue(
+    channel: &Channel,
+    s: &AmqpSettings,
+    retry: &RetrySettings,
+    queue: &str,
+) -> lapin::Result<()> {
     channel
         .queue_declare(
-            ShortString::from(s.queue.as_str()),
+            ShortString::from(queue),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -132,13 +146,13 @@ pub async fn declare(
         let ttl = delay.as_millis().min(i64::MAX as u128) as i64;
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
         args.insert("x-dead-letter-exchange".into(), text(""));
-        args.insert("x-dead-letter-routing-key".into(), text(&s.queue));
+        args.insert("x-dead-letter-routing-key".into(), text(queue));
         // Expired messages move on only once the work queue confirmed them.
         args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
         args.insert("x-overflow".into(), text("reject-publish"));
         channel
             .queue_declare(
-                ShortString::from(retry_queue(&s.queue, delay)),
+                ShortString::from(retry_queue(queue, delay)),
                 QueueDeclareOptions {
                     durable: true,
                     ..Default::default()

@@ -140,6 +140,16 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+impl AmqpSettings {
+    /// The queue of a lane.
+    pub fn queue_of(&self, lane: crate::consumer::Lane) -> &str {
+        match lane {
+            crate::consumer::Lane::Urgent => &self.urgent_queue,
+            crate::consumer::Lane::Normal => &self.queue,
+        }
+    }
+}
+
 /// Retries of errors that are neither the record's fault nor an outage, through the broker's delay
 /// queues (never by holding a delivery unacked).
 #[derive(Clone, Debug, Deserialize)]
@@ -168,6 +178,8 @@ impl RetrySettings {
 pub struct AmqpSettings {
     pub url: SecretUrl,
     pub queue: String,
+    /// The fast lane: serious adverse events and other urgent records; always taken first.
+    pub urgent_queue: String,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
     /// The quorum queue's own delivery limit: the broker's last backstop against a message that is
@@ -304,6 +316,7 @@ impl Settings {
         }
         for (key, name) in [
             ("amqp.queue", &self.amqp.queue),
+            ("amqp.urgent_queue", &self.amqp.urgent_queue),
             ("amqp.dead_letter_exchange", &self.amqp.dead_letter_exchange),
             ("amqp.dead_letter_queue", &self.amqp.dead_letter_queue),
         ] {
@@ -311,8 +324,15 @@ impl Settings {
                 return invalid(format!("{key} must be a name of 1 to 255 characters"));
             }
         }
-        if self.amqp.queue == self.amqp.dead_letter_queue {
-            return invalid("amqp.queue and amqp.dead_letter_queue must differ".into());
+        let names = [
+            &self.amqp.queue,
+            &self.amqp.urgent_queue,
+            &self.amqp.dead_letter_queue,
+        ];
+        if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
+            return invalid(
+                "amqp.queue, amqp.urgent_queue and amqp.dead_letter_queue must all differ".into(),
+            );
         }
         if self.amqp.reconnect_initial.is_zero()
             || self.amqp.reconnect_max < self.amqp.reconnect_initial

@@ -1,18 +1,25 @@
 //! The consuming side: a supervisor that keeps one AMQP session alive, and the fixed worker set.
 //!
 //! ```text
-//!  supervisor loop: connect (fail-over, backoff + jitter) -> declare -> qos(prefetch = workers)
-//!        -> consume -> pump deliveries into a 1-slot channel -> ... session lost? reconnect
-//!  workers (N tasks): take a job from the channel -> worker::process -> settle -> next
+//!  supervisor: connect (fail-over, backoff + jitter) -> declare -> two consumers on one channel:
+//!     urgent lane  (edc.records.urgent, prefetch 1)          --> urgent slot (1 job)  --+
+//!     normal lane  (edc.records, prefetch = the rest)         --> normal slots         --+--> workers
+//!  workers (N tasks): take urgent work first, else normal work (a batch of it when batch_size > 1)
 //! ```
 //!
-//! The channel between them holds one job, so at most `workers` deliveries are unacked at the
-//! broker (its prefetch) and nothing piles up in memory whatever the backlog. A job remembers the
-//! session it came from; if that session dies, its ack fails harmlessly: the data committed, and the
-//! redelivery is recognised as a duplicate.
+//! Flow control: the two consumers' prefetch add up to `workers x batch_size` (with one worker, the
+//! urgent lane adds its one delivery on top), so that many deliveries at most are unacked and nothing
+//! piles up in memory whatever the backlog. RabbitMQ 3.10 quorum queues have no priorities, so the
+//! fast lane is its own queue: an urgent record is delivered at once into its own slot and the next
+//! free worker takes it before any normal work.
 //!
-//! Shutdown: cancel the consumer (basic.cancel), give back what was delivered but not started, let the
-//! workers finish their jobs within `shutdown_grace`, then close the channels and the connection.
+//! A job remembers the session it came from; if that session dies, its ack fails harmlessly: the data
+//! committed, and the redelivery is recognised as a duplicate.
+//!
+//! Pause: while the database gate is closed both consumers are cancelled and what was delivered but
+//! not started is given back; they resume when the gate opens.
+//! Shutdown: cancel the consumers (basic.cancel), give back what was delivered but not started, let
+//! the workers finish their jobs within `shutdown_grace`, then close the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,36 +38,55 @@ use crate::amqp;
 use crate::app::Context;
 use crate::worker::{self, SessionHandle};
 
+/// Which queue a delivery came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Urgent,
+    Normal,
+}
+
 struct Job {
     delivery: Delivery,
     session: Arc<SessionHandle>,
 }
 
+type Slots = Arc<Mutex<mpsc::Receiver<Job>>>;
+
 struct Session {
     connection: Connection,
     channel: Channel,
     handle: Arc<SessionHandle>,
-    consumer: lapin::Consumer,
-    tag: String,
+    urgent: lapin::Consumer,
+    normal: lapin::Consumer,
+    tags: Vec<String>,
     base_tag: String,
-    /// Consumers started on this channel so far (one more after each database pause).
+    /// Consumer pairs started on this channel so far (one more after each database pause).
     generation: u32,
 }
 
 enum End {
     Shutdown,
+    Paused,
     Lost(String),
 }
 
 /// Runs until shutdown. Returns when every worker has finished (or the grace period ran out) and the
 /// broker connection is closed.
 pub async fn run(ctx: Arc<Context>) {
-    // One slot per record a worker may take at once: a worker's batch can gather without waiting.
-    let (tx, rx) = mpsc::channel::<Job>(ctx.settings.batch_size);
-    let rx = Arc::new(Mutex::new(rx));
+    let (urgent_tx, urgent_rx) = mpsc::channel::<Job>(1);
+    // One slot per record a worker may take at once: a worker's batch gathers without waiting.
+    let (normal_tx, normal_rx) = mpsc::channel::<Job>(ctx.settings.batch_size);
+    let (urgent_rx, normal_rx): (Slots, Slots) = (
+        Arc::new(Mutex::new(urgent_rx)),
+        Arc::new(Mutex::new(normal_rx)),
+    );
     let mut workers = JoinSet::new();
     for _ in 0..ctx.settings.workers {
-        workers.spawn(worker_loop(ctx.clone(), rx.clone()));
+        workers.spawn(worker_loop(
+            ctx.clone(),
+            urgent_rx.clone(),
+            normal_rx.clone(),
+        ));
     }
 
     let mut node = 0;
@@ -69,7 +95,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut last: Option<Session> = None;
     while !ctx.shutdown.is_cancelled() {
         sessions += 1;
-        let session = match open_session(&ctx, node, sessions).await {
+        let mut session = match open_session(&ctx, node, sessions).await {
             Ok((s, idx)) => {
                 node = idx;
                 wait = ctx.settings.amqp.reconnect_initial;
@@ -87,10 +113,10 @@ pub async fn run(ctx: Arc<Context>) {
                 continue;
             }
         };
-        info!(tag = %session.tag, prefetch = ctx.settings.prefetch(), queue = %ctx.settings.amqp.queue, "consuming");
-        let mut session = session;
-        match pump(&ctx, &mut session, &tx).await {
-            End::Shutdown => {
+        info!(tags = ?session.tags, prefetch = ctx.settings.prefetch(), queue = %ctx.settings.amqp.queue,
+              urgent_queue = %ctx.settings.amqp.urgent_queue, "consuming");
+        match run_session(&ctx, &mut session, &urgent_tx, &normal_tx).await {
+            End::Shutdown | End::Paused => {
                 last = Some(session);
                 break;
             }
@@ -105,19 +131,10 @@ pub async fn run(ctx: Arc<Context>) {
     }
 
     // Stop intake first, then drain.
-    if let Some(s) = &last {
-        let _ = s
-            .channel
-            .basic_cancel(
-                ShortString::from(s.tag.as_str()),
-                BasicCancelOptions::default(),
-            )
-            .await;
-    }
-    drop(tx);
     if let Some(s) = &mut last {
-        give_back_undelivered(&ctx, s).await;
+        stop_consumers(&ctx, s).await;
     }
+    drop((urgent_tx, normal_tx));
     let grace = ctx.settings.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         while workers.join_next().await.is_some() {}
@@ -131,26 +148,132 @@ pub async fn run(ctx: Arc<Context>) {
         workers.abort_all();
     }
     // Jobs handed over but never started.
-    while let Ok(job) = rx.lock().await.try_recv() {
-        worker::requeue(&ctx, job.delivery).await;
+    for slots in [&urgent_rx, &normal_rx] {
+        while let Ok(job) = slots.lock().await.try_recv() {
+            worker::requeue(&ctx, job.delivery).await;
+        }
     }
+    // Closing the connection closes its channels; anything still unacked returns to the queue. The
+    // session (and so its channels) is dropped only after that, so no channel is half-closed first.
     if let Some(s) = last {
-        let _ = s
-            .handle
-            .publisher
-            .close(200, ShortString::from("shutdown"))
-            .await;
-        let _ = s.channel.close(200, ShortString::from("shutdown")).await;
         let _ = s.connection.close(200, ShortString::from("shutdown")).await;
     }
 }
 
-/// Deliveries the broker already sent but no worker took: back to the queue, now.
-async fn give_back_undelivered(ctx: &Context, s: &mut Session) {
-    while let Ok(Some(Ok(delivery))) =
-        tokio::time::timeout(Duration::from_millis(200), s.consumer.next()).await
-    {
-        worker::requeue(ctx, delivery).await;
+/// Pumps both lanes until the session ends; pauses and resumes them around database outages.
+async fn run_session(
+    ctx: &Context,
+    session: &mut Session,
+    urgent_tx: &mpsc::Sender<Job>,
+    normal_tx: &mpsc::Sender<Job>,
+) -> End {
+    loop {
+        let end = {
+            let handle = session.handle.clone();
+            tokio::select! {
+                end = pump(ctx, &mut session.urgent, urgent_tx, &handle, &session.connection) => end,
+                end = pump(ctx, &mut session.normal, normal_tx, &handle, &session.connection) => end,
+            }
+        };
+        match end {
+            End::Paused => {
+                if let Err(end) = pause(ctx, session).await {
+                    return end;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Moves one lane's deliveries into its slots until shutdown, a database pause, or the session dies.
+/// A slot is reserved before a delivery is taken, so no delivery is ever held while waiting: the
+/// future can be dropped at any await without losing one.
+async fn pump(
+    ctx: &Context,
+    consumer: &mut lapin::Consumer,
+    slots: &mpsc::Sender<Job>,
+    session: &Arc<SessionHandle>,
+    connection: &Connection,
+) -> End {
+    let mut gate = ctx.gate.subscribe();
+    // A dead TCP connection may go unnoticed by a quiet consumer; look at the connection too.
+    let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if !*gate.borrow_and_update() {
+            return End::Paused;
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return End::Shutdown,
+            _ = gate.changed() => continue,
+            permit = slots.reserve() => match permit {
+                Ok(p) => p,
+                Err(_) => return End::Shutdown,
+            },
+        };
+        let next = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return End::Shutdown,
+            _ = gate.changed() => continue,
+            _ = watchdog.tick() => {
+                if !connection.status().connected() {
+                    return End::Lost("the broker connection is down".into());
+                }
+                continue;
+            }
+            next = consumer.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => permit.send(Job {
+                delivery,
+                session: session.clone(),
+            }),
+            Some(Err(e)) => return End::Lost(e.to_string()),
+            None => return End::Lost("the broker cancelled a consumer".into()),
+        }
+    }
+}
+
+/// The database is unavailable: cancel the consumers, give back what was delivered but not started,
+/// wait for the gate to open, then consume again.
+async fn pause(ctx: &Context, session: &mut Session) -> Result<(), End> {
+    stop_consumers(ctx, session).await;
+    let mut gate = ctx.gate.subscribe();
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => return Err(End::Shutdown),
+        opened = gate.wait_for(|open| *open) => if opened.is_err() { return Err(End::Shutdown) },
+    }
+    session.generation += 1;
+    match start_consumers(ctx, &session.channel, &session.base_tag, session.generation).await {
+        Ok((urgent, normal, tags)) => {
+            session.urgent = urgent;
+            session.normal = normal;
+            session.tags = tags;
+            info!(tags = ?session.tags, "consuming again");
+            Ok(())
+        }
+        Err(e) => Err(End::Lost(format!("resuming the consumers failed: {e}"))),
+    }
+}
+
+/// basic.cancel both consumers, then give back the deliveries the broker already sent.
+async fn stop_consumers(ctx: &Context, s: &mut Session) {
+    for tag in &s.tags {
+        let _ = s
+            .channel
+            .basic_cancel(
+                ShortString::from(tag.as_str()),
+                BasicCancelOptions::default(),
+            )
+            .await;
+    }
+    for consumer in [&mut s.urgent, &mut s.normal] {
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(200), consumer.next()).await
+        {
+            worker::requeue(ctx, delivery).await;
+        }
     }
 }
 
@@ -159,37 +282,69 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, usize), String> {
+/// Prefetch of each lane: the urgent lane holds one delivery, the normal lane the rest.
+pub fn lane_prefetch(ctx_prefetch: usize) -> (u16, u16) {
+    let total = u16::try_from(ctx_prefetch).unwrap_or(u16::MAX);
+    (1, total.saturating_sub(1).max(1))
+}
+
+/// Starts the two consumers; `basic.qos` before each sets that consumer's own prefetch.
+async fn start_consumers(
+    ctx: &Context,
+    channel: &Channel,
+    base_tag: &str,
+    generation: u32,
+) -> lapin::Result<(lapin::Consumer, lapin::Consumer, Vec<String>)> {
     let s = &ctx.settings.amqp;
-    let (connection, idx) = amqp::connect(&s.url, node, &ctx.consumer_name).await?;
-    let setup = async {
-        let channel = connection.create_channel().await?;
-        amqp::declare(&channel, s, &ctx.settings.retry).await?;
-        let prefetch = u16::try_from(ctx.settings.prefetch()).unwrap_or(u16::MAX);
+    let (urgent_prefetch, normal_prefetch) = lane_prefetch(ctx.settings.prefetch());
+    let mut consumers = Vec::new();
+    let mut tags = Vec::new();
+    for (queue, prefetch, lane) in [
+        (&s.urgent_queue, urgent_prefetch, "urgent"),
+        (&s.queue, normal_prefetch, "normal"),
+    ] {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
+        let tag = format!("{base_tag}.{lane}.{generation}");
+        consumers.push(
+            channel
+                .basic_consume(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(tag.as_str()),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?,
+        );
+        tags.push(tag);
+    }
+    let normal = consumers.pop().expect("two consumers");
+    let urgent = consumers.pop().expect("two consumers");
+    Ok((urgent, normal, tags))
+}
+
+async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, usize), String> {
+    let s = &ctx.settings.amqp;
+    let (connection, idx) = amqp::connect(&s.url, node, &ctx.consumer_name).await?;
+    let base_tag = format!("{}#{n}", ctx.consumer_name);
+    let setup = async {
+        let channel = connection.create_channel().await?;
+        amqp::declare(&channel, s, &ctx.settings.retry).await?;
         let publisher = amqp::confirm_channel(&connection).await?;
-        let tag = format!("{}#{n}", ctx.consumer_name);
-        let consumer = channel
-            .basic_consume(
-                ShortString::from(s.queue.as_str()),
-                ShortString::from(tag.as_str()),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok::<_, lapin::Error>((channel, publisher, consumer, tag))
+        let (urgent, normal, tags) = start_consumers(ctx, &channel, &base_tag, 0).await?;
+        Ok::<_, lapin::Error>((channel, publisher, urgent, normal, tags))
     };
     match setup.await {
-        Ok((channel, publisher, consumer, tag)) => Ok((
+        Ok((channel, publisher, urgent, normal, tags)) => Ok((
             Session {
                 connection,
                 channel,
                 handle: Arc::new(SessionHandle { publisher }),
-                consumer,
-                base_tag: tag.clone(),
-                tag,
+                urgent,
+                normal,
+                tags,
+                base_tag,
                 generation: 0,
             },
             idx,
@@ -203,111 +358,26 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
     }
 }
 
-/// Moves deliveries from the consumer to the workers until shutdown or the session dies. While the
-/// database gate is closed, the consumer is cancelled and nothing new is taken.
-async fn pump(ctx: &Context, session: &mut Session, tx: &mpsc::Sender<Job>) -> End {
-    let mut gate = ctx.gate.subscribe();
-    // A dead TCP connection may go unnoticed by a quiet consumer stream; look at the connection too.
-    let mut watchdog = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        if !*gate.borrow_and_update()
-            && let Err(end) = pause(ctx, session, &mut gate).await
-        {
-            return end;
-        }
-        let next = tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => return End::Shutdown,
-            _ = gate.changed() => continue,
-            _ = watchdog.tick() => {
-                if !session.connection.status().connected() {
-                    return End::Lost("the broker connection is down".into());
-                }
-                continue;
-            }
-            next = session.consumer.next() => next,
-        };
-        let delivery = match next {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => return End::Lost(e.to_string()),
-            None => return End::Lost("the broker cancelled the consumer".into()),
-        };
-        let job = Job {
-            delivery,
-            session: session.handle.clone(),
-        };
-        tokio::select! {
-            biased;
-            sent = tx.reserve() => match sent {
-                Ok(permit) => permit.send(job),
-                Err(_) => return End::Shutdown,
-            },
-            _ = ctx.shutdown.cancelled() => {
-                worker::requeue(ctx, job.delivery).await;
-                return End::Shutdown;
-            }
-        }
-    }
-}
-
-/// The database is unavailable: cancel the consumer, give back what was delivered but not started,
-/// wait for the gate to open, then consume again.
-async fn pause(
-    ctx: &Context,
-    session: &mut Session,
-    gate: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), End> {
-    let cancelled = session
-        .channel
-        .basic_cancel(
-            ShortString::from(session.tag.as_str()),
-            BasicCancelOptions::default(),
-        )
-        .await;
-    if let Err(e) = cancelled {
-        return Err(End::Lost(format!("cancelling the consumer failed: {e}")));
-    }
-    give_back_undelivered(ctx, session).await;
-    tokio::select! {
-        _ = ctx.shutdown.cancelled() => return Err(End::Shutdown),
-        opened = gate.wait_for(|open| *open) => if opened.is_err() { return Err(End::Shutdown) },
-    }
-    session.generation += 1;
-    let tag = format!("{}.{}", session.base_tag, session.generation);
-    match session
-        .channel
-        .basic_consume(
-            ShortString::from(ctx.settings.amqp.queue.as_str()),
-            ShortString::from(tag.as_str()),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-    {
-        Ok(consumer) => {
-            session.consumer = consumer;
-            session.tag = tag;
-            info!(tag = %session.tag, "consuming again");
-            Ok(())
-        }
-        Err(e) => Err(End::Lost(format!("resuming the consumer failed: {e}"))),
-    }
-}
-
-async fn worker_loop(ctx: Arc<Context>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn worker_loop(ctx: Arc<Context>, urgent: Slots, normal: Slots) {
     let batch_size = ctx.settings.batch_size;
     let mut jobs = Vec::with_capacity(batch_size);
     loop {
+        // Urgent work first; the lock is only held while waiting for or taking jobs.
+        let (lane, first) = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return,
+            job = async { urgent.lock().await.recv().await } => (Lane::Urgent, job),
+            job = async { normal.lock().await.recv().await } => (Lane::Normal, job),
+        };
+        let Some(first) = first else { return };
+        if lane == Lane::Urgent || batch_size == 1 {
+            worker::process(&ctx, &first.session, lane, first.delivery).await;
+            continue;
+        }
+        jobs.push(first);
         {
-            let mut rx = rx.lock().await;
-            let first = tokio::select! {
-                biased;
-                _ = ctx.shutdown.cancelled() => None,
-                job = rx.recv() => job,
-            };
-            let Some(first) = first else { return };
-            jobs.push(first);
             // Whatever else is already waiting joins the batch; nobody waits for a batch to fill.
+            let mut rx = normal.lock().await;
             while jobs.len() < batch_size {
                 match rx.try_recv() {
                     Ok(job) => jobs.push(job),
@@ -315,20 +385,20 @@ async fn worker_loop(ctx: Arc<Context>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 }
             }
         }
-        if jobs.len() == 1 {
-            let job = jobs.pop().expect("one job");
-            worker::process(&ctx, &job.session, job.delivery).await;
-        } else {
-            let session = jobs[0].session.clone();
-            let mut deliveries = Vec::with_capacity(jobs.len());
-            for job in jobs.drain(..) {
-                // A batch never mixes sessions: a job from another session goes alone.
-                if Arc::ptr_eq(&job.session, &session) {
-                    deliveries.push(job.delivery);
-                } else {
-                    worker::process(&ctx, &job.session, job.delivery).await;
-                }
+        let session = jobs[0].session.clone();
+        let mut deliveries = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            // A batch never mixes sessions: a job from an older session goes alone.
+            if Arc::ptr_eq(&job.session, &session) {
+                deliveries.push(job.delivery);
+            } else {
+                worker::process(&ctx, &job.session, Lane::Normal, job.delivery).await;
             }
+        }
+        if deliveries.len() == 1 {
+            let delivery = deliveries.pop().expect("one delivery");
+            worker::process(&ctx, &session, Lane::Normal, delivery).await;
+        } else {
             worker::process_batch(&ctx, &session, deliveries).await;
         }
     }

@@ -37,6 +37,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::amqp::{self, DeadLetterInfo};
 use crate::app::Context;
+use crate::consumer::Lane;
 use crate::pipeline::persist::{self, BatchItem, PersistError, RejectionRow, Stored};
 use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
 
@@ -64,7 +65,7 @@ fn ledger_key(body_sha256: &str, message_id: Option<&str>) -> String {
     format!("{body_sha256}:{}", message_id.unwrap_or(""))
 }
 
-pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, delivery: Delivery) {
+pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, lane: Lane, delivery: Delivery) {
     let message_id = delivery
         .properties
         .message_id()
@@ -90,6 +91,7 @@ pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, delivery: Deli
             settle(
                 ctx,
                 session,
+                lane,
                 delivery,
                 Fate::Requeue("database unavailable".into()),
             )
@@ -147,7 +149,7 @@ pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, delivery: Deli
             }
         };
         let settled_for_good = !matches!(fate, Fate::Requeue(_));
-        settle(ctx, session, delivery, fate).await;
+        settle(ctx, session, lane, delivery, fate).await;
         if redelivered && settled_for_good {
             // Best effort: a row left behind only matters if this message crashes us again.
             if let Ok(client) = ctx.pool.get().await {
@@ -320,7 +322,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
     // Redelivered messages go the careful way: alone, counted in the crash ledger.
     let (again, fresh): (Vec<_>, Vec<_>) = deliveries.into_iter().partition(is_redelivered);
     for delivery in again {
-        process(ctx, session, delivery).await;
+        process(ctx, session, Lane::Normal, delivery).await;
     }
     if fresh.is_empty() {
         return;
@@ -331,6 +333,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
             settle(
                 ctx,
                 session,
+                Lane::Normal,
                 delivery,
                 Fate::Requeue("database unavailable".into()),
             )
@@ -343,7 +346,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
     match tokio::time::timeout_at(deadline, job).await {
         Ok(Ok(fates)) => {
             for (delivery, fate) in fresh.into_iter().zip(fates) {
-                settle(ctx, session, delivery, fate).await;
+                settle(ctx, session, Lane::Normal, delivery, fate).await;
             }
         }
         Ok(Err(_)) => {
@@ -352,7 +355,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
             // panic came before the statement; if after, the rerun finds duplicates).
             drop(shared);
             for delivery in fresh {
-                process(ctx, session, delivery).await;
+                process(ctx, session, Lane::Normal, delivery).await;
             }
         }
         Err(_) => {
@@ -361,6 +364,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
                 settle(
                     ctx,
                     session,
+                    Lane::Normal,
                     delivery,
                     Fate::Requeue("job deadline passed".into()),
                 )
@@ -571,10 +575,17 @@ where
 }
 
 /// Settles a delivery exactly once: the only place that acks or nacks.
-pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, fate: Fate) {
+pub async fn settle(
+    ctx: &Context,
+    session: &SessionHandle,
+    lane: Lane,
+    delivery: Delivery,
+    fate: Fate,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     let stats = &ctx.stats;
     let s = &ctx.settings.amqp;
+    let queue = s.queue_of(lane);
     match fate {
         Fate::Done(stored) => {
             ack(&delivery, "after commit").await;
@@ -598,7 +609,7 @@ pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, 
             let published = amqp::publish_dead_letter(
                 &session.publisher,
                 &s.dead_letter_exchange,
-                &s.queue,
+                queue,
                 &delivery.data,
                 &delivery.properties,
                 &info,
@@ -620,7 +631,7 @@ pub async fn settle(ctx: &Context, session: &SessionHandle, delivery: Delivery, 
             let delay = ctx.settings.retry.delay_after(failed);
             let published = amqp::publish_retry(
                 &session.publisher,
-                &amqp::retry_queue(&s.queue, delay),
+                &amqp::retry_queue(queue, delay),
                 &delivery.data,
                 &delivery.properties,
                 failed,

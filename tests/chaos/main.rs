@@ -15,6 +15,7 @@
 //!
 //! Each scenario prints a line of the results table.
 
+mod fast_lane;
 #[path = "../it/helpers.rs"]
 mod helpers;
 mod scenarios;

@@ -219,3 +219,56 @@ async fn a_message_that_crashes_the_process_becomes_poison() {
     finish(row, "crashing message x2", vec![], started);
     env.cleanup().await;
 }
+
+/// Tears the 3-node cluster down even if the scenario fails, so that node 1 is left standalone.
+struct Cluster;
+
+impl Cluster {
+    fn up() -> Cluster {
+        services(&["cluster-up"]);
+        Cluster
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        services(&["cluster-down"]);
+    }
+}
+
+#[tokio::test]
+async fn cluster_leader_stopped_mid_flood() {
+    let _cluster = Cluster::up();
+    let urls = std::env::var("EDC_TEST_CLUSTER_URLS")
+        .expect("scripts/services.sh env sets EDC_TEST_CLUSTER_URLS");
+    let env = TestEnv::new().await;
+    let mut flood = Flood::new(FLOOD, seed(), vec![]);
+    preload(&env, &flood, None).await;
+    let queue = management(&format!("/api/queues/%2f/{}", env.queue));
+    let members = queue["members"].as_array().map_or(0, |m| m.len());
+    assert_eq!(
+        members, 3,
+        "the quorum queue has a replica on each node: {queue}"
+    );
+    let leader = queue["leader"].as_str().expect("a leader").to_string();
+    let node = match leader.split('@').next() {
+        Some("rabbit") => "1",
+        Some("rabbit2") => "2",
+        Some("rabbit3") => "3",
+        other => panic!("unknown node {other:?}"),
+    };
+    let started = Instant::now();
+    let mut procs = Procs::new();
+    let daemon = procs.spawn(&env, &[("EDC__AMQP__URL", &urls)]);
+    until_stored(&env, flood.valid / 3).await;
+    services(&["rabbit-node-stop", node]);
+    let recover = vec![time_to_recover(&env, &flood).await];
+    until_stored(&env, flood.valid * 2 / 3).await;
+    services(&["rabbit-node-start", node]);
+    until_done(&env, &flood).await;
+    consumes_again(&env, &mut flood).await;
+    procs.stop(daemon);
+    let row = audit(&env, &flood, &procs, 1, PREFETCH).await;
+    finish(row, "cluster: leader stopped", recover, started);
+    env.cleanup().await;
+}

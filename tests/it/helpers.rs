@@ -77,11 +77,17 @@ impl TestEnv {
         env
     }
 
+    /// The fast lane of this test's world.
+    pub fn urgent_queue(&self) -> String {
+        format!("{}.urgent", self.queue)
+    }
+
     /// The environment variables that point the daemon at this test's world.
     pub fn env_vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut vars: Vec<(String, String)> = vec![
             ("EDC__AMQP__URL".into(), amqp_url()),
             ("EDC__AMQP__QUEUE".into(), self.queue.clone()),
+            ("EDC__AMQP__URGENT_QUEUE".into(), self.urgent_queue()),
             ("EDC__AMQP__DEAD_LETTER_EXCHANGE".into(), self.dlx.clone()),
             ("EDC__AMQP__DEAD_LETTER_QUEUE".into(), self.dlq.clone()),
             ("EDC__POSTGRES__URL".into(), self.db_url.clone()),

@@ -78,30 +78,39 @@ async fn more_workers_than_connections_is_refused_naming_both_numbers() {
 
 #[tokio::test]
 async fn the_broker_sees_a_prefetch_equal_to_the_worker_count() {
+    // Both lanes together: the urgent consumer holds one delivery, the normal one the rest.
     let env = TestEnv::new().await;
     let daemon =
         Daemon::start(env.settings(&[("EDC__WORKERS", "3"), ("EDC__POSTGRES__POOL_SIZE", "5")]));
-    let queue = env.queue.clone();
-    wait_for("a consumer on the queue", WAIT, || {
-        let queue = queue.clone();
-        async move {
-            let consumers = management("/api/consumers");
-            consumers
-                .as_array()
-                .is_some_and(|a| a.iter().any(|c| c["queue"]["name"] == queue.as_str()))
-        }
+    let ours = |all: &serde_json::Value| -> Vec<(String, i64)> {
+        all.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                c["queue"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(env.queue.as_str()))
+            })
+            .map(|c| {
+                (
+                    c["queue"]["name"].as_str().unwrap().to_string(),
+                    c["prefetch_count"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect()
+    };
+    wait_for("both consumers registered", WAIT, || async {
+        ours(&management("/api/consumers")).len() == 2
     })
     .await;
-    let consumers = management("/api/consumers");
-    let ours: Vec<_> = consumers
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["queue"]["name"] == env.queue.as_str())
-        .collect();
-    assert_eq!(ours.len(), 1);
-    assert_eq!(ours[0]["prefetch_count"], 3);
-    assert_eq!(ours[0]["ack_required"], true);
+    let mut consumers = ours(&management("/api/consumers"));
+    consumers.sort();
+    assert_eq!(
+        consumers,
+        vec![(env.queue.clone(), 2), (env.urgent_queue(), 1)]
+    );
+    let total: i64 = consumers.iter().map(|(_, p)| p).sum();
+    assert_eq!(total, 3, "prefetch over both lanes == workers");
     daemon.stop().await;
     env.cleanup().await;
 }

@@ -35,9 +35,11 @@ async fn every_outcome(batch_size: usize) {
     conflicting["items"]["PULSE"] = json!(99);
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(5000)).into_bytes();
     let batch = batch_size.to_string();
+    // One worker: while it stores the first record, the others gather into a batch.
     let settings = env.settings(&[
         ("EDC__MAX_MESSAGE_BYTES", "4096"),
         ("EDC__BATCH_SIZE", &batch),
+        ("EDC__WORKERS", "1"),
     ]);
     let mut daemon = (batch_size == 1).then(|| Daemon::start(settings.clone()));
 
@@ -508,12 +510,13 @@ async fn a_batch_is_prefetched_workers_times_batch_size() {
         ("EDC__BATCH_SIZE", "10"),
     ]));
     let queue = env.queue.clone();
-    wait_for("a consumer with prefetch 30", WAIT, || {
+    // 3 workers x 10: 29 on the normal lane, 1 on the urgent lane.
+    wait_for("a consumer with prefetch 29", WAIT, || {
         let queue = queue.clone();
         async move {
             management("/api/consumers").as_array().is_some_and(|a| {
                 a.iter()
-                    .any(|c| c["queue"]["name"] == queue.as_str() && c["prefetch_count"] == 30)
+                    .any(|c| c["queue"]["name"] == queue.as_str() && c["prefetch_count"] == 29)
             })
         }
     })
