@@ -6,16 +6,31 @@
 #   start              install what is missing (Debian packages), then start RabbitMQ node 1 and
 #                      PostgreSQL 15 unless they already run and answer; create role/database `edc`;
 #                      print the two URLs. Safe to run again, after a reboot (stale pid files) or
-#                      after a previous run was killed half-way.
-#   env                print `export` lines: eval "$(scripts/services.sh env)"
+#                      after a previous run was killed half-way. Nodes 2 and 3, while clustered
+#                      (cluster-up without cluster-down), are started too.
+#   env                print `export` lines: eval "$(scripts/services.sh env)" (EDC_TEST_CLUSTER_URLS:
+#                      the AMQP URLs of nodes 1, 2 and 3, whether or not the cluster runs)
 #   status             show what runs; exit 0 if both answer, 3 otherwise
-#   stop               stop both cleanly (nothing to do if they are not running)
+#   stop               stop both cleanly (nothing to do if they are not running); also stops
+#                      RabbitMQ nodes 2 and 3 if they run (still clustered: `start` starts them again)
 #   rabbitmqctl ARGS   run the real rabbitmqctl against node 1, e.g. `rabbitmqctl list_queues name messages`
 #   rabbit-stop-app    stop the RabbitMQ application (drops every AMQP connection; the VM stays up).
 #                      Takes about 5.5 s: the AMQP port closes at once, then the management plugin
 #                      waits 5 s while stopping its statistics collection.
 #   rabbit-start-app   start it again (the quick broker restart, about 1.2 s)
 #   rabbit-restart     stop the whole RabbitMQ node, then start it again
+#   cluster-up         start RabbitMQ nodes 2 and 3 (rabbit2@localhost, rabbit3@localhost; AMQP ports
+#                      +1 and +2, i.e. 5673/5674; management 15673/15674) and join them to node 1's
+#                      cluster (about 15 s); print the three AMQP URLs, comma-separated. Nothing to
+#                      do if the cluster already runs; a stopped node is started again.
+#   cluster-down       nodes 3 and 2 hand their quorum queue replicas to node 1, leave the cluster
+#                      (stop_app, reset, stop) and their state is removed: node 1 is alone again,
+#                      running (about 20 s). Works whatever state nodes 1, 2 and 3 are in. Classic
+#                      queues located on node 2 or 3 are lost.
+#   rabbit-node-stop N   stop_app on RabbitMQ node N (1, 2 or 3), e.g. a quorum queue's leader
+#                        (about 5.5 s, like rabbit-stop-app; the AMQP port closes at once)
+#   rabbit-node-start N  start_app on node N again (about 1.2 s)
+#   rabbitmqctl-node N ARGS  run rabbitmqctl against node N, e.g. `rabbitmqctl-node 2 cluster_status`
 #   pg-stop-immediate  stop PostgreSQL like a crash (`pg_ctl -m immediate`), for outage tests
 #   pg-start           start PostgreSQL again (crash recovery runs on start)
 #
@@ -25,6 +40,8 @@
 #   EDC_RABBIT_DIST_PORT   override the Erlang distribution port (default EDC_AMQP_PORT+20000)
 #   EDC_RABBIT_MGMT_PORT   override the management HTTP port (default EDC_AMQP_PORT+10000)
 #   EDC_RABBIT_NODENAME    Erlang node name (default rabbit@localhost)
+#                          Nodes 2 and 3 take node 1's ports + 1 and + 2 and its name with 2 or 3 after
+#                          the name part (rabbit2@localhost); their state is in rabbit2/ and rabbit3/.
 #   EDC_PG_PORT            PostgreSQL port (default 5432)
 #   EDC_SERVICES_TIMEOUT   seconds to wait for a server to come up (default 90)
 # Ports are not remembered: give every subcommand the same overrides you gave `start`.
@@ -48,8 +65,6 @@ PG_URL="postgres://edc:edc@127.0.0.1:${PG_PORT}/edc"
 # Never /usr/sbin/rabbitmqctl: that wrapper switches to the `rabbitmq` user, whose Erlang cookie
 # differs from ours. The real scripts below run fine as root.
 RABBIT_BIN=/usr/lib/rabbitmq/bin
-RABBIT_DIR=$SVC_DIR/rabbit1
-RABBIT_PID_FILE=$RABBIT_DIR/rabbit.pid
 
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_DIR=$SVC_DIR/pg             # owned by the postgres user
@@ -123,19 +138,52 @@ ensure_installed() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# RabbitMQ node 1
+# RabbitMQ nodes
+#
+# Node 1 is the node everything uses. Nodes 2 and 3 exist only for cluster tests (cluster-up ..
+# cluster-down). Node N is named like node 1 with N appended to the name part (rabbit2@localhost),
+# listens on node 1's ports + N-1, keeps its state in $SVC_DIR/rabbitN and shares node 1's HOME,
+# hence its Erlang cookie. Every rabbit_* function below works on the node chosen by rabbit_select.
+
+rabbit_node_name() {
+    if [ "$1" = 1 ]; then
+        printf '%s\n' "$RABBIT_NODENAME"
+    elif [[ $RABBIT_NODENAME == *@* ]]; then
+        printf '%s\n' "${RABBIT_NODENAME%%@*}$1@${RABBIT_NODENAME#*@}"
+    else
+        printf '%s\n' "$RABBIT_NODENAME$1"
+    fi
+}
+
+rabbit_amqp_url() { printf 'amqp://guest:guest@127.0.0.1:%s/%%2f\n' "$((AMQP_PORT + $1 - 1))"; }
+
+# rabbit_select N: point the R_* variables, which every rabbit_* function uses, at node N.
+rabbit_select() {
+    case ${1:-} in
+    1 | 2 | 3) ;;
+    *) die "no RabbitMQ node '${1:-}' (1, 2 or 3)" ;;
+    esac
+    R_N=$1
+    R_NAME=$(rabbit_node_name "$1")
+    R_AMQP_PORT=$((AMQP_PORT + $1 - 1))
+    R_DIST_PORT=$((RABBIT_DIST_PORT + $1 - 1))
+    R_MGMT_PORT=$((RABBIT_MGMT_PORT + $1 - 1))
+    R_DIR=$SVC_DIR/rabbit$1
+    R_PID_FILE=$R_DIR/rabbit.pid
+    if [ "$1" = 1 ]; then R_LABEL=rabbitmq; else R_LABEL="rabbitmq node $1"; fi
+}
 
 # Node environment. Server and every CLI call must share HOME (the Erlang cookie is
 # $HOME/.erlang.cookie) and the node variables. Call only inside a subshell: it changes HOME.
 rabbit_env() {
     export PATH="$RABBIT_BIN:$PATH" HOME="$SVC_DIR" RABBITMQ_CONF_ENV_FILE=/dev/null
-    export RABBITMQ_NODENAME="$RABBIT_NODENAME"
-    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT"
-    export RABBITMQ_DIST_PORT="$RABBIT_DIST_PORT"
-    export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log"
-    export RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq.conf"
-    export RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins"
-    export RABBITMQ_PID_FILE="$RABBIT_PID_FILE"
+    export RABBITMQ_NODENAME="$R_NAME"
+    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$R_AMQP_PORT"
+    export RABBITMQ_DIST_PORT="$R_DIST_PORT"
+    export RABBITMQ_MNESIA_BASE="$R_DIR/mnesia" RABBITMQ_LOG_BASE="$R_DIR/log"
+    export RABBITMQ_CONFIG_FILE="$R_DIR/rabbitmq.conf"
+    export RABBITMQ_ENABLED_PLUGINS_FILE="$R_DIR/enabled_plugins"
+    export RABBITMQ_PID_FILE="$R_PID_FILE"
     # Loopback only: epmd (the Erlang port mapper, started by the first Erlang node or CLI call and
     # shared by all of them; it outlives `stop`), the node's distribution port and the CLI's.
     export ERL_EPMD_ADDRESS=127.0.0.1
@@ -143,19 +191,28 @@ rabbit_env() {
     export RABBITMQ_CTL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
 }
 
-# rabbit_cli TOOL ARGS...: run /usr/lib/rabbitmq/bin/TOOL with node 1's environment.
+# rabbit_cli TOOL ARGS...: run /usr/lib/rabbitmq/bin/TOOL with the selected node's environment.
 rabbit_cli() {
     local tool=$1
     shift
     (rabbit_env && exec "$RABBIT_BIN/$tool" "$@")
 }
 
-rabbit_pid() { [ -s "$RABBIT_PID_FILE" ] && tr -d ' \n' <"$RABBIT_PID_FILE"; }
+# rabbit_cli1 TOOL ARGS...: the same against node 1, whichever node is selected.
+rabbit_cli1() { (rabbit_select 1 && rabbit_cli "$@"); }
 
-# True if pid $1 is our node's Erlang VM: its command line names its HOME, our state folder.
-rabbit_is_our_vm() { pid_is "$1" "-home $SVC_DIR "; }
+rabbit_pid() { [ -s "$R_PID_FILE" ] && tr -d ' \n' <"$R_PID_FILE"; }
 
-# True if our node's Erlang VM runs (whatever the state of the rabbit application in it).
+# True if pid $1 is the selected node's Erlang VM: its command line names its HOME (our state
+# folder), and its environment its pid file (all three nodes share that HOME).
+rabbit_is_our_vm() {
+    local environ
+    pid_is "$1" "-home $SVC_DIR " || return 1
+    environ=$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null) || return 1
+    grep -qxF -- "RABBITMQ_PID_FILE=$R_PID_FILE" <<<"$environ"
+}
+
+# True if the selected node's Erlang VM runs (whatever the state of the rabbit application in it).
 rabbit_vm_alive() {
     local pid
     pid=$(rabbit_pid) || return 1
@@ -166,104 +223,374 @@ rabbit_vm_alive() {
 rabbit_app_running() { rabbit_cli rabbitmq-diagnostics -q check_running >/dev/null 2>&1; }
 
 rabbit_clear_stale() {
-    if [ -e "$RABBIT_PID_FILE" ] && ! rabbit_vm_alive; then
-        log "rabbitmq: removing stale pid file $RABBIT_PID_FILE"
-        rm -f "$RABBIT_PID_FILE"
+    if [ -e "$R_PID_FILE" ] && ! rabbit_vm_alive; then
+        log "$R_LABEL: removing stale pid file $R_PID_FILE"
+        rm -f "$R_PID_FILE"
     fi
 }
 
 rabbit_write_config() {
-    mkdir -p "$RABBIT_DIR/log" "$RABBIT_DIR/mnesia"
-    cat >"$RABBIT_DIR/rabbitmq.conf" <<EOF
+    mkdir -p "$R_DIR/log" "$R_DIR/mnesia"
+    cat >"$R_DIR/rabbitmq.conf" <<CONF
 # written by scripts/services.sh on every start
 management.tcp.ip = 127.0.0.1
-management.tcp.port = $RABBIT_MGMT_PORT
-EOF
-    echo '[rabbitmq_management].' >"$RABBIT_DIR/enabled_plugins"
-}
-
-# Block until the rabbit application runs. `rabbitmqctl await_startup` straight after -detached
-# fails (exit 69); `wait <pidfile>` is reliable.
-rabbit_wait() {
-    if ! rabbit_cli rabbitmqctl -q wait --timeout "$START_TIMEOUT" "$RABBIT_PID_FILE" >/dev/null; then
-        tail -n 30 "$RABBIT_DIR/log/$RABBIT_NODENAME.log" >&2 2>/dev/null || true
-        die "rabbitmq did not start within ${START_TIMEOUT}s (logs: $RABBIT_DIR/log)"
+management.tcp.port = $R_MGMT_PORT
+CONF
+    # A fresh node that is to join the cluster boots without plugins: stop_app takes 0.7 s instead
+    # of 5.5 s without the management agent. start_app after join_cluster reads the file again.
+    if in_list "$R_N" "$R_BARE_NODES"; then
+        echo '[].' >"$R_DIR/enabled_plugins"
+    else
+        echo '[rabbitmq_management].' >"$R_DIR/enabled_plugins"
     fi
 }
+R_BARE_NODES=" "
 
-rabbit_start() {
-    local t0
-    t0=$(now)
+# First half of a start, without waiting: spawn the selected node's VM, or, if the VM runs without
+# the application, start_app in the background. Sets R_LAUNCHED to 0 if the node already ran.
+R_LAUNCHED=0
+declare -a R_STARTAPP_PID=()
+rabbit_launch() {
+    R_LAUNCHED=0
     rabbit_clear_stale
     rabbit_write_config
     if rabbit_vm_alive; then
         if rabbit_app_running; then
-            log "rabbitmq: already running (pid $(rabbit_pid)), amqp port $AMQP_PORT"
             return 0
         fi
-        # The VM is up but the app is not: either someone ran stop_app, or it is still booting
-        # (a previous start was interrupted). start_app covers the first (during a boot it returns
-        # at once), `wait` then blocks until the app runs in both cases.
-        log "rabbitmq: node up (pid $(rabbit_pid)) but application not running: start_app, then wait"
-        rabbit_cli rabbitmqctl -q start_app >/dev/null 2>&1 || true
-        rabbit_wait
+        # Either someone ran stop_app, or the node is still booting (a previous start was
+        # interrupted): start_app covers the first (during a boot it returns at once), and
+        # rabbit_await then waits in both cases. In the background because a clustered node's
+        # start_app may wait for its peers, which must be able to start at the same time.
+        log "$R_LABEL: node up (pid $(rabbit_pid)) but application not running: start_app, then wait"
+        (rabbit_env && exec timeout "$START_TIMEOUT" "$RABBIT_BIN/rabbitmqctl" -q start_app) \
+            >/dev/null 2>&1 9>&- &
+        R_STARTAPP_PID[R_N]=$!
     else
         local p
-        for p in "$AMQP_PORT" "$RABBIT_DIST_PORT" "$RABBIT_MGMT_PORT"; do
+        for p in "$R_AMQP_PORT" "$R_DIST_PORT" "$R_MGMT_PORT"; do
             if port_open "$p"; then
-                die "rabbitmq: port $p on 127.0.0.1 is taken by another process (not our node); stop it or set EDC_AMQP_PORT"
+                die "$R_LABEL: port $p on 127.0.0.1 is taken by another process (not our node); stop it or set EDC_AMQP_PORT"
             fi
         done
-        log "rabbitmq: starting node $RABBIT_NODENAME (amqp $AMQP_PORT, dist $RABBIT_DIST_PORT, management $RABBIT_MGMT_PORT)"
+        log "$R_LABEL: starting node $R_NAME (amqp $R_AMQP_PORT, dist $R_DIST_PORT, management $R_MGMT_PORT)"
         rabbit_cli rabbitmq-server -detached 9>&-
-        rabbit_wait
     fi
-    port_open "$AMQP_PORT" || die "rabbitmq: node is up but port $AMQP_PORT does not accept connections"
-    log "rabbitmq: ready in $(since "$t0") (pid $(rabbit_pid))"
+    R_LAUNCHED=1
 }
 
+# Second half: block until the selected node's application runs. `rabbitmqctl await_startup`
+# straight after -detached fails (exit 69); `wait <pidfile>` is reliable. Returns 1, after showing
+# the end of the node's log, if it does not run within START_TIMEOUT.
+rabbit_await() {
+    local ok=1
+    rabbit_cli rabbitmqctl -q wait --timeout "$START_TIMEOUT" "$R_PID_FILE" >/dev/null 2>&1 || ok=0
+    if [ -n "${R_STARTAPP_PID[R_N]:-}" ]; then
+        wait "${R_STARTAPP_PID[R_N]}" || true
+        unset 'R_STARTAPP_PID[R_N]'
+    fi
+    if [ "$ok" = 1 ] && ! port_open "$R_AMQP_PORT"; then
+        log "$R_LABEL: node is up but port $R_AMQP_PORT does not accept connections"
+        ok=0
+    fi
+    if [ "$ok" = 0 ]; then
+        tail -n 30 "$R_DIR/log/$R_NAME.log" >&2 2>/dev/null || true
+        log "$R_LABEL: not running within ${START_TIMEOUT}s (logs: $R_DIR/log)"
+        return 1
+    fi
+}
+
+# rabbit_up N...: start the given nodes together (those running are left alone) and wait for them
+# all. Nodes that had to be started are listed in R_LAUNCHED_NODES, those that did not come up in
+# R_FAILED.
+R_FAILED=()
+R_LAUNCHED_NODES=()
+rabbit_up() {
+    local n t0
+    t0=$(now)
+    R_LAUNCHED_NODES=()
+    for n in "$@"; do
+        rabbit_select "$n"
+        rabbit_launch
+        if [ "$R_LAUNCHED" = 1 ]; then R_LAUNCHED_NODES+=("$n"); fi
+    done
+    R_FAILED=()
+    for n in "${R_LAUNCHED_NODES[@]}"; do
+        rabbit_select "$n"
+        if rabbit_await; then
+            log "$R_LABEL: ready in $(since "$t0") (pid $(rabbit_pid))"
+        else
+            R_FAILED+=("$n")
+        fi
+    done
+}
+
+# True if node 2 or 3 left state behind: the cluster is up, or was when it was stopped or killed.
+rabbit_peers_left() { [ -d "$SVC_DIR/rabbit2/mnesia" ] || [ -d "$SVC_DIR/rabbit3/mnesia" ]; }
+
+# Start node 1 unless it runs. Nodes 2 and 3, while they are in its cluster, are started with it
+# (after `stop` while the cluster was up, a reboot, a killed VM, a stopped application): a clustered
+# node that did not stop last waits for its peers at boot, and node 1 must not stay clustered with
+# stopped peers.
+rabbit_start() {
+    local t0 n nodes=(1) node1_alive=0
+    t0=$(now)
+    rabbit_select 1
+    rabbit_clear_stale
+    if rabbit_vm_alive; then node1_alive=1; fi
+    if rabbit_peers_left; then
+        # With node 1 up, the peers it counts as members (not leftovers of an interrupted
+        # cluster-down); otherwise every peer with state.
+        if [ "$node1_alive" = 1 ]; then rabbit_cluster_view; fi
+        for n in 2 3; do
+            rabbit_select "$n"
+            rabbit_clear_stale
+            if { rabbit_vm_alive || [ -d "$R_DIR/mnesia/$R_NAME" ]; } &&
+                { [ "$node1_alive" = 0 ] || in_list "$R_NAME" "$CL_ALL"; }; then
+                nodes+=("$n")
+            fi
+        done
+    fi
+    rabbit_up "${nodes[@]}"
+    for n in "${R_FAILED[@]}"; do
+        [ "$n" != 1 ] || die "rabbitmq: node 1 did not start"
+        log "rabbitmq: WARNING: node $n did not start (cluster-down removes it)"
+    done
+    rabbit_select 1
+    if [ "${#R_LAUNCHED_NODES[@]}" = 0 ]; then
+        log "rabbitmq: already running (pid $(rabbit_pid)), amqp port $AMQP_PORT"
+    else
+        log "rabbitmq: running (pid $(rabbit_pid)), amqp port $AMQP_PORT, after $(since "$t0")"
+    fi
+}
+
+# Stop the selected node's VM. `stop <pidfile>` returns once the VM has exited.
 rabbit_stop() {
     local t0 pid
     t0=$(now)
     rabbit_clear_stale
     if ! rabbit_vm_alive; then
-        log "rabbitmq: not running"
+        log "$R_LABEL: not running"
         return 0
     fi
     pid=$(rabbit_pid)
-    log "rabbitmq: stopping (pid $pid)"
-    # `stop <pidfile>` returns once the VM has exited.
-    if ! rabbit_cli rabbitmqctl -q stop "$RABBIT_PID_FILE" >/dev/null 2>&1; then
-        log "rabbitmq: rabbitmqctl stop failed, sending SIGTERM"
-        kill -TERM "$pid" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 300; i++)); do
-            rabbit_is_our_vm "$pid" || break
-            sleep 0.1
-        done
-        if rabbit_is_our_vm "$pid"; then
-            log "rabbitmq: still alive after 30s, SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
+    log "$R_LABEL: stopping (pid $pid)"
+    if ! rabbit_cli rabbitmqctl -q stop "$R_PID_FILE" >/dev/null 2>&1; then
+        log "$R_LABEL: rabbitmqctl stop failed, sending SIGTERM"
+        rabbit_kill "$pid"
     fi
-    rm -f "$RABBIT_PID_FILE"
-    log "rabbitmq: stopped in $(since "$t0")"
+    rm -f "$R_PID_FILE"
+    log "$R_LABEL: stopped in $(since "$t0")"
+}
+
+# SIGTERM the selected node's VM (pid $1), SIGKILL if it is still alive after 30 s.
+rabbit_kill() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        rabbit_is_our_vm "$pid" || break
+        sleep 0.1
+    done
+    if rabbit_is_our_vm "$pid"; then
+        log "$R_LABEL: still alive after 30s, SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
 }
 
 rabbit_stop_app() {
-    rabbit_vm_alive || die "rabbitmq: node is not running"
+    rabbit_vm_alive || die "$R_LABEL: node is not running"
     local t0
     t0=$(now)
     rabbit_cli rabbitmqctl -q stop_app
-    log "rabbitmq: application stopped in $(since "$t0")"
+    log "$R_LABEL: application stopped in $(since "$t0")"
 }
 
 rabbit_start_app() {
-    rabbit_vm_alive || die "rabbitmq: node is not running (use start)"
+    if ! rabbit_vm_alive; then
+        if [ "$R_N" = 1 ]; then die "$R_LABEL: node is not running (use start)"; fi
+        die "$R_LABEL: node is not running (use cluster-up)"
+    fi
     local t0
     t0=$(now)
     rabbit_cli rabbitmqctl -q start_app
-    log "rabbitmq: application started in $(since "$t0")"
+    log "$R_LABEL: application started in $(since "$t0")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# RabbitMQ cluster of nodes 1, 2 and 3
+
+# Node 1's view of its cluster, as " name name ... ": CL_ALL (members) and CL_RUNNING (members whose
+# database runs, i.e. with the application started). Node 1's VM must run, its application need not.
+CL_ALL=
+CL_RUNNING=
+rabbit_cluster_view() {
+    local out all running
+    out=$(rabbit_cli1 rabbitmqctl -q eval \
+        '{rabbit_mnesia:cluster_nodes(all), rabbit_mnesia:cluster_nodes(running)}.') ||
+        die "rabbitmq: cannot read node 1's cluster status"
+    # {[rabbit@localhost,rabbit2@localhost],[rabbit@localhost]}
+    out=$(tr -d "{}' \n" <<<"$out")
+    all=${out%%],\[*}
+    running=${out#*],\[}
+    all=${all#[}
+    running=${running%]}
+    CL_ALL=" ${all//,/ } "
+    CL_RUNNING=" ${running//,/ } "
+}
+
+in_list() { [[ $2 == *" $1 "* ]]; }
+
+CLUSTER_URLS="$(rabbit_amqp_url 1),$(rabbit_amqp_url 2),$(rabbit_amqp_url 3)"
+
+# Start nodes 2 and 3 and join them to node 1's cluster (stop_app, join_cluster, start_app).
+# Nodes already in the cluster and running are left alone; a stopped application is started; a
+# stopped VM with its state starts back into the cluster; anything else starts afresh and joins.
+rabbit_cluster_up() {
+    local t0 n launch=() join=()
+    t0=$(now)
+    rabbit_start
+    rabbit_cluster_view
+    for n in 2 3; do
+        rabbit_select "$n"
+        rabbit_clear_stale
+        if rabbit_vm_alive; then
+            if in_list "$R_NAME" "$CL_RUNNING"; then
+                log "$R_LABEL: already in the cluster and running (pid $(rabbit_pid))"
+                continue
+            fi
+            # Application stopped: start_app. Not a member (an interrupted cluster-up): join too.
+            if ! in_list "$R_NAME" "$CL_ALL"; then join+=("$n"); fi
+        elif ! in_list "$R_NAME" "$CL_ALL" || [ ! -d "$R_DIR/mnesia/$R_NAME" ]; then
+            if in_list "$R_NAME" "$CL_ALL"; then
+                log "$R_LABEL: member of node 1's cluster, but its state is gone: forget_cluster_node"
+                rabbit_cli1 rabbitmqctl -q forget_cluster_node "$R_NAME" >/dev/null
+            fi
+            rm -rf -- "$R_DIR"
+            join+=("$n")
+        fi
+        launch+=("$n")
+    done
+    R_BARE_NODES=" ${join[*]} "
+    rabbit_up "${launch[@]}"
+    [ "${#R_FAILED[@]}" = 0 ] || die "rabbitmq: node(s) ${R_FAILED[*]} did not start"
+    R_BARE_NODES=" "
+    for n in "${join[@]}"; do
+        local tj
+        tj=$(now)
+        rabbit_select "$n"
+        log "$R_LABEL: joining $RABBIT_NODENAME (stop_app, join_cluster, start_app)"
+        rabbit_ctl_quiet stop_app
+        # (join_cluster logs harmless "Failed to create a tracked connection table" errors)
+        rabbit_ctl_quiet join_cluster "$RABBIT_NODENAME"
+        rabbit_write_config   # with the management plugin again
+        rabbit_ctl_quiet start_app
+        log "$R_LABEL: joined in $(since "$tj")"
+    done
+    rabbit_cluster_view
+    for n in 1 2 3; do
+        in_list "$(rabbit_node_name "$n")" "$CL_RUNNING" ||
+            die "rabbitmq: node $n is not running in node 1's cluster (running:$CL_RUNNING)"
+    done
+    log "rabbitmq: cluster of 3 nodes running ($(since "$t0"))"
+}
+
+# Nodes 3 and 2 leave node 1's cluster, stop, and their state is removed; node 1 ends up alone and
+# running. Works from any state: rabbit_start starts node 1 if needed, and also the members with a
+# stopped application or a dead VM, so that they can hand over their quorum queue replicas and
+# leave properly; a member that cannot start is killed and forgotten by node 1.
+rabbit_cluster_down() {
+    local t0 n peers=0
+    t0=$(now)
+    rabbit_start
+    for n in "${R_FAILED[@]}"; do
+        rabbit_select "$n"
+        if rabbit_vm_alive; then
+            log "$R_LABEL: killing it (node 1 forgets it below)"
+            rabbit_kill "$(rabbit_pid)"
+        fi
+    done
+    rabbit_cluster_view
+    for n in 2 3; do
+        rabbit_select "$n"
+        if in_list "$R_NAME" "$CL_ALL" || rabbit_vm_alive || [ -e "$R_DIR" ]; then peers=1; fi
+    done
+    if [ "$peers" = 0 ]; then
+        log "rabbitmq: no nodes 2 and 3: node 1 is alone already"
+        return 0
+    fi
+
+    # Quorum queues: make sure each has a replica on node 1, then remove those on nodes 2 and 3
+    # while a peer still runs. A change of members needs a majority: with the peers merely stopped,
+    # a queue with replicas on all three nodes would be stuck without a leader on node 1. So the
+    # replicas of a member that is down go first, those of running members after.
+    if in_list "$(rabbit_node_name 2)" "$CL_RUNNING" || in_list "$(rabbit_node_name 3)" "$CL_RUNNING"; then
+        local tq name
+        tq=$(now)
+        rabbit_queues1 grow "$RABBIT_NODENAME" all
+        for n in 3 2; do
+            name=$(rabbit_node_name "$n")
+            if in_list "$name" "$CL_ALL" && ! in_list "$name" "$CL_RUNNING"; then rabbit_queues1 shrink "$name"; fi
+        done
+        for n in 3 2; do
+            name=$(rabbit_node_name "$n")
+            if in_list "$name" "$CL_RUNNING"; then rabbit_queues1 shrink "$name"; fi
+        done
+        log "rabbitmq: quorum queues now on node 1 alone ($(since "$tq"))"
+    fi
+
+    # stop_app; reset; stop, one node after the other: a node resetting with a stale view of the
+    # cluster (its application stopped while the other node left) adds that node back into node 1's
+    # cluster. Only the stop of a node that has left (3.5 s) runs alongside the other's stop_app
+    # (5.5 s, spent stopping the management agent).
+    local pids=() t1
+    for n in 3 2; do
+        rabbit_select "$n"
+        if rabbit_vm_alive; then
+            t1=$(now)
+            log "$R_LABEL: leaving the cluster: stop_app, reset, stop"
+            rabbit_cli rabbitmqctl -q stop_app >/dev/null 2>&1 || log "$R_LABEL: stop_app failed"
+            rabbit_cli rabbitmqctl -q reset >/dev/null 2>&1 || log "$R_LABEL: reset failed (node 1 forgets it below)"
+            log "$R_LABEL: left in $(since "$t1")"
+            rabbit_stop 9>&- &
+            pids+=("$!")
+        fi
+    done
+    for n in "${pids[@]}"; do wait "$n"; done
+    rabbit_cluster_view
+    for n in 3 2; do
+        rabbit_select "$n"
+        if in_list "$R_NAME" "$CL_ALL"; then
+            log "$R_LABEL: still a member for node 1: forget_cluster_node"
+            rabbit_cli1 rabbitmqctl -q forget_cluster_node "$R_NAME" >/dev/null
+        fi
+        rm -rf -- "$R_DIR"
+    done
+
+    rabbit_cluster_view
+    [ "$CL_ALL" = " $RABBIT_NODENAME " ] || die "rabbitmq: node 1 is still clustered with:$CL_ALL"
+    rabbit_select 1
+    rabbit_app_running || die "rabbitmq: node 1's application is not running"
+    log "rabbitmq: node 1 alone again ($(since "$t0"))"
+}
+
+# rabbit_ctl_quiet ARGS...: rabbitmqctl -q ARGS against the selected node; its output is shown only
+# if it fails, and then the script stops.
+rabbit_ctl_quiet() {
+    local out
+    out=$(rabbit_cli rabbitmqctl -q "$@" 2>&1) || {
+        printf '%s\n' "$out" >&2
+        die "$R_LABEL: rabbitmqctl $* failed"
+    }
+}
+
+# rabbit_queues1 grow|shrink ARGS...: rabbitmq-queues against node 1; problems are only reported.
+rabbit_queues1() {
+    local out
+    if out=$(rabbit_cli1 rabbitmq-queues -q "$@" --errors-only 2>&1); then
+        if [ -n "$out" ]; then log "rabbitmq-queues $*: $out"; fi
+    else
+        log "rabbitmq-queues $* failed: $out"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -453,17 +780,49 @@ cmd_env() {
     printf "export EDC_TEST_AMQP_URL='%s'\n" "$AMQP_URL"
     printf "export EDC_TEST_PG_URL='%s'\n" "$PG_URL"
     printf "export EDC_TEST_MANAGEMENT_PORT='%s'\n" "$RABBIT_MGMT_PORT"
+    printf "export EDC_TEST_CLUSTER_URLS='%s'\n" "$CLUSTER_URLS"
 }
 
 cmd_stop() {
+    local n
     take_lock
-    if [ -x "$RABBIT_BIN/rabbitmqctl" ]; then rabbit_stop; fi
+    if [ -x "$RABBIT_BIN/rabbitmqctl" ]; then
+        # Nodes 2 and 3 first (together: about 9 s each when clustered), node 1 last, so that it
+        # could boot on its own. They stay members of node 1's cluster: `start` starts them again,
+        # `cluster-down` removes them.
+        local pids=()
+        for n in 3 2; do
+            rabbit_select "$n"
+            rabbit_clear_stale
+            if rabbit_vm_alive; then
+                rabbit_stop 9>&- &
+                pids+=("$!")
+            fi
+        done
+        for n in "${pids[@]}"; do wait "$n"; done
+        rabbit_select 1
+        rabbit_stop
+    fi
     if [ -x "$PG_BIN/pg_ctl" ]; then pg_stop fast; fi
 }
 
+cmd_cluster_up() {
+    take_lock
+    ensure_installed
+    rabbit_cluster_up
+    printf '%s\n' "$CLUSTER_URLS"
+}
+
+cmd_cluster_down() {
+    take_lock
+    ensure_installed
+    rabbit_cluster_down
+}
+
 cmd_status() {
-    local ok=0
+    local ok=0 n
     echo "state folder: $SVC_DIR"
+    rabbit_select 1
     if [ -x "$RABBIT_BIN/rabbitmqctl" ] && rabbit_vm_alive; then
         if rabbit_app_running; then
             echo "rabbitmq:   running (pid $(rabbit_pid)) $AMQP_URL  management http://127.0.0.1:$RABBIT_MGMT_PORT/"
@@ -475,6 +834,19 @@ cmd_status() {
         echo "rabbitmq:   stopped"
         ok=3
     fi
+    # Nodes 2 and 3 only if they exist (they do not count for the exit status).
+    for n in 2 3; do
+        rabbit_select "$n"
+        if [ -x "$RABBIT_BIN/rabbitmqctl" ] && rabbit_vm_alive; then
+            if rabbit_app_running; then
+                echo "rabbitmq $n: running (pid $(rabbit_pid)) $(rabbit_amqp_url "$n")  node $R_NAME"
+            else
+                echo "rabbitmq $n: node up (pid $(rabbit_pid)) but application STOPPED (run rabbit-node-start $n)"
+            fi
+        elif [ -d "$R_DIR" ]; then
+            echo "rabbitmq $n: stopped, state kept in $R_DIR (cluster-up starts it, cluster-down removes it)"
+        fi
+    done
     if [ -d "$PG_DATA" ] && pg_alive; then
         if pg_ready; then
             echo "postgres:   running (pid $(pg_postmaster_pid)) $PG_URL"
@@ -496,12 +868,18 @@ usage() {
 main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
+    rabbit_select 1
     case $cmd in
     start) cmd_start ;;
     env) cmd_env ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     rabbitmqctl) rabbit_cli rabbitmqctl "$@" ;;
+    rabbitmqctl-node)
+        rabbit_select "${1:-}"
+        shift
+        rabbit_cli rabbitmqctl "$@"
+        ;;
     # (one command per line: `set -e` does not apply inside functions called from an && list)
     rabbit-stop-app)
         take_lock
@@ -511,12 +889,24 @@ main() {
         take_lock
         rabbit_start_app
         ;;
+    rabbit-node-stop)
+        rabbit_select "${1:-}"
+        take_lock
+        rabbit_stop_app
+        ;;
+    rabbit-node-start)
+        rabbit_select "${1:-}"
+        take_lock
+        rabbit_start_app
+        ;;
     rabbit-restart)
         take_lock
         ensure_installed
         rabbit_stop
         rabbit_start
         ;;
+    cluster-up) cmd_cluster_up ;;
+    cluster-down) cmd_cluster_down ;;
     pg-stop-immediate)
         take_lock
         pg_stop immediate

@@ -28,6 +28,23 @@ struct ProtocolFile {
     sites: Vec<String>,
     visits: Vec<String>,
     forms: BTreeMap<String, FormFile>,
+    /// Conditions that raise an `alert.raised` event (a serious adverse event, a hypertensive crisis).
+    #[serde(default)]
+    alerts: Vec<AlertFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertFile {
+    id: String,
+    when: String,
+}
+
+/// An alert, compiled.
+pub struct Alert {
+    pub id: String,
+    pub source: String,
+    pub program: cel::Program,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +124,7 @@ pub struct Protocol {
     pub sites: HashSet<String>,
     pub visits: HashSet<String>,
     pub forms: BTreeMap<String, Form>,
+    pub alerts: Vec<Alert>,
 }
 
 /// Every protocol in force, by study; versions sorted by `effective_from`.
@@ -246,6 +264,26 @@ impl Protocol {
                 },
             );
         }
+        // Alerts may read the items of any form.
+        let all_items: BTreeMap<String, Item> = forms
+            .values()
+            .flat_map(|f| f.items.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        let mut alerts = Vec::new();
+        let mut alert_ids = HashSet::new();
+        for alert in file.alerts {
+            if !alert_ids.insert(alert.id.clone()) {
+                problems.push(format!("alert id {} is used twice", alert.id));
+            }
+            match compile_expression(&alert.when, &all_items) {
+                Ok((program, _)) => alerts.push(Alert {
+                    id: alert.id,
+                    source: alert.when,
+                    program,
+                }),
+                Err(e) => problems.push(format!("alert {}: {e}", alert.id)),
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -256,6 +294,7 @@ impl Protocol {
             sites: file.sites.into_iter().collect(),
             visits: file.visits.into_iter().collect(),
             forms,
+            alerts,
         })
     }
 }

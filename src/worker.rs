@@ -254,7 +254,7 @@ async fn run_job(
     span.record("version", record.version);
     let stored = retry(ctx, deadline, || async {
         let client = ctx.pool.get().await?;
-        persist::store(&client, &record, message_id, body_sha256).await
+        persist::store(&client, item(delivery, &record, message_id, body_sha256)).await
     })
     .await;
     fate_of_store(
@@ -288,7 +288,27 @@ async fn fate_of_store(
             ),
             record_id: Some(record.record_id),
             batch_id: record.batch_id,
+            batch_size: record.batch_size,
         },
+        Ok(Stored::Duplicate { reupload }) => {
+            // A re-upload counts on its batch receipt; a reply_to wants its answer. A plain
+            // redelivery needs neither, and costs no write.
+            let it = item(delivery, record, message_id, body_sha256);
+            if (reupload && record.batch_id.is_some()) || it.reply_to.is_some() {
+                let noted = retry(ctx, deadline, || async {
+                    let client = ctx.pool.get().await?;
+                    persist::note_duplicate(&client, &it).await
+                })
+                .await;
+                if let Err(e) = noted {
+                    return match e {
+                        PersistError::Unavailable(_) => unavailable(ctx, e),
+                        other => Fate::Requeue(other.to_string()),
+                    };
+                }
+            }
+            return Fate::Done(Stored::Duplicate { reupload });
+        }
         Ok(stored) => return Fate::Done(stored),
         Err(e @ PersistError::Permanent(_)) => persist::failed(&e, record),
         Err(PersistError::Retryable(reason)) | Err(PersistError::Contention(reason)) => {
@@ -374,6 +394,34 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
     }
 }
 
+/// The AMQP `reply_to` and `correlation_id` of a delivery.
+fn reply_of(delivery: &Delivery) -> (Option<&str>, Option<&str>) {
+    let p = &delivery.properties;
+    (
+        p.reply_to()
+            .as_ref()
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty()),
+        p.correlation_id().as_ref().map(|s| s.as_str()),
+    )
+}
+
+fn item<'a>(
+    delivery: &'a Delivery,
+    record: &'a Deidentified,
+    message_id: Option<&'a str>,
+    payload_sha256: &'a str,
+) -> BatchItem<'a> {
+    let (reply_to, correlation_id) = reply_of(delivery);
+    BatchItem {
+        record,
+        message_id,
+        payload_sha256,
+        reply_to,
+        correlation_id,
+    }
+}
+
 fn is_redelivered(delivery: &Delivery) -> bool {
     delivery.redelivered || amqp::previous_deliveries(&delivery.properties) > 0
 }
@@ -430,11 +478,7 @@ async fn batch_fates(ctx: &Arc<Context>, deliveries: &[Delivery], deadline: Inst
         .partition(|(_, r)| seen.insert((r.record_id, r.version)));
     let items: Vec<BatchItem> = first
         .iter()
-        .map(|(i, r)| BatchItem {
-            record: r,
-            message_id: meta[*i].0.as_deref(),
-            payload_sha256: &meta[*i].1,
-        })
+        .map(|(i, r)| item(&deliveries[*i], r, meta[*i].0.as_deref(), &meta[*i].1))
         .collect();
     let results = store_split(ctx, &items, deadline).await;
     for ((i, record), stored) in first.iter().zip(results) {
@@ -456,7 +500,7 @@ async fn batch_fates(ctx: &Arc<Context>, deliveries: &[Delivery], deadline: Inst
         let (id, hash) = &meta[*i];
         let stored = retry(ctx, deadline, || async {
             let client = ctx.pool.get().await?;
-            persist::store(&client, record, id.as_deref(), hash).await
+            persist::store(&client, item(&deliveries[*i], record, id.as_deref(), hash)).await
         })
         .await;
         fates[*i] = Some(
@@ -533,12 +577,15 @@ async fn reject(
     deadline: Instant,
 ) -> Fate {
     let attempts = failed_attempts(delivery) + 1;
+    let (reply_to, correlation_id) = reply_of(delivery);
     let row = RejectionRow {
         rejected: &rejected,
         message_id,
         body_sha256,
         attempts: attempts as i32,
         consumer: &ctx.consumer_name,
+        reply_to,
+        correlation_id,
     };
     let written = retry(ctx, deadline, || async {
         let client = ctx.pool.get().await?;
@@ -596,7 +643,9 @@ pub async fn settle(
                 Stored::Created(pipeline::deidentify::Status::Queried) => {
                     stats.queried.fetch_add(1, Relaxed)
                 }
-                Stored::Duplicate | Stored::Conflict => stats.duplicate.fetch_add(1, Relaxed),
+                Stored::Duplicate { .. } | Stored::Conflict => {
+                    stats.duplicate.fetch_add(1, Relaxed)
+                }
             };
             debug!(outcome = ?stored, "stored");
         }

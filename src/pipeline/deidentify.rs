@@ -151,6 +151,8 @@ pub struct Deidentified {
     pub birth_year: Option<String>,
     pub status: Status,
     pub findings: Vec<Finding>,
+    /// Ids of the protocol alerts raised (an `alert.raised` event each).
+    pub alerts: Vec<String>,
 }
 
 pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
@@ -158,6 +160,7 @@ pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
         envelope: e,
         protocol,
         findings,
+        alerts,
     } = v;
     let form = &protocol.forms[&e.form];
     let mut items = e.items;
@@ -207,6 +210,7 @@ pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
         birth_year,
         status,
         findings,
+        alerts,
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Rejected {
     pub reason: String,
     pub record_id: Option<Uuid>,
     pub batch_id: Option<Uuid>,
+    /// The upload batch's size, when the message said it: the batch receipt needs it.
+    pub batch_size: Option<u32>,
 }
 
 impl Rejected {
@@ -93,6 +95,7 @@ impl Rejected {
             reason: reason.into(),
             record_id: None,
             batch_id: None,
+            batch_size: None,
         }
     }
 }
@@ -105,10 +108,11 @@ pub fn prepare(
     pseudonymizer: &Pseudonymizer,
 ) -> Result<Deidentified, Rejected> {
     let envelope = parse::parse(body, max_message_bytes)?;
-    let (record_id, batch_id) = (envelope.record_id, envelope.batch.as_ref().map(|b| b.id));
+    let (record_id, batch) = (envelope.record_id, envelope.batch.clone());
     let validated = validate::validate(envelope, registry).map_err(|mut r| {
         r.record_id = Some(record_id);
-        r.batch_id = batch_id;
+        r.batch_id = batch.as_ref().map(|b| b.id);
+        r.batch_size = batch.as_ref().and_then(|b| b.size);
         r
     })?;
     Ok(deidentify::deidentify(validated, pseudonymizer))

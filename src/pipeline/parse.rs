@@ -117,9 +117,16 @@ pub fn parse(body: &[u8], max_message_bytes: usize) -> Result<Envelope, Rejected
         .and_then(|b| b.get("id"))
         .and_then(|v| v.as_str())
         .and_then(|s| Uuid::parse_str(s).ok());
+    let batch_size = map
+        .get("batch")
+        .and_then(|b| b.get("size"))
+        .and_then(|v| v.as_u64())
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0);
     let label = |mut r: Rejected| {
         r.record_id = record_id;
         r.batch_id = batch_id;
+        r.batch_size = batch_size;
         r
     };
     envelope(&mut map).map_err(label)

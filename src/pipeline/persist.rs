@@ -1,8 +1,9 @@
-//! Stage 4, the only one with I/O: one record, one statement, one transaction.
+//! Stage 4, the only one with I/O: records to PostgreSQL, one call, one transaction.
 //!
-//! The record, its `created` audit row and its data queries are written by a single statement (three
-//! data-modifying CTEs), so they commit together or not at all, in one round trip. The insert is
-//! idempotent on the natural key (record_id, version): when the key exists, the stored payload hash
+//! A record, its `created` audit row, data queries, alerts, events, callback and batch receipt are
+//! written by one call of the `ingest_records` function (see the migrations), so they commit together
+//! or not at all, in one round trip, for one record or a batch. The insert is idempotent on the
+//! natural key (record_id, version): when the key exists, the stored payload hash
 //! decides between a duplicate (same body: a redelivery or a re-upload, nothing written) and a
 //! conflict (different body: never overwritten).
 //!
@@ -11,7 +12,6 @@
 //! (retryable), or dead-letter (permanent).
 
 use tokio_postgres::error::SqlState;
-use uuid::Uuid;
 
 use super::deidentify::{Deidentified, Status};
 use super::{RejectKind, Rejected};
@@ -19,7 +19,11 @@ use super::{RejectKind, Rejected};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
     Created(Status),
-    Duplicate,
+    /// Already stored with the same payload. `reupload`: under another message id than the stored
+    /// one (an uploader sent it again), as opposed to a redelivery of the same message.
+    Duplicate {
+        reupload: bool,
+    },
     Conflict,
 }
 
@@ -91,87 +95,179 @@ pub fn classify(e: &tokio_postgres::Error) -> PersistError {
     }
 }
 
-const INSERT_RECORD: &str = "
-WITH ins AS (
-    INSERT INTO crf_records (record_id, version, message_id, study, site, subject, visit, form,
-        items, pseudonyms, birth_year, status, protocol_version, captured_at, entered_by, batch_id,
-        payload_sha256)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-    ON CONFLICT (record_id, version) DO NOTHING
-    RETURNING record_id, version
-), audit AS (
-    INSERT INTO audit_trail (record_id, version, action, actor, message_id, payload_sha256, detail)
-    SELECT record_id, version, 'created', $15, $3, $17, 'status=' || $12 || ' protocol=' || $13
-    FROM ins
-), queries AS (
-    INSERT INTO data_queries (record_id, version, check_id, message)
-    SELECT ins.record_id, ins.version, f.check_id, f.message
-    FROM ins, unnest($18::text[], $19::text[]) AS f(check_id, message)
-)
-SELECT EXISTS (SELECT 1 FROM ins),
-       (SELECT payload_sha256 FROM crf_records WHERE record_id = $1 AND version = $2)";
+/// A record to store and what it needs besides itself.
+pub struct BatchItem<'a> {
+    pub record: &'a Deidentified,
+    pub message_id: Option<&'a str>,
+    pub payload_sha256: &'a str,
+    /// AMQP `reply_to` and `correlation_id`: where the outcome is answered, after the commit.
+    pub reply_to: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+}
 
-const EXISTING_HASH: &str =
-    "SELECT payload_sha256 FROM crf_records WHERE record_id = $1 AND version = $2";
+const INGEST: &str =
+    "SELECT ord, inserted, existing_sha256, existing_message_id FROM ingest_records(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+    $22, $23, $24, $25, $26, $27, $28)";
 
-/// Stores one record. Returns only after COMMIT (the statement runs in autocommit mode).
+/// Stores one record: a batch of one.
 pub async fn store(
     client: &deadpool_postgres::Client,
-    rec: &Deidentified,
-    message_id: Option<&str>,
-    payload_sha256: &str,
+    item: BatchItem<'_>,
 ) -> Result<Stored, PersistError> {
-    let stmt = client.prepare_cached(INSERT_RECORD).await?;
-    let (checks, messages): (Vec<&str>, Vec<&str>) = rec
-        .findings
+    let mut out = store_batch(client, &[item]).await?;
+    out.pop()
+        .ok_or_else(|| PersistError::Retryable("the store returned no outcome".into()))
+}
+
+/// Stores records with one call of `ingest_records` (see the migrations): one statement, one
+/// transaction, one round trip, whatever the batch size. It writes each record with its audit row,
+/// data queries, alerts, events, callback and batch receipt. The natural keys must be distinct within
+/// the batch (the caller holds repeats back for a later call). Returns one outcome per item, in order;
+/// if the call fails, nothing of the batch is written.
+pub async fn store_batch(
+    client: &deadpool_postgres::Client,
+    items: &[BatchItem<'_>],
+) -> Result<Vec<Stored>, PersistError> {
+    let stmt = client.prepare_cached(INGEST).await?;
+    let n = items.len();
+    let ord: Vec<i32> = (0..n as i32).collect();
+    let ids: Vec<_> = items.iter().map(|i| i.record.record_id).collect();
+    let versions: Vec<_> = items.iter().map(|i| i.record.version).collect();
+    let message_ids: Vec<_> = items.iter().map(|i| i.message_id).collect();
+    let studies: Vec<_> = items.iter().map(|i| i.record.study.as_str()).collect();
+    let sites: Vec<_> = items.iter().map(|i| i.record.site.as_str()).collect();
+    let subjects: Vec<_> = items.iter().map(|i| i.record.subject.as_str()).collect();
+    let visits: Vec<_> = items.iter().map(|i| i.record.visit.as_str()).collect();
+    let forms: Vec<_> = items.iter().map(|i| i.record.form.as_str()).collect();
+    let item_values: Vec<_> = items.iter().map(|i| &i.record.items).collect();
+    let pseudonyms: Vec<_> = items.iter().map(|i| &i.record.pseudonyms).collect();
+    let birth_years: Vec<_> = items
         .iter()
-        .map(|f| (f.check.as_str(), f.message.as_str()))
-        .unzip();
-    let row = client
-        .query_one(
+        .map(|i| i.record.birth_year.as_deref())
+        .collect();
+    let statuses: Vec<_> = items.iter().map(|i| i.record.status.as_str()).collect();
+    let protocols: Vec<_> = items
+        .iter()
+        .map(|i| i.record.protocol_version.as_str())
+        .collect();
+    let captured: Vec<_> = items.iter().map(|i| i.record.captured_at).collect();
+    let entered: Vec<_> = items.iter().map(|i| i.record.entered_by.as_str()).collect();
+    let batch_ids: Vec<_> = items.iter().map(|i| i.record.batch_id).collect();
+    let batch_sizes: Vec<_> = items
+        .iter()
+        .map(|i| i.record.batch_size.map(|s| s as i32))
+        .collect();
+    let hashes: Vec<_> = items.iter().map(|i| i.payload_sha256).collect();
+    let reply_to: Vec<_> = items.iter().map(|i| i.reply_to).collect();
+    let correlation: Vec<_> = items.iter().map(|i| i.correlation_id).collect();
+    let (mut q_ids, mut q_versions, mut q_checks, mut q_messages) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut a_ids, mut a_versions, mut a_alerts) = (Vec::new(), Vec::new(), Vec::new());
+    for item in items {
+        let r = item.record;
+        for f in &r.findings {
+            q_ids.push(r.record_id);
+            q_versions.push(r.version);
+            q_checks.push(f.check.as_str());
+            q_messages.push(f.message.as_str());
+        }
+        for alert in &r.alerts {
+            a_ids.push(r.record_id);
+            a_versions.push(r.version);
+            a_alerts.push(alert.as_str());
+        }
+    }
+    let rows = client
+        .query(
             &stmt,
             &[
-                &rec.record_id,
-                &rec.version,
-                &message_id,
-                &rec.study,
-                &rec.site,
-                &rec.subject,
-                &rec.visit,
-                &rec.form,
-                &rec.items,
-                &rec.pseudonyms,
-                &rec.birth_year,
-                &rec.status.as_str(),
-                &rec.protocol_version,
-                &rec.captured_at,
-                &rec.entered_by,
-                &rec.batch_id,
-                &payload_sha256,
-                &checks,
-                &messages,
+                &ord,
+                &ids,
+                &versions,
+                &message_ids,
+                &studies,
+                &sites,
+                &subjects,
+                &visits,
+                &forms,
+                &item_values,
+                &pseudonyms,
+                &birth_years,
+                &statuses,
+                &protocols,
+                &captured,
+                &entered,
+                &batch_ids,
+                &batch_sizes,
+                &hashes,
+                &reply_to,
+                &correlation,
+                &q_ids,
+                &q_versions,
+                &q_checks,
+                &q_messages,
+                &a_ids,
+                &a_versions,
+                &a_alerts,
             ],
         )
         .await?;
-    if row.get::<_, bool>(0) {
-        return Ok(Stored::Created(rec.status));
+    if rows.len() != n {
+        return Err(PersistError::Retryable(
+            "the store returned fewer outcomes than records".into(),
+        ));
     }
-    let existing: Option<String> = match row.get(1) {
-        Some(h) => Some(h),
-        // The key was committed by another transaction after this statement's snapshot was taken
-        // (a concurrent replica); look again with a fresh snapshot.
-        None => client
-            .query_opt(EXISTING_HASH, &[&rec.record_id, &rec.version])
-            .await?
-            .map(|r| r.get(0)),
-    };
-    match existing {
-        Some(h) if h == payload_sha256 => Ok(Stored::Duplicate),
-        Some(_) => Ok(Stored::Conflict),
-        None => Err(PersistError::Contention(
-            "record neither inserted nor found".into(),
-        )),
+    let mut out = Vec::with_capacity(n);
+    for (item, row) in items.iter().zip(&rows) {
+        let inserted: bool = row.get(1);
+        let existing: Option<String> = row.get(2);
+        let existing_message_id: Option<String> = row.get(3);
+        out.push(if inserted {
+            Stored::Created(item.record.status)
+        } else {
+            match existing {
+                Some(h) if h == item.payload_sha256 => Stored::Duplicate {
+                    // Another message id than the stored one: a re-upload, not a redelivery.
+                    reupload: item.message_id.is_some()
+                        && item.message_id != existing_message_id.as_deref(),
+                },
+                Some(_) => Stored::Conflict,
+                None => {
+                    return Err(PersistError::Contention(
+                        "record neither inserted nor found".into(),
+                    ));
+                }
+            }
+        });
     }
+    Ok(out)
+}
+
+/// Counts a re-upload on its batch receipt (once per message id) and answers its `reply_to`.
+pub async fn note_duplicate(
+    client: &deadpool_postgres::Client,
+    item: &BatchItem<'_>,
+) -> Result<(), PersistError> {
+    let stmt = client
+        .prepare_cached("SELECT note_duplicate($1, $2, $3, $4, $5, $6, $7)")
+        .await?;
+    let r = item.record;
+    client
+        .execute(
+            &stmt,
+            &[
+                &r.batch_id,
+                &r.batch_size.map(|s| s as i32),
+                &r.record_id,
+                &r.version,
+                &item.message_id,
+                &item.reply_to,
+                &item.correlation_id,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Where a rejection came from, for its `rejections` row.
@@ -181,33 +277,35 @@ pub struct RejectionRow<'a> {
     pub body_sha256: &'a str,
     pub attempts: i32,
     pub consumer: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
 }
 
-/// Records a dead letter. Idempotent: a redelivered message does not add a second row.
+/// Records a dead letter: its `rejections` row, its batch receipt and its `reply_to` answer, in one
+/// transaction. Idempotent: a redelivered message changes nothing.
 pub async fn record_rejection(
     client: &deadpool_postgres::Client,
     row: &RejectionRow<'_>,
 ) -> Result<(), PersistError> {
     let stmt = client
-        .prepare_cached(
-            "INSERT INTO rejections (message_id, record_id, batch_id, kind, reason, attempts, body_sha256, consumer)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
+        .prepare_cached("SELECT record_rejection($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
         .await?;
     let r = row.rejected;
-    let (record_id, batch_id): (Option<Uuid>, Option<Uuid>) = (r.record_id, r.batch_id);
     client
         .execute(
             &stmt,
             &[
                 &row.message_id,
-                &record_id,
-                &batch_id,
+                &r.record_id,
+                &r.batch_id,
+                &r.batch_size.map(|s| s as i32),
                 &r.kind.as_str(),
                 &r.reason,
                 &row.attempts,
                 &row.body_sha256,
                 &row.consumer,
+                &row.reply_to,
+                &row.correlation_id,
             ],
         )
         .await?;
@@ -221,6 +319,7 @@ pub fn failed(e: &PersistError, rec: &Deidentified) -> Rejected {
         reason: e.to_string(),
         record_id: Some(rec.record_id),
         batch_id: rec.batch_id,
+        batch_size: rec.batch_size,
     }
 }
 
@@ -256,175 +355,4 @@ pub async fn ledger_clear(
         .await?;
     client.execute(&stmt, &[&key]).await?;
     Ok(())
-}
-
-/// One record of a batch and what it needs besides the record itself.
-pub struct BatchItem<'a> {
-    pub record: &'a Deidentified,
-    pub message_id: Option<&'a str>,
-    pub payload_sha256: &'a str,
-}
-
-const INSERT_BATCH: &str = "
-WITH input AS (
-    SELECT * FROM unnest($1::int[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
-        $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::text[], $13::text[],
-        $14::text[], $15::timestamptz[], $16::text[], $17::uuid[], $18::text[])
-        AS t(ord, record_id, version, message_id, study, site, subject, visit, form, items,
-             pseudonyms, birth_year, status, protocol_version, captured_at, entered_by, batch_id,
-             payload_sha256)
-), ins AS (
-    INSERT INTO crf_records (record_id, version, message_id, study, site, subject, visit, form,
-        items, pseudonyms, birth_year, status, protocol_version, captured_at, entered_by, batch_id,
-        payload_sha256)
-    SELECT record_id, version, message_id, study, site, subject, visit, form, items, pseudonyms,
-        birth_year, status, protocol_version, captured_at, entered_by, batch_id, payload_sha256
-    FROM input ORDER BY ord
-    ON CONFLICT (record_id, version) DO NOTHING
-    RETURNING record_id, version, status, protocol_version, entered_by, message_id, payload_sha256
-), audit AS (
-    INSERT INTO audit_trail (record_id, version, action, actor, message_id, payload_sha256, detail)
-    SELECT record_id, version, 'created', entered_by, message_id, payload_sha256,
-        'status=' || status || ' protocol=' || protocol_version
-    FROM ins
-), queries AS (
-    INSERT INTO data_queries (record_id, version, check_id, message)
-    SELECT q.record_id, q.version, q.check_id, q.message
-    FROM unnest($19::uuid[], $20::int[], $21::text[], $22::text[]) AS q(record_id, version, check_id, message)
-    JOIN ins USING (record_id, version)
-)
-SELECT i.ord, ins.record_id IS NOT NULL, c.payload_sha256
-FROM input i
-LEFT JOIN ins USING (record_id, version)
-LEFT JOIN crf_records c ON c.record_id = i.record_id AND c.version = i.version
-ORDER BY i.ord";
-
-/// Stores many records in one statement, so one transaction and one round trip. The natural keys
-/// must be distinct within the batch (the caller holds repeats back for a later statement). Returns
-/// one outcome per item, in order. If the statement fails, nothing of the batch is written.
-pub async fn store_batch(
-    client: &deadpool_postgres::Client,
-    items: &[BatchItem<'_>],
-) -> Result<Vec<Stored>, PersistError> {
-    let stmt = client.prepare_cached(INSERT_BATCH).await?;
-    let n = items.len();
-    let mut ord = Vec::with_capacity(n);
-    let (mut ids, mut versions, mut message_ids) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut studies, mut sites, mut subjects, mut visits, mut forms) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut item_values, mut pseudonyms, mut birth_years, mut statuses, mut protocols) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut captured, mut entered, mut batches, mut hashes) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut q_ids, mut q_versions, mut q_checks, mut q_messages) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (i, item) in items.iter().enumerate() {
-        let r = item.record;
-        ord.push(i as i32);
-        ids.push(r.record_id);
-        versions.push(r.version);
-        message_ids.push(item.message_id);
-        studies.push(r.study.as_str());
-        sites.push(r.site.as_str());
-        subjects.push(r.subject.as_str());
-        visits.push(r.visit.as_str());
-        forms.push(r.form.as_str());
-        item_values.push(&r.items);
-        pseudonyms.push(&r.pseudonyms);
-        birth_years.push(r.birth_year.as_deref());
-        statuses.push(r.status.as_str());
-        protocols.push(r.protocol_version.as_str());
-        captured.push(r.captured_at);
-        entered.push(r.entered_by.as_str());
-        batches.push(r.batch_id);
-        hashes.push(item.payload_sha256);
-        for f in &r.findings {
-            q_ids.push(r.record_id);
-            q_versions.push(r.version);
-            q_checks.push(f.check.as_str());
-            q_messages.push(f.message.as_str());
-        }
-    }
-    let rows = client
-        .query(
-            &stmt,
-            &[
-                &ord,
-                &ids,
-                &versions,
-                &message_ids,
-                &studies,
-                &sites,
-                &subjects,
-                &visits,
-                &forms,
-                &item_values,
-                &pseudonyms,
-                &birth_years,
-                &statuses,
-                &protocols,
-                &captured,
-                &entered,
-                &batches,
-                &hashes,
-                &q_ids,
-                &q_versions,
-                &q_checks,
-                &q_messages,
-            ],
-        )
-        .await?;
-    let mut out = Vec::with_capacity(n);
-    for (item, row) in items.iter().zip(&rows) {
-        let inserted: bool = row.get(1);
-        let existing: Option<String> = row.get(2);
-        out.push(if inserted {
-            Stored::Created(item.record.status)
-        } else {
-            match existing {
-                Some(h) if h == item.payload_sha256 => Stored::Duplicate,
-                Some(_) => Stored::Conflict,
-                // Committed by a concurrent transaction after this statement's snapshot.
-                None => match client
-                    .query_opt(
-                        EXISTING_HASH,
-                        &[&item.record.record_id, &item.record.version],
-                    )
-                    .await?
-                {
-                    Some(r) if r.get::<_, String>(0) == item.payload_sha256 => Stored::Duplicate,
-                    Some(_) => Stored::Conflict,
-                    None => {
-                        return Err(PersistError::Contention(
-                            "record neither inserted nor found".into(),
-                        ));
-                    }
-                },
-            }
-        });
-    }
-    if out.len() != n {
-        return Err(PersistError::Retryable(
-            "batch statement returned fewer rows than records".into(),
-        ));
-    }
-    Ok(out)
 }

@@ -28,6 +28,8 @@ pub struct Validated {
     pub envelope: Envelope,
     pub protocol: Arc<Protocol>,
     pub findings: Vec<Finding>,
+    /// Ids of the protocol's alerts this record raises.
+    pub alerts: Vec<String>,
 }
 
 fn invalid(reason: impl Into<String>) -> Rejected {
@@ -86,11 +88,12 @@ pub fn validate(envelope: Envelope, registry: &Registry) -> Result<Validated, Re
             Some(value) => check_item(name, def, value, &mut findings)?,
         }
     }
-    run_checks(form, &envelope, &mut findings);
+    let alerts = run_checks(&protocol, form, &envelope, &mut findings);
     Ok(Validated {
         envelope,
         protocol,
         findings,
+        alerts,
     })
 }
 
@@ -178,12 +181,19 @@ fn cel_value(def: &Item, v: &Value) -> cel::Value {
     }
 }
 
-/// Runs the form's edit checks. A check reading an absent item is skipped; one that cannot be
-/// evaluated (a protocol error, such as comparing a date with a number) raises a finding rather than
-/// passing silently.
-fn run_checks(form: &Form, envelope: &Envelope, findings: &mut Vec<Finding>) {
-    if form.checks.is_empty() {
-        return;
+/// Runs the form's edit checks and the protocol's alerts; returns the alerts raised. A check reading
+/// an absent item is skipped; one that cannot be evaluated (a protocol error, such as comparing a date
+/// with a number) raises a finding rather than passing silently. An alert is raised only when its
+/// expression is true: one that reads an item the record lacks is simply not raised (`SYSBP >= 180 ||
+/// DIABP >= 120` still fires on a high SYSBP alone).
+fn run_checks(
+    protocol: &Protocol,
+    form: &Form,
+    envelope: &Envelope,
+    findings: &mut Vec<Finding>,
+) -> Vec<String> {
+    if form.checks.is_empty() && protocol.alerts.is_empty() {
+        return Vec::new();
     }
     let present = |name: &String| !matches!(envelope.items.get(name), None | Some(Value::Null));
     let mut ctx = cel::Context::with_env(cel_env());
@@ -219,6 +229,12 @@ fn run_checks(form: &Form, envelope: &Envelope, findings: &mut Vec<Finding>) {
             }),
         }
     }
+    protocol
+        .alerts
+        .iter()
+        .filter(|alert| matches!(alert.program.execute(&ctx), Ok(cel::Value::Bool(true))))
+        .map(|alert| alert.id.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,6 +296,20 @@ mod tests {
         v["form"] = json!("AE");
         v["items"] = json!({"AETERM": "x".repeat(201), "AESER": "maybe", "AESTDAT": "2026-11-01"});
         assert_eq!(checks(&v), vec!["AESER", "AETERM"]);
+    }
+
+    #[test]
+    fn alerts_fire_on_their_condition_only() {
+        let mut v = sample();
+        v["items"]["SYSBP"] = json!(185);
+        assert_eq!(run(&v).ok().unwrap().alerts, vec!["HTN_CRISIS"]);
+        let mut v = sample();
+        v["form"] = json!("AE");
+        v["items"] = json!({"AETERM": "Anaphylaxis", "AESER": "Y", "AESTDAT": "2026-11-20"});
+        assert_eq!(run(&v).ok().unwrap().alerts, vec!["SAE"]);
+        v["items"]["AESER"] = json!("N");
+        assert!(run(&v).ok().unwrap().alerts.is_empty());
+        assert!(run(&sample()).ok().unwrap().alerts.is_empty());
     }
 
     #[test]
