@@ -213,7 +213,7 @@ pub async fn publish_dead_letter(
     );
     headers.insert(H_CONSUMER.into(), text(info.consumer));
     let props = original.clone().with_headers(headers).with_delivery_mode(2);
-    confirmed(channel, exchange, routing_key, body, props).await
+    publish_to(channel, exchange, routing_key, body, props).await
 }
 
 /// Parks a message in a delay queue: original body and properties, plus the count of failed
@@ -230,10 +230,11 @@ pub async fn publish_retry(
     headers.insert(H_RETRIES.into(), AMQPValue::LongLongInt(i64::from(failed)));
     headers.insert(H_RETRY_REASON.into(), text(reason));
     let props = original.clone().with_headers(headers).with_delivery_mode(2);
-    confirmed(channel, "", delay_queue, body, props).await
+    publish_to(channel, "", delay_queue, body, props).await
 }
 
-async fn confirmed(
+/// Publishes with confirms; only an `Ack` counts.
+pub async fn publish_to(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::gate::DbGate;
 use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
 use crate::stats::{Stats, Summary};
-use crate::{consumer, db};
+use crate::{consumer, db, outbox};
 
 /// What every worker shares.
 pub struct Context {
@@ -40,6 +40,51 @@ impl Context {
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.read().expect("registry lock").clone()
     }
+
+    /// Loads the protocol files again (SIGHUP). A set with any error is refused whole, with a clear
+    /// log line, and the protocols in force stay.
+    pub fn reload_protocols(&self) -> Result<(), String> {
+        match Registry::load(&self.settings.studies_dir) {
+            Ok(registry) => {
+                let versions = describe(&registry);
+                for w in &registry.warnings {
+                    warn!(warning = %w, "protocol check");
+                }
+                *self.registry.write().expect("registry lock") = Arc::new(registry);
+                info!(%versions, "protocols reloaded");
+                Ok(())
+            }
+            Err(problems) => {
+                error!(problems = %problems.replace('\n', "; "), "protocol reload refused: the protocols in force stay");
+                Err(problems)
+            }
+        }
+    }
+}
+
+/// `DEMO-001 v2.1 (3 forms), ...`, sorted.
+pub fn describe(registry: &Registry) -> String {
+    let mut all: Vec<String> = registry
+        .studies()
+        .map(|p| {
+            let from = p
+                .effective_from
+                .map(|d| format!(" from {d}"))
+                .unwrap_or_default();
+            let to = p
+                .effective_to
+                .map(|d| format!(" to {d}"))
+                .unwrap_or_default();
+            format!(
+                "{} v{}{from}{to} ({} forms)",
+                p.study,
+                p.version,
+                p.forms.len()
+            )
+        })
+        .collect();
+    all.sort();
+    all.join(", ")
 }
 
 /// Start-up problems that are the operator's to fix (exit code 2), as opposed to runtime failures.
@@ -88,6 +133,9 @@ pub async fn run_with_stats(
     stats: Arc<Stats>,
 ) -> anyhow::Result<Summary> {
     let registry = load_registry(&settings.studies_dir)?;
+    for w in &registry.warnings {
+        warn!(warning = %w, "protocol check");
+    }
     let pseudonymizer = load_pseudonymizer(&settings)?;
     info!(settings = %settings.describe(), "starting");
     migrate_when_reachable(&settings, &shutdown).await?;
@@ -113,8 +161,13 @@ pub async fn run_with_stats(
                 .await
         })
     };
+    let relay = tokio::spawn(outbox::run(ctx.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
     consumer::run(ctx).await;
     prober.abort();
+    reloader.abort();
+    // The relay finishes its round (it watches the same shutdown token) and closes its connection.
+    let _ = relay.await;
     pool.close();
     Ok(stats.summary())
 }
@@ -143,5 +196,18 @@ async fn migrate_when_reachable(
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+/// SIGHUP: reload the protocol files without a restart.
+async fn reload_on_sighup(ctx: Arc<Context>) {
+    use futures::StreamExt;
+    let Ok(mut signals) = signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP]) else {
+        warn!("cannot listen for SIGHUP; protocol reloads need a restart");
+        return;
+    };
+    while signals.next().await.is_some() {
+        info!("SIGHUP: reloading the protocol files");
+        let _ = ctx.reload_protocols();
     }
 }

@@ -180,6 +180,8 @@ pub struct AmqpSettings {
     pub queue: String,
     /// The fast lane: serious adverse events and other urgent records; always taken first.
     pub urgent_queue: String,
+    /// Topic exchange that downstream events are published to (record.*, alert.raised, batch.completed).
+    pub events_exchange: String,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
     /// The quorum queue's own delivery limit: the broker's last backstop against a message that is
@@ -317,6 +319,7 @@ impl Settings {
         for (key, name) in [
             ("amqp.queue", &self.amqp.queue),
             ("amqp.urgent_queue", &self.amqp.urgent_queue),
+            ("amqp.events_exchange", &self.amqp.events_exchange),
             ("amqp.dead_letter_exchange", &self.amqp.dead_letter_exchange),
             ("amqp.dead_letter_queue", &self.amqp.dead_letter_queue),
         ] {

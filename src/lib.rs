@@ -21,6 +21,7 @@
 //! - [`db`]: connection pool and embedded migrations.
 //! - [`app`]: wiring; [`app::run`] runs the daemon until its shutdown token is cancelled.
 //! - [`gate`]: whether the database is usable; consumption pauses while it is not.
+//! - [`outbox`]: the relay that publishes events and result callbacks written with the records.
 //! - [`shutdown`], [`telemetry`], [`stats`]: signals, logging, counters.
 //! - [`tools`]: `generate` and `publish`, the uploader's side.
 
@@ -32,6 +33,7 @@ pub mod db;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod gate;
+pub mod outbox;
 pub mod pipeline;
 pub mod protocol;
 pub mod shutdown;

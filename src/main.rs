@@ -56,6 +56,86 @@ enum Command {
         /// File to read, or - for standard input.
         #[arg(default_value = "-")]
         file: String,
+        /// Publish to the fast lane (amqp.urgent_queue) instead.
+        #[arg(long)]
+        urgent: bool,
+    },
+    /// Upload batch receipts.
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
+    /// Inspect, replay and purge dead letters. Nothing printed ever shows an identifier.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BatchCommand {
+    /// What became of a batch's records: accepted, queried, duplicates, dead-lettered by kind.
+    Status { id: String },
+}
+
+#[derive(clap::Args, Clone)]
+struct DlqSelect {
+    /// Only dead letters of this kind (malformed, too_large, invalid, conflict, panic, failed, poison).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only dead letters of this upload batch.
+    #[arg(long)]
+    batch: Option<String>,
+    /// Look at no more than this many dead letters.
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+}
+
+impl DlqSelect {
+    fn filter(&self) -> tools::dlq::Filter {
+        tools::dlq::Filter {
+            kind: self.kind.clone(),
+            batch: self.batch.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Counts by kind and reason, and by study, site and batch.
+    List {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+    /// A few dead letters: headers and a de-identified preview of the body.
+    Show {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// How many to show.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+    /// Re-validate against the current protocols and republish to the work queue.
+    Replay {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Only say what each would become.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who is replaying (default: the login name); recorded in dlq_actions.
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Remove dead letters of one kind for good (asks for confirmation).
+    Purge {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        actor: Option<String>,
     },
 }
 
@@ -143,26 +223,63 @@ async fn command(command: Command, settings: Settings) -> anyhow::Result<()> {
             let registry = app::load_registry(&settings.studies_dir)?;
             app::load_pseudonymizer(&settings)?;
             println!("configuration OK: {}", settings.describe());
-            let mut studies: Vec<_> = registry
-                .studies()
-                .map(|p| format!("{} v{} ({} forms)", p.study, p.version, p.forms.len()))
-                .collect();
-            studies.sort();
-            println!("protocols: {}", studies.join(", "));
+            println!("protocols: {}", app::describe(&registry));
+            for w in &registry.warnings {
+                println!("warning: {w}");
+            }
             Ok(())
         }
-        Command::Publish { file } => {
+        Command::Publish { file, urgent } => {
+            let mut amqp = settings.amqp.clone();
+            if urgent {
+                amqp.queue = amqp.urgent_queue.clone();
+            }
             let sent = if file == "-" {
-                tools::publish::publish(&settings.amqp, &settings.retry, std::io::stdin().lock())
-                    .await?
+                tools::publish::publish(&amqp, &settings.retry, std::io::stdin().lock()).await?
             } else {
                 let f = std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-                tools::publish::publish(&settings.amqp, &settings.retry, BufReader::new(f)).await?
+                tools::publish::publish(&amqp, &settings.retry, BufReader::new(f)).await?
             };
             println!(
                 "published {sent} messages to {} (all confirmed)",
-                settings.amqp.queue
+                amqp.queue
             );
+            Ok(())
+        }
+        Command::Batch {
+            command: BatchCommand::Status { id },
+        } => {
+            println!("{}", tools::batch::status(&settings.postgres, &id).await?);
+            Ok(())
+        }
+        Command::Dlq { command } => {
+            let out = match command {
+                DlqCommand::List { select } => {
+                    tools::dlq::list(&settings, &select.filter()).await?
+                }
+                DlqCommand::Show { select, count } => {
+                    tools::dlq::show(&settings, &select.filter(), count).await?
+                }
+                DlqCommand::Replay {
+                    select,
+                    dry_run,
+                    actor,
+                } => {
+                    let actor = tools::dlq::actor(actor);
+                    tools::dlq::replay(&settings, &select.filter(), dry_run, &actor).await?
+                }
+                DlqCommand::Purge { select, yes, actor } => {
+                    if select.kind.is_none() {
+                        return Err(app::SetupError(
+                            "dlq purge needs --kind: purging every kind at once is refused".into(),
+                        )
+                        .into());
+                    }
+                    let actor = tools::dlq::actor(actor);
+                    tools::dlq::purge(&settings, &select.filter(), yes, &actor).await?
+                }
+            };
+            print!("{out}");
             Ok(())
         }
         Command::Generate { .. } => unreachable!("handled before the runtime starts"),

@@ -23,6 +23,9 @@ struct ProtocolFile {
     /// First day this version is in force (by the record's `captured_at`); absent means "always".
     #[serde(default)]
     effective_from: Option<NaiveDate>,
+    /// Last day this version is in force; absent means "until a later version takes over".
+    #[serde(default)]
+    effective_to: Option<NaiveDate>,
     #[serde(default)]
     title: Option<String>,
     sites: Vec<String>,
@@ -121,6 +124,7 @@ pub struct Protocol {
     pub study: String,
     pub version: String,
     pub effective_from: Option<NaiveDate>,
+    pub effective_to: Option<NaiveDate>,
     pub sites: HashSet<String>,
     pub visits: HashSet<String>,
     pub forms: BTreeMap<String, Form>,
@@ -131,6 +135,8 @@ pub struct Protocol {
 #[derive(Default)]
 pub struct Registry {
     studies: HashMap<String, Vec<Arc<Protocol>>>,
+    /// Things worth a data manager's look that do not stop the daemon (periods without a version).
+    pub warnings: Vec<String>,
 }
 
 impl Registry {
@@ -169,17 +175,15 @@ impl Registry {
                 Err(errs) => problems.extend(errs.into_iter().map(|e| format!("{name}: {e}"))),
             }
         }
+        let mut warnings = Vec::new();
         for (study, versions) in &mut registry.studies {
             versions.sort_by_key(|p| p.effective_from);
-            for pair in versions.windows(2) {
-                if pair[0].effective_from == pair[1].effective_from {
-                    problems.push(format!(
-                        "study {study}: versions {} and {} take effect on the same day",
-                        pair[0].version, pair[1].version
-                    ));
-                }
-            }
+            let (overlaps, gaps) = check_periods(study, versions);
+            problems.extend(overlaps);
+            warnings.extend(gaps);
         }
+        warnings.sort();
+        registry.warnings = warnings;
         if paths.is_empty() {
             problems.push(format!("no protocol files (*.yaml) in {}", dir.display()));
         }
@@ -190,13 +194,10 @@ impl Registry {
         }
     }
 
-    /// The version of `study` in force on `day`: the latest whose `effective_from` is not after it.
+    /// The version of `study` in force on `day`: the latest whose period contains it.
     pub fn protocol_for(&self, study: &str, day: NaiveDate) -> Option<&Arc<Protocol>> {
         let versions = self.studies.get(study)?;
-        versions
-            .iter()
-            .rev()
-            .find(|p| p.effective_from.is_none_or(|from| from <= day))
+        versions.iter().rev().find(|p| p.in_force_on(day))
     }
 
     pub fn knows_study(&self, study: &str) -> bool {
@@ -208,13 +209,70 @@ impl Registry {
     }
 }
 
+/// Versions of one study, sorted by `effective_from`: overlapping periods are errors (a record would
+/// match two versions); periods that no version covers are warnings (records captured then are
+/// refused as invalid).
+fn check_periods(study: &str, versions: &[Arc<Protocol>]) -> (Vec<String>, Vec<String>) {
+    let (mut overlaps, mut gaps) = (Vec::new(), Vec::new());
+    if let Some(first) = versions.first()
+        && let Some(from) = first.effective_from
+    {
+        gaps.push(format!(
+            "study {study}: no version is in force before {from} (version {} starts then)",
+            first.version
+        ));
+    }
+    for pair in versions.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let Some(b_from) = b.effective_from else {
+            continue;
+        };
+        if a.effective_from == Some(b_from) || a.effective_to.is_some_and(|to| to >= b_from) {
+            overlaps.push(format!(
+                "study {study}: versions {} and {} overlap (both in force on {b_from})",
+                a.version, b.version
+            ));
+        } else if let Some(to) = a.effective_to
+            && to.succ_opt().is_some_and(|next| next < b_from)
+        {
+            gaps.push(format!(
+                "study {study}: no version is in force from {} to {} (between versions {} and {})",
+                to.succ_opt().unwrap_or(to),
+                b_from.pred_opt().unwrap_or(b_from),
+                a.version,
+                b.version
+            ));
+        }
+    }
+    if let Some(last) = versions.last()
+        && let Some(to) = last.effective_to
+    {
+        gaps.push(format!(
+            "study {study}: no version is in force after {to} (version {} ends then)",
+            last.version
+        ));
+    }
+    (overlaps, gaps)
+}
+
 impl Protocol {
+    /// Whether this version is in force on `day`.
+    pub fn in_force_on(&self, day: NaiveDate) -> bool {
+        self.effective_from.is_none_or(|from| from <= day)
+            && self.effective_to.is_none_or(|to| day <= to)
+    }
+
     /// Parses and checks one protocol file; returns every problem found, not only the first.
     pub fn parse(text: &str) -> Result<Protocol, Vec<String>> {
         let file: ProtocolFile = serde_saphyr::from_str(text).map_err(|e| vec![e.to_string()])?;
         let mut problems = Vec::new();
         if file.study.trim().is_empty() {
             problems.push("study must not be empty".to_string());
+        }
+        if let (Some(from), Some(to)) = (file.effective_from, file.effective_to)
+            && to < from
+        {
+            problems.push(format!("effective_to {to} is before effective_from {from}"));
         }
         if file.version.trim().is_empty() {
             problems.push("version must not be empty".to_string());
@@ -291,6 +349,7 @@ impl Protocol {
             study: file.study,
             version: file.version,
             effective_from: file.effective_from,
+            effective_to: file.effective_to,
             sites: file.sites.into_iter().collect(),
             visits: file.visits.into_iter().collect(),
             forms,
@@ -395,6 +454,74 @@ forms:
             .err()
             .unwrap();
         assert!(errs[0].contains("unti"), "{errs:?}");
+    }
+
+    fn write_versions(dir: &Path, versions: &[(&str, &str)]) {
+        for (name, periods) in versions {
+            let text = MINI.replace(
+                "version: \"1.0\"",
+                &format!("version: \"{name}\"\n{periods}"),
+            );
+            std::fs::write(dir.join(format!("T-1@{name}.yaml")), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_version_in_force_at_capture_is_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        write_versions(
+            dir.path(),
+            &[
+                ("1", "effective_to: 2026-06-30"),
+                ("2", "effective_from: 2026-07-01"),
+            ],
+        );
+        let r = Registry::load(dir.path()).unwrap();
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            r.protocol_for("T-1", day("2026-06-30")).unwrap().version,
+            "1"
+        );
+        assert_eq!(
+            r.protocol_for("T-1", day("2026-07-01")).unwrap().version,
+            "2"
+        );
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn overlapping_versions_are_refused_and_gaps_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write_versions(
+            dir.path(),
+            &[
+                ("1", "effective_to: 2026-07-10"),
+                ("2", "effective_from: 2026-07-01"),
+            ],
+        );
+        let err = Registry::load(dir.path()).err().unwrap();
+        assert!(err.contains("versions 1 and 2 overlap"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        write_versions(
+            dir.path(),
+            &[
+                ("1", "effective_from: 2026-01-01\neffective_to: 2026-03-31"),
+                ("2", "effective_from: 2026-05-01"),
+            ],
+        );
+        let r = Registry::load(dir.path()).unwrap();
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("from 2026-04-01 to 2026-04-30"))
+        );
+        assert!(r.warnings.iter().any(|w| w.contains("before 2026-01-01")));
+        assert!(
+            r.protocol_for("T-1", NaiveDate::from_ymd_opt(2026, 4, 15).unwrap())
+                .is_none()
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The uploader's side and other helpers behind the CLI: `generate` makes synthetic DEMO-001
 //! records, `publish` sends NDJSON lines to the work queue with publisher confirms.
 
+pub mod batch;
+pub mod dlq;
 pub mod generate;
 pub mod publish;

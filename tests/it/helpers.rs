@@ -82,12 +82,78 @@ impl TestEnv {
         format!("{}.urgent", self.queue)
     }
 
+    /// The events exchange of this test's world.
+    pub fn events_exchange(&self) -> String {
+        format!("edc.events.t{}", self.suffix)
+    }
+
+    /// Declares a queue bound to this test's events exchange with `routing_key` (e.g. `#`); the
+    /// exchange is declared too, so binding works before the daemon starts.
+    pub async fn listen_events(&self, routing_key: &str) -> String {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let queue = format!(
+            "{}.events.{}",
+            self.queue,
+            routing_key.replace(['#', '*'], "all")
+        );
+        ch.exchange_declare(
+            ShortString::from(self.events_exchange()),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            ShortString::from(queue.as_str()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            ShortString::from(queue.as_str()),
+            ShortString::from(self.events_exchange()),
+            ShortString::from(routing_key),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        conn.close(200, ShortString::from("bye")).await.unwrap();
+        queue
+    }
+
+    /// Takes every message from a queue (acking them).
+    pub async fn drain(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = ch
+            .basic_get(ShortString::from(queue), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            out.push(m);
+        }
+        conn.close(200, ShortString::from("bye")).await.unwrap();
+        out
+    }
+
     /// The environment variables that point the daemon at this test's world.
     pub fn env_vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut vars: Vec<(String, String)> = vec![
             ("EDC__AMQP__URL".into(), amqp_url()),
             ("EDC__AMQP__QUEUE".into(), self.queue.clone()),
             ("EDC__AMQP__URGENT_QUEUE".into(), self.urgent_queue()),
+            ("EDC__AMQP__EVENTS_EXCHANGE".into(), self.events_exchange()),
             ("EDC__AMQP__DEAD_LETTER_EXCHANGE".into(), self.dlx.clone()),
             ("EDC__AMQP__DEAD_LETTER_QUEUE".into(), self.dlq.clone()),
             ("EDC__POSTGRES__URL".into(), self.db_url.clone()),
@@ -215,9 +281,11 @@ impl TestEnv {
                 .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
                 .await;
         }
-        let _ = ch
-            .exchange_delete(ShortString::from(self.dlx.as_str()), Default::default())
-            .await;
+        for exchange in [self.dlx.clone(), self.events_exchange()] {
+            let _ = ch
+                .exchange_delete(ShortString::from(exchange.as_str()), Default::default())
+                .await;
+        }
         let _ = conn.close(200, ShortString::from("bye")).await;
         let (admin, c) = tokio_postgres::connect(&pg_url(), NoTls).await.unwrap();
         tokio::spawn(c);

@@ -1,0 +1,197 @@
+//! The outbox relay: publishes what `ingest_records` wrote to the `outbox` table (events and result
+//! callbacks) to RabbitMQ, with publisher confirms, then deletes it.
+//!
+//! Exactly one relay publishes at a time, whatever the number of replicas: the one holding a
+//! PostgreSQL advisory lock on its own connection (outside the pool). So rows go out in id order and
+//! the events of one record keep their order. A crash between the confirm and the delete publishes
+//! the same rows again, with the same `event_id` (the AMQP `message_id`), so consumers can drop
+//! repeats. If the leader dies, its connection closes, the lock is released and another replica
+//! takes over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Confirmation, ExchangeKind};
+use tokio_postgres::NoTls;
+use tracing::{debug, info, warn};
+
+use crate::amqp;
+use crate::app::Context;
+use crate::db;
+
+/// Advisory-lock key of the relay leader ("edc_outb").
+const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
+/// Rows published per round.
+const CHUNK: i64 = 500;
+
+/// Runs until shutdown, then finishes the round in progress.
+pub async fn run(ctx: Arc<Context>) {
+    let mut wait = Duration::from_millis(200);
+    while !ctx.shutdown.is_cancelled() {
+        match lead(&ctx).await {
+            Ok(()) => wait = Duration::from_millis(200),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?wait, "outbox relay interrupted; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.shutdown.cancelled() => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Becomes the leader (or waits to), then relays until shutdown or an error.
+async fn lead(ctx: &Context) -> Result<(), String> {
+    let cfg = db::pg_config(
+        &ctx.settings.postgres.url,
+        ctx.settings.postgres.connect_timeout,
+    )
+    .map_err(|e| e.to_string())?;
+    let (mut client, connection) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let conn = tokio::spawn(connection);
+    let result = async {
+        loop {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
+                .await
+                .map_err(|e| format!("database: {e}"))?
+                .get(0);
+            if locked {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+            }
+        }
+        debug!("outbox relay: leading");
+        relay(ctx, &mut client).await
+    }
+    .await;
+    drop(client);
+    conn.abort();
+    result
+}
+
+async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(), String> {
+    let s = &ctx.settings.amqp;
+    let (connection, _) =
+        amqp::connect(&s.url, 0, &format!("{} outbox", ctx.consumer_name)).await?;
+    let channel = amqp::confirm_channel(&connection)
+        .await
+        .map_err(|e| e.to_string());
+    let result = async {
+        let channel = channel?;
+        channel
+            .exchange_declare(
+                ShortString::from(s.events_exchange.as_str()),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let sent = round(ctx, client, &channel).await?;
+            if sent > 0 {
+                debug!(sent, "outbox relay: published");
+            }
+            if ctx.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if sent < CHUNK as usize {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = ctx.shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+    .await;
+    let _ = connection.close(200, ShortString::from("relay done")).await;
+    result
+}
+
+/// One round: claim up to CHUNK rows, publish them, wait for every confirm, delete them.
+async fn round(
+    ctx: &Context,
+    client: &mut tokio_postgres::Client,
+    channel: &lapin::Channel,
+) -> Result<usize, String> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let rows = tx
+        .query(
+            "SELECT id, event_id, routing_key, reply_to, correlation_id,
+                    (body || jsonb_build_object('event_id', event_id, 'occurred_at', created_at))::text
+             FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&CHUNK],
+        )
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut confirms = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = row.get(0);
+        let event_id: uuid::Uuid = row.get(1);
+        let routing_key: String = row.get(2);
+        let reply_to: Option<String> = row.get(3);
+        let correlation_id: Option<String> = row.get(4);
+        let body: String = row.get(5);
+        let mut props = BasicProperties::default()
+            .with_message_id(ShortString::from(event_id.to_string()))
+            .with_content_type(ShortString::from("application/json"))
+            .with_delivery_mode(2)
+            .with_type(ShortString::from(routing_key.as_str()));
+        if let Some(c) = correlation_id {
+            props = props.with_correlation_id(ShortString::from(c));
+        }
+        // A callback goes to its reply queue through the default exchange; an event to the topic.
+        let exchange = if reply_to.is_some() {
+            ""
+        } else {
+            ctx.settings.amqp.events_exchange.as_str()
+        };
+        let confirm = channel
+            .basic_publish(
+                ShortString::from(exchange),
+                ShortString::from(routing_key.as_str()),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            )
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        confirms.push(confirm);
+        ids.push(id);
+    }
+    for confirm in confirms {
+        match confirm.await.map_err(|e| format!("confirm: {e}"))? {
+            Confirmation::Ack(_) => {}
+            other => return Err(format!("the broker did not confirm an event: {other:?}")),
+        }
+    }
+    tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    tx.commit().await.map_err(|e| format!("database: {e}"))?;
+    if ids.len() as i64 == CHUNK {
+        info!(published = ids.len(), "outbox relay catching up");
+    }
+    Ok(ids.len())
+}

@@ -1,0 +1,234 @@
+//! What monitors hear: events from the transactional outbox, alerts, batch receipts and result
+//! callbacks.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn body(m: &lapin::message::BasicGetMessage) -> Value {
+    serde_json::from_slice(&m.delivery.data).unwrap()
+}
+
+#[tokio::test]
+async fn every_outcome_of_a_batch_is_announced_and_its_receipt_completes_once() {
+    // Arrange: a batch of 7 messages: 3 accepted, 1 queried (and a hypertensive crisis), 1 serious
+    // adverse event, 1 invalid, and a re-upload of the first under its own message id.
+    let env = TestEnv::new().await;
+    let events = env.listen_events("#").await;
+    let batch = uuid::Uuid::new_v4();
+    let in_batch = |mut r: Value| {
+        r["batch"] = json!({"id": batch.to_string(), "size": 7});
+        r
+    };
+    let accepted: Vec<Value> = (0..3).map(|_| in_batch(record(vs_items()))).collect();
+    let mut queried = in_batch(record(vs_items()));
+    queried["items"]["SYSBP"] = json!(300);
+    let mut sae = in_batch(record(
+        json!({"AETERM": "Anaphylaxis", "AESER": "Y", "AESTDAT": "2026-11-20"}),
+    ));
+    sae["form"] = json!("AE");
+    let mut invalid = in_batch(record(vs_items()));
+    invalid["site"] = json!("SITE-99");
+    let daemon = Daemon::start(env.settings(&[]));
+
+    // Act
+    env.publish(&[
+        ("a0", bytes(&accepted[0])),
+        ("a1", bytes(&accepted[1])),
+        ("a2", bytes(&accepted[2])),
+        ("q", bytes(&queried)),
+        ("sae", bytes(&sae)),
+        ("bad", bytes(&invalid)),
+    ])
+    .await;
+    daemon.wait_settled(6, WAIT).await;
+    env.publish(&[("a0-again", bytes(&accepted[0]))]).await;
+    daemon.wait_settled(7, WAIT).await;
+    wait_for("the batch completed", WAIT, || async {
+        env.count("SELECT count(*) FROM batches WHERE completed_at IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
+    wait_for("the outbox drained", WAIT, || async {
+        env.count("SELECT count(*) FROM outbox").await == 0
+    })
+    .await;
+    daemon.stop().await;
+    let got = env.drain(&events).await;
+
+    // Assert: the events, by type
+    let mut by_type: HashMap<String, Vec<Value>> = HashMap::new();
+    for m in &got {
+        let b = body(m);
+        assert_eq!(
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            b["event_id"].as_str().unwrap()
+        );
+        by_type
+            .entry(m.delivery.routing_key.to_string())
+            .or_default()
+            .push(b);
+    }
+    let count = |t: &str| by_type.get(t).map_or(0, |v| v.len());
+    assert_eq!(count("record.accepted"), 4, "{by_type:?}");
+    assert_eq!(count("record.queried"), 1);
+    assert_eq!(count("alert.raised"), 2);
+    assert_eq!(count("batch.completed"), 1);
+    let ids: HashSet<&str> = by_type
+        .values()
+        .flatten()
+        .map(|b| b["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), got.len(), "event ids are unique");
+    let q = &by_type["record.queried"][0];
+    assert_eq!(q["findings"][0]["check"], "SYSBP");
+    assert_eq!(q["subject"], "DEMO-001-03-0042");
+    let mut alerts: Vec<&str> = by_type["alert.raised"]
+        .iter()
+        .map(|b| b["alert"].as_str().unwrap())
+        .collect();
+    alerts.sort();
+    assert_eq!(alerts, vec!["HTN_CRISIS", "SAE"]);
+    let done = &by_type["batch.completed"][0];
+    assert_eq!(
+        (
+            done["accepted"].as_i64(),
+            done["queried"].as_i64(),
+            done["duplicates"].as_i64()
+        ),
+        (Some(4), Some(1), Some(1))
+    );
+    assert_eq!(done["dead_lettered"], json!({"invalid": 1}));
+    // Order: a record's event comes before the alerts it raised.
+    let pos = |pred: &dyn Fn(&Value) -> bool| got.iter().position(|m| pred(&body(m))).unwrap();
+    let qid = queried["record_id"].as_str().unwrap();
+    assert!(
+        pos(&|b| b["type"] == "record.queried" && b["record_id"] == qid)
+            < pos(&|b| b["type"] == "alert.raised" && b["record_id"] == qid)
+    );
+    // Never an identifier or a phi value in an event.
+    let all: String = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.delivery.data).into_owned())
+        .collect();
+    for needle in [
+        "Ada",
+        "Lovelace",
+        "1961-03-02",
+        "7946",
+        "MRN-778899",
+        "Example Road",
+        "Anaphylaxis",
+    ] {
+        assert!(!all.contains(needle), "an event carries {needle}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM alerts").await, 2);
+    let receipt = env
+        .db()
+        .await
+        .query_one(
+            "SELECT accepted, queried, duplicates, dead_lettered_total, expected FROM batches",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            receipt.get::<_, i32>(0),
+            receipt.get::<_, i32>(1),
+            receipt.get::<_, i32>(2),
+            receipt.get::<_, i32>(3),
+            receipt.get::<_, i32>(4)
+        ),
+        (4, 1, 1, 1, 7)
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_message_with_reply_to_gets_its_outcome_with_its_correlation_id() {
+    let env = TestEnv::new().await;
+    let replies = format!("{}.replies", env.queue);
+    let conn = amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        ShortString::from(replies.as_str()),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    // One worker: the second copy of the good record must come after the first.
+    let settings = env.settings(&[("EDC__WORKERS", "1")]);
+    edc_ingest::amqp::declare(&ch, &settings.amqp, &settings.retry)
+        .await
+        .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let good = record(vs_items());
+    let mut bad = record(vs_items());
+    bad["visit"] = json!("WEEK99");
+    for (corr, r) in [("c-good", &good), ("c-bad", &bad), ("c-again", &good)] {
+        let props = BasicProperties::default()
+            .with_reply_to(ShortString::from(replies.as_str()))
+            .with_correlation_id(ShortString::from(corr))
+            .with_message_id(ShortString::from(corr));
+        ch.basic_publish(
+            ShortString::from(""),
+            ShortString::from(env.queue.as_str()),
+            BasicPublishOptions::default(),
+            &bytes(r),
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    conn.close(200, ShortString::from("bye")).await.unwrap();
+
+    let daemon = Daemon::start(settings);
+    daemon.wait_settled(3, WAIT).await;
+    wait_for("three answers", WAIT, || async {
+        env.ready(&replies).await == 3
+    })
+    .await;
+    daemon.stop().await;
+
+    let answers: HashMap<String, Value> = env
+        .drain(&replies)
+        .await
+        .iter()
+        .map(|m| {
+            (
+                m.delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .unwrap()
+                    .as_str()
+                    .to_string(),
+                body(m),
+            )
+        })
+        .collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers["c-good"]["outcome"], "accepted");
+    assert_eq!(answers["c-bad"]["outcome"], "dead_lettered");
+    assert_eq!(answers["c-bad"]["kind"], "invalid");
+    assert_eq!(answers["c-again"]["outcome"], "duplicate");
+    env.cleanup().await;
+}
