@@ -21,6 +21,9 @@ pub struct Flood {
     pub valid: i64,
     pub findings: i64,
     pub rejected: BTreeMap<String, i64>,
+    /// Per upload batch: (its size, how many of its messages can be attributed to it). A malformed
+    /// body cannot say which batch it belongs to, so its batch never completes.
+    pub batches: BTreeMap<uuid::Uuid, (i64, i64)>,
 }
 
 impl Flood {
@@ -30,13 +33,21 @@ impl Flood {
         let registry = Registry::load(&repo().join("config/studies")).unwrap();
         let key = Pseudonymizer::insecure_dev();
         let (mut valid, mut findings, mut rejected) = (0, 0, BTreeMap::new());
+        let mut batches: BTreeMap<uuid::Uuid, (i64, i64)> = BTreeMap::new();
         for line in &lines {
-            match pipeline::prepare(line.as_bytes(), 1 << 20, &registry, &key) {
+            let batch = match pipeline::prepare(line.as_bytes(), 1 << 20, &registry, &key) {
                 Ok(rec) => {
                     valid += 1;
                     findings += rec.findings.len() as i64;
+                    rec.batch_id.zip(rec.batch_size)
                 }
-                Err(r) => *rejected.entry(r.kind.to_string()).or_insert(0) += 1,
+                Err(r) => {
+                    *rejected.entry(r.kind.to_string()).or_insert(0) += 1;
+                    r.batch_id.zip(r.batch_size)
+                }
+            };
+            if let Some((id, size)) = batch {
+                batches.entry(id).or_insert((i64::from(size), 0)).1 += 1;
             }
         }
         Flood {
@@ -44,6 +55,7 @@ impl Flood {
             valid,
             findings,
             rejected,
+            batches,
         }
     }
 
@@ -58,6 +70,8 @@ impl Flood {
 
 /// Publishes the flood with windowed publisher confirms (the uploader's own code path).
 pub async fn preload(env: &TestEnv, flood: &Flood, url: Option<&str>) {
+    // Listen for batch.completed before anything can complete.
+    env.listen_events("batch.completed").await;
     let mut settings = env.settings(&[]);
     if let Some(u) = url {
         settings.amqp.url = edc_ingest::config::SecretUrl::new(u);
@@ -141,6 +155,16 @@ impl Procs {
     /// Duplicates the daemons recognised, from the summaries of those that exited cleanly.
     pub fn duplicates(&self) -> u64 {
         self.summaries.iter().map(|s| field(s, "duplicate")).sum()
+    }
+}
+
+/// A daemon left running by a failing scenario is killed, so it cannot disturb the next one.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -328,7 +352,61 @@ pub async fn audit(env: &TestEnv, flood: &Flood, procs: &Procs, faults: i64, pre
         env.ready(&env.queue).await == 0
     })
     .await;
+    wait_for("the outbox published", WAIT, || async {
+        env.count("SELECT count(*) FROM outbox").await == 0
+    })
+    .await;
     let leftover = daemon.stop().await;
+
+    // Batch receipts: exact counts, and exactly one batch.completed event per completed batch.
+    let receipts = db
+        .query(
+            "SELECT batch_id, accepted + queried + duplicates + dead_lettered_total, completed_at IS NOT NULL FROM batches",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut completed_expected = HashSet::new();
+    for (id, (size, attributed)) in &flood.batches {
+        let row = receipts
+            .iter()
+            .find(|r| r.get::<_, uuid::Uuid>(0) == *id)
+            .expect("a receipt per batch");
+        assert_eq!(
+            row.get::<_, i32>(1) as i64,
+            *attributed,
+            "outcomes counted on batch {id}"
+        );
+        assert_eq!(
+            row.get::<_, bool>(2),
+            attributed == size,
+            "completion of batch {id}"
+        );
+        if attributed == size {
+            completed_expected.insert(*id);
+        }
+    }
+    let events = env
+        .drain(&format!("{}.events.batch.completed", env.queue))
+        .await;
+    let mut event_ids: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for m in &events {
+        let body: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
+        event_ids
+            .entry(body["batch_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(body["event_id"].as_str().unwrap().to_string());
+    }
+    let completed_seen: HashSet<uuid::Uuid> = event_ids
+        .keys()
+        .map(|k| uuid::Uuid::parse_str(k).unwrap())
+        .filter(|id| flood.batches.contains_key(id))
+        .collect();
+    assert_eq!(completed_seen, completed_expected, "batch.completed events");
+    assert!(
+        event_ids.values().all(|ids| ids.len() == 1),
+        "one batch.completed event per batch: {event_ids:?}"
+    );
     assert_eq!(
         leftover.settled(),
         leftover.duplicate,

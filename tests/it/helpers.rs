@@ -430,3 +430,16 @@ pub fn generated(count: usize, seed: u64, invalid: f64, queried: f64) -> Vec<Str
         .map(str::to_string)
         .collect()
 }
+
+/// Kills a spawned daemon when the test ends, even by a failed assertion, so that it cannot outlive
+/// its test. Harmless once the process has exited.
+pub struct Reaper(pub u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

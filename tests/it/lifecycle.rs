@@ -127,6 +127,7 @@ async fn sigterm_with_jobs_in_flight_loses_and_duplicates_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _reaper = Reaper(child.id());
 
     // Act: stop it while it is busy
     wait_for("some records stored", WAIT, || async {

@@ -274,6 +274,7 @@ async fn sighup_reloads_protocols_and_a_broken_file_leaves_the_old_ones_in_force
         .stderr(logs.reopen().unwrap())
         .spawn()
         .unwrap();
+    let _reaper = Reaper(child.id());
     let hup = |child: &std::process::Child| {
         assert!(
             Command::new("kill")

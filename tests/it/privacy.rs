@@ -53,6 +53,7 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
+    let _reaper = Reaper(child.id());
     let pid = child.id().to_string();
     wait_for("every message settled", Duration::from_secs(60), || async {
         env.count("SELECT (SELECT count(*) FROM crf_records) + (SELECT count(*) FROM rejections)")
