@@ -28,19 +28,44 @@ CREATE TABLE alerts (
     FOREIGN KEY (record_id, version) REFERENCES crf_records (record_id, version)
 );
 
--- One receipt per upload batch, updated in the transactions that store or reject its records.
+-- Upload batches and their receipts. The counts are updated in the transactions that store or
+-- reject the batch's records. All the records of a batch arrive together, so one counter row per batch
+-- would serialise every worker on its row lock: each database connection counts into its own row of
+-- batch_counts instead (shard = the backend pid), and batch_receipts adds them up.
 CREATE TABLE batches (
-    batch_id            uuid        PRIMARY KEY,
-    expected            integer,
+    batch_id     uuid        PRIMARY KEY,
+    expected     integer,
+    first_seen   timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz
+);
+CREATE INDEX batches_open ON batches (batch_id) WHERE completed_at IS NULL;
+
+CREATE TABLE batch_counts (
+    batch_id            uuid        NOT NULL REFERENCES batches (batch_id),
+    shard               integer     NOT NULL,
     accepted            integer     NOT NULL DEFAULT 0,
     queried             integer     NOT NULL DEFAULT 0,
     duplicates          integer     NOT NULL DEFAULT 0,
     dead_lettered       jsonb       NOT NULL DEFAULT '{}'::jsonb,   -- {kind: count}
     dead_lettered_total integer     NOT NULL DEFAULT 0,
-    first_seen          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
-    completed_at        timestamptz
+    PRIMARY KEY (batch_id, shard)
 );
+
+-- The receipt of each batch: what `edc-ingest batch status` prints.
+CREATE VIEW batch_receipts AS
+SELECT b.batch_id, b.expected,
+       coalesce(sum(c.accepted), 0)::integer            AS accepted,
+       coalesce(sum(c.queried), 0)::integer             AS queried,
+       coalesce(sum(c.duplicates), 0)::integer          AS duplicates,
+       coalesce((SELECT jsonb_object_agg(k, n) FROM (
+                    SELECT e.key AS k, sum(e.value::integer) AS n
+                    FROM batch_counts c2, jsonb_each_text(c2.dead_lettered) e
+                    WHERE c2.batch_id = b.batch_id GROUP BY e.key) d), '{}'::jsonb) AS dead_lettered,
+       coalesce(sum(c.dead_lettered_total), 0)::integer AS dead_lettered_total,
+       b.first_seen, max(c.updated_at) AS updated_at, b.completed_at
+FROM batches b LEFT JOIN batch_counts c ON c.batch_id = b.batch_id
+GROUP BY b.batch_id;
 
 -- Who replayed or purged which dead letter, when, and with what result.
 CREATE TABLE dlq_actions (
@@ -56,20 +81,18 @@ CREATE TABLE dlq_actions (
     result      text        NOT NULL
 );
 
--- Adds outcomes to a batch's receipt; when the last outcome arrives, emits exactly one
--- batch.completed event (the row lock makes the check race-free).
+-- Adds outcomes to a batch's receipt, in this connection's own counter row (no lock shared with
+-- other workers). Completion is detected by complete_batches().
 CREATE FUNCTION batch_add(p_batch uuid, p_expected integer, p_accepted integer, p_queried integer,
                           p_duplicates integer, p_kind text, p_dead integer)
 RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    b batches;
 BEGIN
-    INSERT INTO batches AS t (batch_id, expected, accepted, queried, duplicates, dead_lettered,
-                              dead_lettered_total)
-    VALUES (p_batch, p_expected, p_accepted, p_queried, p_duplicates,
+    INSERT INTO batches (batch_id, expected) VALUES (p_batch, p_expected) ON CONFLICT DO NOTHING;
+    INSERT INTO batch_counts AS t (batch_id, shard, accepted, queried, duplicates, dead_lettered,
+                                   dead_lettered_total)
+    VALUES (p_batch, pg_backend_pid(), p_accepted, p_queried, p_duplicates,
             CASE WHEN p_dead > 0 THEN jsonb_build_object(p_kind, p_dead) ELSE '{}'::jsonb END, p_dead)
-    ON CONFLICT (batch_id) DO UPDATE SET
-        expected            = coalesce(t.expected, EXCLUDED.expected),
+    ON CONFLICT (batch_id, shard) DO UPDATE SET
         accepted            = t.accepted + EXCLUDED.accepted,
         queried             = t.queried + EXCLUDED.queried,
         duplicates          = t.duplicates + EXCLUDED.duplicates,
@@ -78,16 +101,33 @@ BEGIN
                                         to_jsonb(coalesce((t.dead_lettered ->> p_kind)::integer, 0) + p_dead))
                                    ELSE t.dead_lettered END,
         dead_lettered_total = t.dead_lettered_total + EXCLUDED.dead_lettered_total,
-        updated_at          = now()
-    RETURNING * INTO b;
-    IF b.completed_at IS NULL AND b.expected IS NOT NULL
-       AND b.accepted + b.queried + b.duplicates + b.dead_lettered_total >= b.expected THEN
-        UPDATE batches SET completed_at = now() WHERE batch_id = p_batch;
-        INSERT INTO outbox (routing_key, body) VALUES ('batch.completed', jsonb_build_object(
-            'type', 'batch.completed', 'batch_id', b.batch_id, 'expected', b.expected,
-            'accepted', b.accepted, 'queried', b.queried, 'duplicates', b.duplicates,
-            'dead_lettered', b.dead_lettered, 'completed_at', now()));
-    END IF;
+        updated_at          = now();
+END $$;
+
+-- Marks every batch whose outcomes are all in as complete and emits its batch.completed event,
+-- exactly once (the row lock on the batch and completed_at guard it). Run by the outbox relay before
+-- each round, so the event follows the events of the batch's records.
+CREATE FUNCTION complete_batches() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    r batch_receipts;
+    n integer := 0;
+BEGIN
+    FOR r IN
+        SELECT * FROM batch_receipts
+        WHERE completed_at IS NULL AND expected IS NOT NULL
+          AND accepted + queried + duplicates + dead_lettered_total >= expected
+    LOOP
+        UPDATE batches SET completed_at = now()
+        WHERE batch_id = r.batch_id AND completed_at IS NULL;
+        IF FOUND THEN
+            INSERT INTO outbox (routing_key, body) VALUES ('batch.completed', jsonb_build_object(
+                'type', 'batch.completed', 'batch_id', r.batch_id, 'expected', r.expected,
+                'accepted', r.accepted, 'queried', r.queried, 'duplicates', r.duplicates,
+                'dead_lettered', r.dead_lettered, 'completed_at', now()));
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
 END $$;
 
 -- Stores records, one transaction for all of them: the records, their audit rows, data queries,

@@ -73,7 +73,7 @@ pub fn retry_queue(queue: &str, delay: std::time::Duration) -> String {
 
 /// Every delay queue the retry settings use, in attempt order.
 pub fn retry_queues(queue: &str, retry: &RetrySettings) -> Vec<String> {
-    (1..retry.max_attempts)
+    (1..retry.max_attempts.max(2))
         .map(|failed| retry_queue(queue, retry.delay_after(failed)))
         .collect()
 }
@@ -139,7 +139,8 @@ async fn declare_work_queue(
             work_queue_args(s),
         )
         .await?;
-    for failed in 1..retry.max_attempts {
+    // At least the first delay queue: postponed messages (an outage) wait in it too.
+    for failed in 1..retry.max_attempts.max(2) {
         let delay = retry.delay_after(failed);
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), text("quorum"));

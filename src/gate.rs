@@ -55,10 +55,14 @@ impl DbGate {
             loop {
                 let probe = async {
                     let client = pool.get().await.map_err(|e| e.to_string())?;
-                    client
-                        .simple_query("SELECT 1")
+                    // A standby (after a failover) answers queries but cannot store anything.
+                    let row = client
+                        .query_one("SELECT pg_is_in_recovery()", &[])
                         .await
                         .map_err(|e| e.to_string())?;
+                    if row.get::<_, bool>(0) {
+                        return Err("the database is a read-only standby".to_string());
+                    }
                     Ok::<_, String>(())
                 };
                 match tokio::time::timeout(Duration::from_secs(5), probe).await {

@@ -1,5 +1,7 @@
 //! The outbox relay: publishes what `ingest_records` wrote to the `outbox` table (events and result
-//! callbacks) to RabbitMQ, with publisher confirms, then deletes it.
+//! callbacks) to RabbitMQ, with publisher confirms, then deletes it. Before each round it also
+//! completes the upload batches whose outcomes are all in (`complete_batches()`), which adds their
+//! `batch.completed` events.
 //!
 //! Exactly one relay publishes at a time, whatever the number of replicas: the one holding a
 //! PostgreSQL advisory lock on its own connection (outside the pool). So rows go out in id order and
@@ -128,6 +130,12 @@ async fn round(
     client: &mut tokio_postgres::Client,
     channel: &lapin::Channel,
 ) -> Result<usize, String> {
+    // Batches whose last outcome has committed get their batch.completed event now, behind the
+    // events of their records.
+    client
+        .execute("SELECT complete_batches()", &[])
+        .await
+        .map_err(|e| format!("database: {e}"))?;
     let tx = client
         .transaction()
         .await

@@ -9,8 +9,10 @@ pub struct Stats {
     pub accepted: AtomicU64,
     pub queried: AtomicU64,
     pub duplicate: AtomicU64,
-    /// Given back to the queue (database unavailable, job deadline, shutdown).
+    /// Given back to the queue unstarted (shutdown, a database pause).
     pub requeued: AtomicU64,
+    /// Sent round a short delay queue: the database was unavailable or the job ran out of time.
+    pub postponed: AtomicU64,
     /// Parked in a delay queue for a later attempt.
     pub retried: AtomicU64,
     /// Statements that stored several records at once (`batch_size` > 1).
@@ -27,6 +29,7 @@ pub struct Summary {
     pub queried: u64,
     pub duplicate: u64,
     pub requeued: u64,
+    pub postponed: u64,
     pub retried: u64,
     pub batches: u64,
     pub batch_splits: u64,
@@ -44,6 +47,7 @@ impl Stats {
             queried: self.queried.load(Relaxed),
             duplicate: self.duplicate.load(Relaxed),
             requeued: self.requeued.load(Relaxed),
+            postponed: self.postponed.load(Relaxed),
             retried: self.retried.load(Relaxed),
             batches: self.batches.load(Relaxed),
             batch_splits: self.batch_splits.load(Relaxed),
@@ -92,6 +96,10 @@ impl std::fmt::Display for Summary {
         if !kinds.is_empty() {
             write!(f, " ({})", kinds.join(" "))?;
         }
-        write!(f, " retried={} requeued={}", self.retried, self.requeued)
+        write!(
+            f,
+            " retried={} postponed={} requeued={}",
+            self.retried, self.postponed, self.requeued
+        )
     }
 }

@@ -1,13 +1,13 @@
 //! One job: a delivery in, exactly one settlement out.
 //!
 //! ```text
-//! delivery ─ gate closed? ──────────────────────────────────────────────> requeue
+//! delivery ─ gate closed? ──────────────────────────────────────────────> postpone
 //!    │ redelivered? run alone, count the start in the ledger; too many ──> dead letter `poison`
 //!    v
 //! prepare (parse, validate, de-identify; pure) ─ refused ─> rejections row ─> dead letter ─> ack
 //!    v
 //! store (one transaction) ─ committed / duplicate ────────────────────────────────────────> ack
-//!    ├─ database unavailable ─> close the gate (consumption pauses) ─────────────────────> requeue
+//!    ├─ database unavailable ─> close the gate (consumption pauses) ─────────────────────> postpone
 //!    ├─ contention ─> retry at once, a few times
 //!    ├─ other error ─> delay queue <queue>.retry.<delay> (confirmed) ─> ack; after the last attempt:
 //!    │                 dead letter `failed`
@@ -50,8 +50,10 @@ pub enum Fate {
     DeadLetter { rejected: Rejected, attempts: u32 },
     /// Failed for a reason that may pass: park it in the delay queue for attempt `failed + 1`.
     Retry { failed: u32, reason: String },
-    /// Not the message's fault (database unavailable, deadline, shutdown): give it back now.
-    Requeue(String),
+    /// Not the message's fault (database unavailable, deadline): it comes back after a short wait,
+    /// through the first delay queue. Republished rather than nack-requeued, so an outage never
+    /// counts against the queue's delivery limit and never spins a redelivery loop.
+    Postpone(String),
 }
 
 /// Everything a job needs from its AMQP session.
@@ -93,7 +95,7 @@ pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, lane: Lane, de
                 session,
                 lane,
                 delivery,
-                Fate::Requeue("database unavailable".into()),
+                Fate::Postpone("database unavailable".into()),
             )
             .await;
             return;
@@ -140,7 +142,7 @@ pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, lane: Lane, de
                     }
                     Err(_) => {
                         ctx.gate.close("a job ran past its deadline");
-                        Fate::Requeue(format!(
+                        Fate::Postpone(format!(
                             "job deadline of {:?} passed",
                             ctx.settings.job_timeout
                         ))
@@ -148,7 +150,7 @@ pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, lane: Lane, de
                 }
             }
         };
-        let settled_for_good = !matches!(fate, Fate::Requeue(_));
+        let settled_for_good = !matches!(fate, Fate::Postpone(_));
         settle(ctx, session, lane, delivery, fate).await;
         if redelivered && settled_for_good {
             // Best effort: a row left behind only matters if this message crashes us again.
@@ -303,7 +305,7 @@ async fn fate_of_store(
                 if let Err(e) = noted {
                     return match e {
                         PersistError::Unavailable(_) => unavailable(ctx, e),
-                        other => Fate::Requeue(other.to_string()),
+                        other => Fate::Postpone(other.to_string()),
                     };
                 }
             }
@@ -355,7 +357,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
                 session,
                 Lane::Normal,
                 delivery,
-                Fate::Requeue("database unavailable".into()),
+                Fate::Postpone("database unavailable".into()),
             )
             .await;
         }
@@ -386,7 +388,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
                     session,
                     Lane::Normal,
                     delivery,
-                    Fate::Requeue("job deadline passed".into()),
+                    Fate::Postpone("job deadline passed".into()),
                 )
                 .await;
             }
@@ -518,7 +520,7 @@ async fn batch_fates(ctx: &Arc<Context>, deliveries: &[Delivery], deadline: Inst
     }
     fates
         .into_iter()
-        .map(|f| f.unwrap_or_else(|| Fate::Requeue("no outcome decided".into())))
+        .map(|f| f.unwrap_or_else(|| Fate::Postpone("no outcome decided".into())))
         .collect()
 }
 
@@ -564,7 +566,7 @@ fn store_split<'a>(
 fn unavailable(ctx: &Context, e: PersistError) -> Fate {
     let reason = e.to_string();
     ctx.gate.close(&reason);
-    Fate::Requeue(reason)
+    Fate::Postpone(reason)
 }
 
 /// Commits the `rejections` row; the dead letter itself is published by [`settle`].
@@ -699,9 +701,27 @@ pub async fn settle(
                 }
             }
         }
-        Fate::Requeue(reason) => {
-            debug!(%reason, "giving the message back to the queue");
-            requeue(ctx, delivery).await;
+        Fate::Postpone(reason) => {
+            let delay = ctx.settings.retry.initial_delay;
+            let published = amqp::publish_to(
+                &session.publisher,
+                "",
+                &amqp::retry_queue(queue, delay),
+                &delivery.data,
+                delivery.properties.clone(),
+            )
+            .await;
+            match published {
+                Ok(()) => {
+                    ack(&delivery, "after postponing it").await;
+                    stats.postponed.fetch_add(1, Relaxed);
+                    debug!(%reason, retry_in = ?delay, "postponed");
+                }
+                Err(e) => {
+                    debug!(%reason, error = %e, "could not postpone; giving the message back");
+                    requeue(ctx, delivery).await;
+                }
+            }
         }
     }
 }

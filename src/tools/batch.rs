@@ -19,8 +19,8 @@ pub async fn status(pg: &PostgresSettings, id: &str) -> anyhow::Result<String> {
     let row = client
         .query_opt(
             "SELECT expected, accepted, queried, duplicates, dead_lettered::text, dead_lettered_total,
-                    first_seen::text, updated_at::text, completed_at::text
-             FROM batches WHERE batch_id = $1",
+                    first_seen::text, coalesce(updated_at, first_seen)::text, completed_at::text
+             FROM batch_receipts WHERE batch_id = $1",
             &[&batch],
         )
         .await?;

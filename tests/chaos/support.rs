@@ -361,7 +361,7 @@ pub async fn audit(env: &TestEnv, flood: &Flood, procs: &Procs, faults: i64, pre
     // Batch receipts: exact counts, and exactly one batch.completed event per completed batch.
     let receipts = db
         .query(
-            "SELECT batch_id, accepted + queried + duplicates + dead_lettered_total, completed_at IS NOT NULL FROM batches",
+            "SELECT batch_id, accepted + queried + duplicates + dead_lettered_total, completed_at IS NOT NULL FROM batch_receipts",
             &[],
         )
         .await

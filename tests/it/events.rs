@@ -53,7 +53,7 @@ async fn every_outcome_of_a_batch_is_announced_and_its_receipt_completes_once() 
     env.publish(&[("a0-again", bytes(&accepted[0]))]).await;
     daemon.wait_settled(7, WAIT).await;
     wait_for("the batch completed", WAIT, || async {
-        env.count("SELECT count(*) FROM batches WHERE completed_at IS NOT NULL")
+        env.count("SELECT count(*) FROM batch_receipts WHERE completed_at IS NOT NULL")
             .await
             == 1
     })
@@ -141,7 +141,7 @@ async fn every_outcome_of_a_batch_is_announced_and_its_receipt_completes_once() 
         .db()
         .await
         .query_one(
-            "SELECT accepted, queried, duplicates, dead_lettered_total, expected FROM batches",
+            "SELECT accepted, queried, duplicates, dead_lettered_total, expected FROM batch_receipts",
             &[],
         )
         .await

@@ -59,6 +59,13 @@ async fn batch_status_prints_the_receipt() {
     env.publish(&[("a", bytes(&a)), ("b", bytes(&b))]).await;
     let daemon = Daemon::start(env.settings(&[]));
     daemon.wait_settled(2, WAIT).await;
+    // The relay completes batches shortly after their last commit.
+    wait_for("the batch completed", WAIT, || async {
+        env.count("SELECT count(*) FROM batches WHERE completed_at IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
     daemon.stop().await;
 
     let out = edc(&env, &[], &["batch", "status", &batch]);

@@ -227,9 +227,9 @@ async fn a_record_whose_commit_fails_is_not_acked_and_is_stored_once_the_databas
     // Act
     env.publish(&[("m1", bytes(&rec))]).await;
     let stats = daemon.stats.clone();
-    wait_for("the message to be given back twice", WAIT, || {
+    wait_for("the message to be postponed twice", WAIT, || {
         let s = stats.summary();
-        async move { s.requeued >= 2 }
+        async move { s.postponed >= 2 }
     })
     .await;
 
