@@ -483,21 +483,11 @@ async fn batch_fates(ctx: &Arc<Context>, deliveries: &[Delivery], deadline: Inst
         .map(|(i, r)| item(&deliveries[*i], r, meta[*i].0.as_deref(), &meta[*i].1))
         .collect();
     let results = store_split(ctx, &items, deadline).await;
-    for ((i, record), stored) in first.iter().zip(results) {
-        let (id, hash) = &meta[*i];
-        fates[*i] = Some(
-            fate_of_store(
-                ctx,
-                &deliveries[*i],
-                id.as_deref(),
-                hash,
-                record,
-                stored,
-                deadline,
-            )
-            .await,
-        );
-    }
+    let mut outcomes: Vec<(usize, &Deidentified, Result<Stored, PersistError>)> = first
+        .iter()
+        .zip(results)
+        .map(|((i, r), stored)| (*i, r, stored))
+        .collect();
     for (i, record) in &repeats {
         let (id, hash) = &meta[*i];
         let stored = retry(ctx, deadline, || async {
@@ -505,18 +495,20 @@ async fn batch_fates(ctx: &Arc<Context>, deliveries: &[Delivery], deadline: Inst
             persist::store(&client, item(&deliveries[*i], record, id.as_deref(), hash)).await
         })
         .await;
-        fates[*i] = Some(
-            fate_of_store(
-                ctx,
-                &deliveries[*i],
-                id.as_deref(),
-                hash,
-                record,
-                stored,
-                deadline,
-            )
-            .await,
+        outcomes.push((*i, record, stored));
+    }
+    for (i, record, stored) in outcomes {
+        let (id, hash) = &meta[i];
+        let fate = fate_of_store(
+            ctx,
+            &deliveries[i],
+            id.as_deref(),
+            hash,
+            record,
+            stored,
+            deadline,
         );
+        fates[i] = Some(fate.await);
     }
     fates
         .into_iter()

@@ -25,7 +25,8 @@ pub const IDENTIFIER_FIELDS: [&str; 7] = [
     "email",
 ];
 
-const ENVELOPE_FIELDS: [&str; 13] = [
+/// Every top-level field of the contract.
+pub const ENVELOPE_FIELDS: [&str; 13] = [
     "schema",
     "record_id",
     "version",

@@ -249,19 +249,11 @@ pub fn preview(body: Option<&Value>, registry: &Registry) -> String {
         return "(not a JSON object; not shown, it may hold anything)".into();
     };
     let mut out = Map::new();
-    for key in [
-        "schema",
-        "record_id",
-        "version",
-        "study",
-        "site",
-        "subject",
-        "visit",
-        "form",
-        "captured_at",
-        "entered_by",
-        "batch",
-    ] {
+    // The envelope: everything but the identifiers and the items, which are handled below.
+    let envelope = crate::pipeline::parse::ENVELOPE_FIELDS
+        .into_iter()
+        .filter(|k| *k != "identifiers" && *k != "items");
+    for key in envelope {
         if let Some(v) = m.get(key) {
             let safe = match v {
                 Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => v.clone(),
