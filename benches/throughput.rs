@@ -1,1 +1,419 @@
-fn main() {}
+//! edc-ingest throughput, latency and memory against the machine's own ceilings.
+//!
+//! Run it with `scripts/bench.sh [--quick]` (or `cargo bench --bench throughput -- [OPTIONS]` with
+//! the services up and `eval "$(scripts/services.sh env)"`). In one run, on the same generated
+//! DEMO-001 records (1 % invalid, 5 % queried):
+//!
+//! 1. broker ceiling: a bare lapin consumer that only acks a preloaded quorum-queue backlog;
+//! 2. database ceiling: the daemon's rows written straight to PostgreSQL, 1 and 64 per transaction;
+//! 3. end to end: the real daemon binary draining a preloaded backlog, default and best config;
+//! 4. sustained: the highest paced publish rate the daemon keeps up with, and the latency at half;
+//! 5. memory: peak RSS on a small backlog and on a large one;
+//! 6. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`.
+//!
+//! Prints one table (figures, targets, ratios) and writes `results.json`, `results.md`,
+//! `workers.svg` and the daemons' logs to `target/bench/<UTC timestamp>/`. Each stage uses its own
+//! database and queues (`edc_bench_*`, `edc.bench.*`) and removes them; Ctrl-C cleans up too.
+//!
+//! The modules live in `benches/throughput/`: a `benches/*.rs` file would be auto-discovered by
+//! cargo as a bench target of its own.
+
+#[path = "throughput/broker.rs"]
+mod broker;
+#[path = "throughput/daemon.rs"]
+mod daemon;
+#[path = "throughput/data.rs"]
+mod data;
+#[path = "throughput/database.rs"]
+mod database;
+#[path = "throughput/endtoend.rs"]
+mod endtoend;
+#[path = "throughput/machine.rs"]
+mod machine;
+#[path = "throughput/memory.rs"]
+mod memory;
+#[path = "throughput/render.rs"]
+mod render;
+#[path = "throughput/report.rs"]
+mod report;
+#[path = "throughput/sustained.rs"]
+mod sustained;
+#[path = "throughput/world.rs"]
+mod world;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+
+use daemon::{DaemonConfig, Unsupported};
+
+/// A figure, or why there is none.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", content = "result", rename_all = "snake_case")]
+pub enum Measured<T> {
+    Ok(T),
+    /// The best configuration is not supported by this build (it exited with code 2 at start).
+    Unsupported(String),
+    Failed(String),
+    /// Not run (`--only`).
+    Skipped,
+}
+
+impl<T> Measured<T> {
+    pub fn from_result(r: Result<T>) -> Self {
+        match r {
+            Ok(v) => Measured::Ok(v),
+            Err(e) => match e.downcast_ref::<Unsupported>() {
+                Some(u) => Measured::Unsupported(u.0.clone()),
+                None => Measured::Failed(format!("{e:#}")),
+            },
+        }
+    }
+
+    pub fn ok(&self) -> Option<&T> {
+        match self {
+            Measured::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+const STAGES: [&str; 6] = ["broker", "db", "e2e", "sustained", "memory", "workers"];
+
+/// Sizes and settings of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Params {
+    pub quick: bool,
+    pub stages: Vec<String>,
+    pub records: usize,
+    pub seed: u64,
+    pub invalid_ratio: f64,
+    pub queried_ratio: f64,
+    pub default: DaemonConfig,
+    pub best: DaemonConfig,
+    pub broker_messages: usize,
+    pub broker_prefetches: Vec<u16>,
+    pub db_connections: usize,
+    pub db_batch: usize,
+    pub db_cap_seconds: u64,
+    pub e2e_messages: usize,
+    pub sustained_rates: Vec<u64>,
+    pub sustained_step_seconds: u64,
+    pub memory_small: usize,
+    pub memory_large: usize,
+    pub memory_work_seconds: u64,
+    pub sweep_workers: Vec<usize>,
+    pub sweep_messages: usize,
+}
+
+impl Params {
+    fn new(quick: bool, best: DaemonConfig, stages: Vec<String>) -> Params {
+        let default = DaemonConfig::DEFAULT;
+        let mut prefetches = vec![default.prefetch() as u16, best.prefetch() as u16];
+        prefetches.dedup();
+        Params {
+            quick,
+            stages,
+            records: 100_000,
+            seed: data::SEED,
+            invalid_ratio: data::INVALID_RATIO,
+            queried_ratio: data::QUERIED_RATIO,
+            default,
+            best,
+            broker_messages: 50_000,
+            broker_prefetches: prefetches,
+            db_connections: default.workers,
+            db_batch: 64,
+            db_cap_seconds: 120,
+            e2e_messages: 100_000,
+            sustained_rates: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000],
+            sustained_step_seconds: 10,
+            memory_small: 10_000,
+            memory_large: if quick { 200_000 } else { 1_000_000 },
+            memory_work_seconds: 30,
+            sweep_workers: vec![1, 2, 4, 8, 16, 32, 64],
+            sweep_messages: 20_000,
+        }
+    }
+
+    fn runs(&self, stage: &str) -> bool {
+        self.stages.iter().any(|s| s == stage)
+    }
+}
+
+/// Everything a run measured; `results.json` is this, serialised.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub started_utc: String,
+    pub finished_utc: String,
+    pub wall_seconds: f64,
+    pub results_dir: String,
+    pub machine: machine::Machine,
+    pub params: Params,
+    pub dataset: data::Mix,
+    pub broker: Measured<broker::Broker>,
+    pub db_single: Measured<database::DbRun>,
+    pub db_batched: Measured<database::DbRun>,
+    pub e2e_default: Measured<endtoend::EndToEnd>,
+    pub e2e_best: Measured<endtoend::EndToEnd>,
+    pub sustained_default: Measured<sustained::Sustained>,
+    pub sustained_best: Measured<sustained::Sustained>,
+    pub memory_default: Measured<memory::Memory>,
+    pub memory_best: Measured<memory::Memory>,
+    pub workers: Vec<endtoend::SweepPoint>,
+    /// The printed table.
+    pub rows: Vec<report::Row>,
+}
+
+const USAGE: &str = "\
+usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B]
+  --quick            the large memory backlog is 200,000 messages instead of 1,000,000
+  --only STAGES      run only these of: broker,db,e2e,sustained,memory,workers
+  --best W,P,B       the best configuration: workers, pool_size, batch_size (default 8,16,64)
+environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
+  EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's)";
+
+fn parse_args() -> Result<Params> {
+    let mut quick = false;
+    let mut stages: Vec<String> = STAGES.iter().map(|s| s.to_string()).collect();
+    let mut best = DaemonConfig {
+        workers: 8,
+        pool_size: 16,
+        batch_size: 64,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            // cargo bench passes --bench to every bench binary.
+            "--bench" => {}
+            "--only" => {
+                let list = args.next().context("--only needs a list of stages")?;
+                stages = list.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = stages.iter().find(|s| !STAGES.contains(&s.as_str())) {
+                    bail!("unknown stage `{bad}`; stages are {}", STAGES.join(","));
+                }
+            }
+            "--best" => {
+                let v = args.next().context("--best needs W,P,B")?;
+                let n: Vec<usize> = v
+                    .split(',')
+                    .map(|x| x.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .context("--best needs three numbers: W,P,B")?;
+                let [workers, pool_size, batch_size] = n[..] else {
+                    bail!("--best needs three numbers: W,P,B");
+                };
+                anyhow::ensure!(
+                    workers >= 1 && workers <= pool_size && batch_size >= 1,
+                    "--best: need 1 <= workers <= pool_size and batch_size >= 1"
+                );
+                best = DaemonConfig {
+                    workers,
+                    pool_size,
+                    batch_size,
+                };
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    Ok(Params::new(quick, best, stages))
+}
+
+fn main() -> ExitCode {
+    let params = match parse_args() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("throughput: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    let code = runtime.block_on(async {
+        tokio::select! {
+            r = run(params) => match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("throughput: {e:#}");
+                    world::cleanup_all().await;
+                    ExitCode::FAILURE
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("[bench] interrupted: stopping the daemon and removing the bench's queues and databases");
+                world::cleanup_all().await;
+                ExitCode::from(130)
+            }
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+fn results_dir(started: &chrono::DateTime<chrono::Utc>) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| world::repo().join("target"));
+    let target = if target.is_relative() {
+        world::repo().join(target)
+    } else {
+        target
+    };
+    target
+        .join("bench")
+        .join(started.format("%Y%m%dT%H%M%SZ").to_string())
+}
+
+async fn run(p: Params) -> Result<()> {
+    let started = chrono::Utc::now();
+    let clock = std::time::Instant::now();
+    let dir = results_dir(&started);
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    eprintln!("[bench] results go to {}", dir.display());
+    if p.quick {
+        eprintln!(
+            "[bench] --quick: the large memory backlog is {} messages instead of 1,000,000",
+            p.memory_large
+        );
+    }
+    // One build for the whole run, whatever happens to target/ and config/ meanwhile.
+    let build = tempfile::Builder::new().prefix("edc-bench-").tempdir()?;
+    world::snapshot(build.path())?;
+    daemon::probe(p.default)
+        .await
+        .context("the daemon refuses the default configuration")?;
+    let mut machine = machine::machine().await;
+    eprintln!(
+        "[bench] generating and preparing {} DEMO-001 records",
+        p.records
+    );
+    let records = p.records;
+    let data = tokio::task::spawn_blocking(move || data::generate(records)).await??;
+    let mix = data::mix(&data);
+    let (default, best) = (p.default, p.best);
+    // A build without `batch_size` refuses EDC__BATCH_SIZE (exit code 2): find out once, up front,
+    // instead of preloading backlogs for a daemon that cannot start.
+    let best_unsupported = match daemon::probe(best).await {
+        Ok(()) => None,
+        Err(e) => match e.downcast_ref::<Unsupported>() {
+            Some(u) => {
+                eprintln!(
+                    "[bench] best configuration ({}) not supported by this build: {}",
+                    best.describe(),
+                    u.0
+                );
+                Some(u.0.clone())
+            }
+            None => {
+                eprintln!("[bench] warning: probing the best configuration: {e:#}");
+                None
+            }
+        },
+    };
+    let broker = if p.runs("broker") {
+        Measured::Ok(broker::run(&data, p.broker_messages, &p.broker_prefetches).await)
+    } else {
+        Measured::Skipped
+    };
+
+    let (mut db_single, mut db_batched) = (Measured::Skipped, Measured::Skipped);
+    if p.runs("db") {
+        let cap = Duration::from_secs(p.db_cap_seconds);
+        let conns = p.db_connections;
+        db_single = Measured::from_result(database::run(&data, conns, 1, cap).await);
+        db_batched = Measured::from_result(database::run(&data, conns, p.db_batch, cap).await);
+    }
+
+    let (mut e2e_default, mut e2e_best) = (Measured::Skipped, Measured::Skipped);
+    if p.runs("e2e") {
+        let n = p.e2e_messages;
+        e2e_default =
+            Measured::from_result(endtoend::run(&data, n, default, &logs, "default").await);
+        e2e_best = match &best_unsupported {
+            Some(why) => Measured::Unsupported(why.clone()),
+            None => Measured::from_result(endtoend::run(&data, n, best, &logs, "best").await),
+        };
+    }
+
+    let (mut sustained_default, mut sustained_best) = (Measured::Skipped, Measured::Skipped);
+    if p.runs("sustained") {
+        let step = Duration::from_secs(p.sustained_step_seconds);
+        let rates = &p.sustained_rates;
+        sustained_default = Measured::from_result(
+            sustained::run(&data, default, rates, step, &logs, "default").await,
+        );
+        sustained_best = match &best_unsupported {
+            Some(why) => Measured::Unsupported(why.clone()),
+            None => {
+                Measured::from_result(sustained::run(&data, best, rates, step, &logs, "best").await)
+            }
+        };
+    }
+
+    let (mut memory_default, mut memory_best) = (Measured::Skipped, Measured::Skipped);
+    if p.runs("memory") {
+        let work = Duration::from_secs(p.memory_work_seconds);
+        let mut configs = vec![("default", default)];
+        if best_unsupported.is_none() {
+            configs.push(("best", best));
+        }
+        let mut m = memory::run(&data, &configs, p.memory_small, p.memory_large, work, &logs)
+            .await
+            .into_iter();
+        memory_default = m.next().unwrap_or(Measured::Skipped);
+        memory_best = match &best_unsupported {
+            Some(why) => Measured::Unsupported(why.clone()),
+            None => m.next().unwrap_or(Measured::Skipped),
+        };
+    }
+
+    let workers = if p.runs("workers") {
+        endtoend::sweep(&data, p.sweep_messages, &p.sweep_workers, &logs).await
+    } else {
+        Vec::new()
+    };
+
+    machine.loadavg_end = machine::loadavg();
+    let mut results = Results {
+        started_utc: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        finished_utc: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        wall_seconds: clock.elapsed().as_secs_f64(),
+        results_dir: dir.display().to_string(),
+        machine,
+        params: p,
+        dataset: mix,
+        broker,
+        db_single,
+        db_batched,
+        e2e_default,
+        e2e_best,
+        sustained_default,
+        sustained_best,
+        memory_default,
+        memory_best,
+        workers,
+        rows: Vec::new(),
+    };
+    results.rows = report::rows(&results);
+    let table = render::text(&results);
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    std::fs::write(dir.join("results.md"), render::markdown(&results))?;
+    std::fs::write(dir.join("workers.svg"), render::workers_svg(&results))?;
+    println!("{table}");
+    println!("results: {}", dir.display());
+    Ok(())
+}

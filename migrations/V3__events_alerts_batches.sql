@@ -5,7 +5,7 @@
 -- publisher confirms, then deletes them; a crash in between publishes them again (same event_id).
 CREATE TABLE outbox (
     id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id       uuid        NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    event_id       uuid        NOT NULL DEFAULT gen_random_uuid(),  -- random: no index needed
     routing_key    text        NOT NULL,    -- on the events exchange (record.accepted, ...)
     reply_to       text,                    -- set for a result callback: sent to this queue instead
     correlation_id text,

@@ -187,7 +187,9 @@ rabbit_env() {
     # Loopback only: epmd (the Erlang port mapper, started by the first Erlang node or CLI call and
     # shared by all of them; it outlives `stop`), the node's distribution port and the CLI's.
     export ERL_EPMD_ADDRESS=127.0.0.1
-    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
+    # +sbwt none ...: Erlang's schedulers must not busy-wait. On a small machine shared with
+    # PostgreSQL and the daemon, spinning schedulers take the CPU the others need.
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none'
     export RABBITMQ_CTL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
 }
 

@@ -90,7 +90,7 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
         .await
         .map_err(|e| e.to_string());
     let result = async {
-        let channel = channel?;
+        let channel = channel.as_ref().map_err(Clone::clone)?;
         channel
             .exchange_declare(
                 ShortString::from(s.events_exchange.as_str()),
@@ -104,7 +104,7 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
             .await
             .map_err(|e| e.to_string())?;
         loop {
-            let sent = round(ctx, client, &channel).await?;
+            let sent = round(ctx, client, channel).await?;
             if sent > 0 {
                 debug!(sent, "outbox relay: published");
             }
@@ -121,6 +121,8 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
     }
     .await;
     let _ = connection.close(200, ShortString::from("relay done")).await;
+    // Only now: a channel dropped before its connection closes logs a spurious error.
+    drop(channel);
     result
 }
 

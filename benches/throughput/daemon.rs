@@ -1,0 +1,378 @@
+//! The real daemon binary (release build, `CARGO_BIN_EXE_edc-ingest`) as a child process: started
+//! with `EDC__*` variables, watched through `/proc/<pid>` (CPU time, peak RSS), stopped with
+//! SIGTERM. Also the wait for "every message has its outcome" and a whole backlog drain.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::world::World;
+
+/// The settings a run varies.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub workers: usize,
+    pub pool_size: usize,
+    pub batch_size: usize,
+}
+
+impl DaemonConfig {
+    /// The shipped defaults (config/default.yaml).
+    pub const DEFAULT: DaemonConfig = DaemonConfig {
+        workers: 8,
+        pool_size: 16,
+        batch_size: 1,
+    };
+
+    /// The broker prefetch the daemon applies: workers x batch_size.
+    pub fn prefetch(&self) -> usize {
+        self.workers * self.batch_size
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "workers {}, pool {}, batch {}",
+            self.workers, self.pool_size, self.batch_size
+        )
+    }
+
+    /// `EDC__BATCH_SIZE` is passed only when it is not 1: a build without the setting refuses the
+    /// unknown key (exit code 2), and the default configuration must run on every build.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("EDC__WORKERS".to_string(), self.workers.to_string()),
+            (
+                "EDC__POSTGRES__POOL_SIZE".to_string(),
+                self.pool_size.to_string(),
+            ),
+        ];
+        if self.batch_size != 1 {
+            v.push(("EDC__BATCH_SIZE".into(), self.batch_size.to_string()));
+        }
+        v
+    }
+}
+
+/// The build under test does not accept this configuration (it exited with code 2 at start).
+#[derive(Debug)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not supported by this build: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+pub struct Daemon {
+    child: Child,
+    pid: u32,
+    pub started: Instant,
+    config: DaemonConfig,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon on `world`; its stdout and stderr go to `log`.
+    pub fn start(world: &World, config: DaemonConfig, log: &Path) -> Result<Daemon> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(crate::world::binary());
+        cmd.arg("run")
+            .current_dir(crate::world::repo())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true);
+        // Nothing from the caller's shell may change the configuration under test.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("EDC__") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(world.env()).envs(config.env());
+        let started = Instant::now();
+        let child = cmd.spawn().context("starting the edc-ingest binary")?;
+        let pid = child.id().context("the daemon has a pid")?;
+        Ok(Daemon {
+            child,
+            pid,
+            started,
+            config,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Fails if the daemon has exited. Exit code 2 over `batch_size` means the build does not know
+    /// the setting: [`Unsupported`].
+    pub fn check_alive(&mut self) -> Result<()> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(());
+        };
+        let tail = log_tail(&self.log);
+        let output = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if config_refused(status.code(), self.config, &output) {
+            return Err(Unsupported(format!(
+                "edc-ingest exited with code 2 at start ({}): {tail}",
+                self.config.describe()
+            ))
+            .into());
+        }
+        bail!("edc-ingest exited unexpectedly ({status}): {tail}")
+    }
+
+    /// User plus system CPU time so far, in seconds (`/proc/<pid>/stat` fields 14 and 15).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+        let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+        Ok((utime + stime) as f64 / clock_ticks() as f64)
+    }
+
+    /// Peak resident set size (`VmHWM` in `/proc/<pid>/status`), in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmHWM in /proc status")
+    }
+
+    /// SIGTERM, then up to 40 s for the graceful stop (SIGKILL after that).
+    pub async fn stop(mut self) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        match tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    eprintln!(
+                        "[bench] warning: edc-ingest stopped with {status}: {}",
+                        log_tail(&self.log)
+                    );
+                }
+                Ok(())
+            }
+            Err(_) => {
+                eprintln!(
+                    "[bench] warning: edc-ingest did not stop within 40 s of SIGTERM; killed"
+                );
+                self.child.kill().await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Exit code 2 (a configuration error) about `batch_size`: the build does not have the setting.
+/// Any other configuration error is a failure to report, not a missing feature.
+fn config_refused(code: Option<i32>, config: DaemonConfig, output: &str) -> bool {
+    code == Some(2) && config.batch_size != 1 && output.contains("batch_size")
+}
+
+/// Whether this build accepts `config`: runs `edc-ingest check-config` with its variables (no
+/// connection is made). Exit code 2 for a configuration with `batch_size` > 1 is [`Unsupported`].
+pub async fn probe(config: DaemonConfig) -> Result<()> {
+    let mut cmd = Command::new(crate::world::binary());
+    cmd.arg("check-config").current_dir(crate::world::repo());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("EDC__") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("EDC__STUDIES_DIR", crate::world::studies_dir())
+        .env("EDC__DEV_INSECURE_PSEUDONYM_KEY", "true")
+        .env("EDC__LOG__LEVEL", "error")
+        .envs(config.env());
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .context("edc-ingest check-config took over 30 s")??;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if config_refused(out.status.code(), config, &text) {
+        return Err(Unsupported(format!(
+            "edc-ingest check-config exited with code 2 ({}): {text}",
+            config.describe()
+        ))
+        .into());
+    }
+    bail!("edc-ingest check-config failed ({}): {text}", out.status)
+}
+
+/// Clock ticks per second, for `/proc/<pid>/stat` (`getconf CLK_TCK`, normally 100).
+pub fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    if tail.is_empty() {
+        format!("(no output; log {})", path.display())
+    } else {
+        tail
+    }
+}
+
+/// Messages with an outcome: stored records plus rejections. Cheap form: the identity columns of
+/// `audit_trail` (one row per stored record) and `rejections` (an index lookup each, not a scan); a
+/// rolled-back insert can leave a gap, so a target reached this way is confirmed with exact counts.
+pub async fn outcomes_estimate(db: &tokio_postgres::Client) -> Result<i64> {
+    Ok(db
+        .query_one(
+            "SELECT (SELECT coalesce(max(id), 0) FROM audit_trail)
+                  + (SELECT coalesce(max(id), 0) FROM rejections)",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// Exact counts: (stored records, rejections).
+pub async fn outcomes_exact(db: &tokio_postgres::Client) -> Result<(i64, i64)> {
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM crf_records), (SELECT count(*) FROM rejections)",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Polls every 50 ms until `n` messages have their outcome; fails if the daemon exits or `timeout`
+/// passes. Returns when it was seen.
+pub async fn wait_outcomes(
+    db: &tokio_postgres::Client,
+    daemon: &mut Daemon,
+    n: u64,
+    timeout: Duration,
+) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    let n = n as i64;
+    let mut exact = false;
+    loop {
+        // The moment is taken once the (cheap) count answered: conservative by one query.
+        let (reached, seen) = if exact {
+            let (s, r) = outcomes_exact(db).await?;
+            (s + r >= n, Instant::now())
+        } else if outcomes_estimate(db).await? >= n {
+            let seen = Instant::now();
+            let (s, r) = outcomes_exact(db).await?;
+            // Gaps in the identity columns: count exactly from now on.
+            exact = s + r < n;
+            (!exact, seen)
+        } else {
+            (false, Instant::now())
+        };
+        if reached {
+            return Ok(seen);
+        }
+        daemon.check_alive()?;
+        if seen >= deadline {
+            let (s, r) = outcomes_exact(db).await?;
+            bail!(
+                "timed out after {timeout:?}: {} of {n} messages have an outcome",
+                s + r
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the daemon consumes from its queue (or fails to start).
+pub async fn wait_consuming(world: &World, daemon: &mut Daemon, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        daemon.check_alive()?;
+        if world.ready().await?.1 > 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the daemon did not start consuming within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A backlog drained by the daemon.
+#[derive(Clone, Debug, Serialize)]
+pub struct Drain {
+    pub config: DaemonConfig,
+    pub messages: u64,
+    /// From the daemon's start until every message had its outcome.
+    pub seconds: f64,
+    pub rate: f64,
+    /// utime + stime of the daemon, read just before SIGTERM.
+    pub cpu_seconds: f64,
+    pub cpu_us_per_record: f64,
+    pub peak_rss_kib: u64,
+    pub stored: i64,
+    pub rejected: i64,
+}
+
+/// Starts the daemon on a preloaded backlog of `n` messages and measures until all have their
+/// outcome. The daemon is always stopped.
+pub async fn drain(
+    world: &World,
+    config: DaemonConfig,
+    n: u64,
+    timeout: Duration,
+    log: &Path,
+) -> Result<Drain> {
+    let db = world.db().await?;
+    let mut daemon = Daemon::start(world, config, log)?;
+    let done = match wait_outcomes(&db, &mut daemon, n, timeout).await {
+        Ok(at) => at,
+        Err(e) => {
+            daemon.stop().await?;
+            return Err(e);
+        }
+    };
+    let seconds = (done - daemon.started).as_secs_f64();
+    let cpu_seconds = daemon.cpu_seconds()?;
+    let peak_rss_kib = daemon.peak_rss_kib()?;
+    daemon.stop().await?;
+    let (stored, rejected) = outcomes_exact(&db).await?;
+    if stored + rejected != n as i64 {
+        bail!(
+            "{n} messages gave {stored} stored + {rejected} rejected = {} outcomes",
+            stored + rejected
+        );
+    }
+    Ok(Drain {
+        config,
+        messages: n,
+        seconds,
+        rate: n as f64 / seconds,
+        cpu_seconds,
+        cpu_us_per_record: cpu_seconds * 1e6 / n as f64,
+        peak_rss_kib,
+        stored,
+        rejected,
+    })
+}
