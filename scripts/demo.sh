@@ -23,7 +23,7 @@ bin=$PWD/target/release/edc-ingest
 # A fresh demo world: database, queues and a random pseudonymisation key.
 admin_url=$EDC__POSTGRES__URL
 psql -q "$admin_url" -c "DROP DATABASE IF EXISTS edc_demo WITH (FORCE)" -c "CREATE DATABASE edc_demo"
-for q in edc.demo.records edc.demo.records.dlq; do
+scripts/services.sh rabbitmqctl -q list_queues name 2>/dev/null | grep '^edc\.demo\.' | while read -r q; do
   scripts/services.sh rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
 done
 mkdir -p "$state"
@@ -31,6 +31,8 @@ mkdir -p "$state"
 
 export EDC__POSTGRES__URL=${admin_url%/*}/edc_demo
 export EDC__AMQP__QUEUE=edc.demo.records
+export EDC__AMQP__URGENT_QUEUE=edc.demo.records.urgent
+export EDC__AMQP__EVENTS_EXCHANGE=edc.demo.events
 export EDC__AMQP__DEAD_LETTER_EXCHANGE=edc.demo.dlx
 export EDC__AMQP__DEAD_LETTER_QUEUE=edc.demo.records.dlq
 export EDC__PSEUDONYM_KEY_FILE=$state/demo-pseudonym.key
@@ -72,4 +74,4 @@ SELECT status AS stored_as, count(*) FROM crf_records GROUP BY status ORDER BY s
 SELECT kind AS dead_lettered_as, count(*), min(reason) AS example_reason FROM rejections GROUP BY kind ORDER BY kind;
 SELECT check_id AS open_query, count(*) FROM data_queries GROUP BY check_id ORDER BY count(*) DESC LIMIT 5;
 SQL
-echo "Dead letters are in queue edc.demo.records.dlq; the records in database edc_demo."
+echo "Dead letters are in queue edc.demo.records.dlq (try: $bin dlq list), the records in database edc_demo."
