@@ -257,11 +257,15 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?
             .try_deserialize()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // The fast lane follows the work queue's name unless it is named itself.
+        if settings.amqp.urgent_queue.trim().is_empty() {
+            settings.amqp.urgent_queue = format!("{}.urgent", settings.amqp.queue);
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -414,6 +418,16 @@ mod tests {
         assert_eq!(s.postgres.pool_size, 5);
         assert_eq!(s.amqp.url.expose(), "amqp://u:p@h:1/%2f");
         assert_eq!(s.job_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_fast_lane_follows_the_work_queue_unless_named() {
+        let s = Settings::load_with_env(None, env(&[DEV, ("EDC__AMQP__QUEUE", "site3.records")]))
+            .unwrap();
+        assert_eq!(s.amqp.urgent_queue, "site3.records.urgent");
+        let s =
+            Settings::load_with_env(None, env(&[DEV, ("EDC__AMQP__URGENT_QUEUE", "sae")])).unwrap();
+        assert_eq!(s.amqp.urgent_queue, "sae");
     }
 
     #[test]
