@@ -360,34 +360,38 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
 
 async fn worker_loop(ctx: Arc<Context>, urgent: Slots, normal: Slots) {
     let batch_size = ctx.settings.batch_size;
-    let mut jobs = Vec::with_capacity(batch_size);
     loop {
-        // Urgent work first; the lock is only held while waiting for or taking jobs.
-        let (lane, first) = tokio::select! {
+        // Urgent work first. A lock is held only while waiting for and taking jobs, and a batch is
+        // gathered under the same lock it was received with: a worker never holds a job while it
+        // waits for a lock another idle worker holds.
+        let (lane, jobs) = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => return,
-            job = async { urgent.lock().await.recv().await } => (Lane::Urgent, job),
-            job = async { normal.lock().await.recv().await } => (Lane::Normal, job),
-        };
-        let Some(first) = first else { return };
-        if lane == Lane::Urgent || batch_size == 1 {
-            worker::process(&ctx, &first.session, lane, first.delivery).await;
-            continue;
-        }
-        jobs.push(first);
-        {
-            // Whatever else is already waiting joins the batch; nobody waits for a batch to fill.
-            let mut rx = normal.lock().await;
-            while jobs.len() < batch_size {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            job = async { urgent.lock().await.recv().await } => (Lane::Urgent, job.map(|j| vec![j])),
+            jobs = async {
+                let mut rx = normal.lock().await;
+                let first = rx.recv().await?;
+                let mut jobs = Vec::with_capacity(batch_size);
+                jobs.push(first);
+                // Whatever else is already waiting joins the batch; nobody waits for it to fill.
+                while jobs.len() < batch_size {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
                 }
-            }
+                Some(jobs)
+            } => (Lane::Normal, jobs),
+        };
+        let Some(mut jobs) = jobs else { return };
+        if jobs.len() == 1 {
+            let job = jobs.pop().expect("one job");
+            worker::process(&ctx, &job.session, lane, job.delivery).await;
+            continue;
         }
         let session = jobs[0].session.clone();
         let mut deliveries = Vec::with_capacity(jobs.len());
-        for job in jobs.drain(..) {
+        for job in jobs {
             // A batch never mixes sessions: a job from an older session goes alone.
             if Arc::ptr_eq(&job.session, &session) {
                 deliveries.push(job.delivery);
