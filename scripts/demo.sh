@@ -24,7 +24,7 @@ bin=$PWD/target/release/edc-ingest
 admin_url=$EDC__POSTGRES__URL
 psql -q "$admin_url" -c "DROP DATABASE IF EXISTS edc_demo WITH (FORCE)" -c "CREATE DATABASE edc_demo"
 scripts/services.sh rabbitmqctl -q list_queues name 2>/dev/null | grep '^edc\.demo\.' | while read -r q; do
-  scripts/services.sh rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+  scripts/services.sh rabbitmqctl -q delete_queue "$q" </dev/null >/dev/null 2>&1 || true
 done
 mkdir -p "$state"
 [ -s "$state/demo-pseudonym.key" ] || head -c 48 /dev/urandom | base64 > "$state/demo-pseudonym.key"
