@@ -108,13 +108,20 @@ impl TestEnv {
         )
         .await
         .unwrap();
+        // A quorum queue, like the daemon's: a classic queue on a stopped node would silently miss
+        // events (the cluster scenario stops nodes).
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
         ch.queue_declare(
             ShortString::from(queue.as_str()),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            args,
         )
         .await
         .unwrap();
