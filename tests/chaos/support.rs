@@ -158,6 +158,33 @@ impl Procs {
     }
 }
 
+/// A failing scenario shows the end of every daemon's log: its temporary folder goes with it.
+impl Drop for Procs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for n in 1..=self.started {
+            for ext in ["out", "err"] {
+                let path = self.dir.path().join(format!("p{n}.{ext}"));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(80)..];
+                if !tail.is_empty() {
+                    eprintln!(
+                        "---- p{n}.{ext}: last {} of {} lines",
+                        tail.len(),
+                        lines.len()
+                    );
+                    for line in tail {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A daemon left running by a failing scenario is killed, so it cannot disturb the next one.
 impl Drop for Proc {
     fn drop(&mut self) {
