@@ -39,12 +39,14 @@ pub const H_CONSUMER: &str = "x-edc-consumer";
 pub const H_RETRIES: &str = "x-edc-retries";
 pub const H_RETRY_REASON: &str = "x-edc-retry-reason";
 
-/// Connects to the first node of `url` (a comma-separated list) that answers, starting at `start`
-/// and wrapping around. Returns the connection and the index of the node that answered.
+/// Connects to the first node of `url` (a comma-separated list) that answers within `limit`,
+/// starting at `start` and wrapping around. Returns the connection and the index of the node that
+/// answered.
 pub async fn connect(
     url: &SecretUrl,
     start: usize,
     name: &str,
+    limit: std::time::Duration,
 ) -> Result<(Connection, usize), String> {
     let nodes: Vec<&str> = url.expose().split(',').map(str::trim).collect();
     let mut errors = Vec::new();
@@ -52,12 +54,35 @@ pub async fn connect(
         let idx = (start + i) % nodes.len();
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(name.to_string()));
-        match Connection::connect(nodes[idx], props).await {
+        match within(
+            limit,
+            &redact_url(nodes[idx]),
+            Connection::connect(nodes[idx], props),
+        )
+        .await
+        {
             Ok(conn) => return Ok((conn, idx)),
-            Err(e) => errors.push(format!("{}: {e}", redact_url(nodes[idx]))),
+            Err(e) => errors.push(e),
         }
     }
     Err(errors.join("; "))
+}
+
+/// Runs one broker operation with a deadline. lapin waits as long as the broker does; a connection
+/// that is half dead, or a node that accepts a socket but never finishes starting, would hold the
+/// caller for ever. An operation past its deadline is an error like any other broker failure.
+pub async fn within<T, E: std::fmt::Display>(
+    limit: std::time::Duration,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!(
+            "{what}: no answer from the broker within {limit:?}"
+        )),
+    }
 }
 
 fn text(s: &str) -> AMQPValue {

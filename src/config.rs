@@ -191,6 +191,8 @@ pub struct AmqpSettings {
     pub reconnect_initial: Duration,
     #[serde(deserialize_with = "duration")]
     pub reconnect_max: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub operation_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -345,6 +347,9 @@ impl Settings {
             || self.amqp.reconnect_max < self.amqp.reconnect_initial
         {
             return invalid("amqp.reconnect_initial must be > 0 and <= amqp.reconnect_max".into());
+        }
+        if self.amqp.operation_timeout < Duration::from_secs(1) {
+            return invalid("amqp.operation_timeout must be at least 1s".into());
         }
         if self.pseudonym_key.is_none()
             && self.pseudonym_key_file.is_none()

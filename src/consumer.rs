@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use rand::Rng;
@@ -41,8 +43,8 @@ use crate::worker::{self, SessionHandle};
 /// Which queue a delivery came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
-    Urgent,
-    Normal,
+    Urgent = 0,
+    Normal = 1,
 }
 
 struct Job {
@@ -122,10 +124,7 @@ pub async fn run(ctx: Arc<Context>) {
             }
             End::Lost(e) => {
                 warn!(error = %e, "lost the broker session; reconnecting");
-                let _ = session
-                    .connection
-                    .close(320, ShortString::from("session lost"))
-                    .await;
+                close(&ctx, &session.connection, 320, "session lost").await;
             }
         }
     }
@@ -150,13 +149,13 @@ pub async fn run(ctx: Arc<Context>) {
     // Jobs handed over but never started.
     for slots in [&urgent_rx, &normal_rx] {
         while let Ok(job) = slots.lock().await.try_recv() {
-            worker::requeue(&ctx, job.delivery).await;
+            worker::requeue(&ctx, &job.session, job.delivery).await;
         }
     }
     // Closing the connection closes its channels; anything still unacked returns to the queue. The
     // session (and so its channels) is dropped only after that, so no channel is half-closed first.
     if let Some(s) = last {
-        let _ = s.connection.close(200, ShortString::from("shutdown")).await;
+        close(&ctx, &s.connection, 200, "shutdown").await;
     }
 }
 
@@ -171,8 +170,8 @@ async fn run_session(
         let end = {
             let handle = session.handle.clone();
             tokio::select! {
-                end = pump(ctx, &mut session.urgent, urgent_tx, &handle, &session.connection) => end,
-                end = pump(ctx, &mut session.normal, normal_tx, &handle, &session.connection) => end,
+                end = pump(ctx, Lane::Urgent, &mut session.urgent, urgent_tx, &handle, &session.channel) => end,
+                end = pump(ctx, Lane::Normal, &mut session.normal, normal_tx, &handle, &session.channel) => end,
             }
         };
         match end {
@@ -186,19 +185,35 @@ async fn run_session(
     }
 }
 
+/// How long a lane may wait for deliveries, with a free slot, before it asks the broker whether its
+/// queue is really empty.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+
 /// Moves one lane's deliveries into its slots until shutdown, a database pause, or the session dies.
 /// A slot is reserved before a delivery is taken, so no delivery is ever held while waiting: the
 /// future can be dropped at any await without losing one.
+///
+/// Liveness: a dead TCP connection may go unnoticed by a quiet consumer, so the connection is looked
+/// at every second; and a consumer that gets nothing while its queue holds ready messages (a
+/// half-dead connection, a queue that came back without our consumer) is a lost session too. That
+/// is the "reconnected but stopped consuming" state other consumers end up in.
 async fn pump(
     ctx: &Context,
+    lane: Lane,
     consumer: &mut lapin::Consumer,
     slots: &mpsc::Sender<Job>,
     session: &Arc<SessionHandle>,
-    connection: &Connection,
+    channel: &Channel,
 ) -> End {
     let mut gate = ctx.gate.subscribe();
-    // A dead TCP connection may go unnoticed by a quiet consumer; look at the connection too.
     let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+    // Since when this lane has been waiting with a free slot and nothing arrived.
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    let (urgent_prefetch, normal_prefetch) = lane_prefetch(ctx.settings.prefetch());
+    let prefetch = usize::from(match lane {
+        Lane::Urgent => urgent_prefetch,
+        Lane::Normal => normal_prefetch,
+    });
     loop {
         if !*gate.borrow_and_update() {
             return End::Paused;
@@ -216,23 +231,69 @@ async fn pump(
             biased;
             _ = ctx.shutdown.cancelled() => return End::Shutdown,
             _ = gate.changed() => continue,
+            _ = session.broken.cancelled() => {
+                return End::Lost("a broker operation overran amqp.operation_timeout".into());
+            }
             _ = watchdog.tick() => {
-                if !connection.status().connected() {
+                if !channel.status().connected() {
                     return End::Lost("the broker connection is down".into());
+                }
+                // Only idle if the broker may send more: this lane's unacked deliveries are below
+                // its prefetch (slow jobs that use it all up are not a stall).
+                if session.unacked(lane) >= prefetch {
+                    idle_since = None;
+                    continue;
+                }
+                let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= IDLE_CHECK {
+                    if let Err(e) = ready_while_idle(ctx, lane, channel, since.elapsed()).await {
+                        return End::Lost(e);
+                    }
+                    idle_since = None;
                 }
                 continue;
             }
             next = consumer.next() => next,
         };
+        idle_since = None;
         match next {
-            Some(Ok(delivery)) => permit.send(Job {
-                delivery,
-                session: session.clone(),
-            }),
+            Some(Ok(delivery)) => {
+                session.taken(lane);
+                permit.send(Job {
+                    delivery,
+                    session: session.clone(),
+                });
+            }
             Some(Err(e)) => return End::Lost(e.to_string()),
             None => return End::Lost("the broker cancelled a consumer".into()),
         }
     }
+}
+
+/// Asks the broker how many messages are ready in the lane's queue; any at all, while this consumer
+/// has had a free slot and received nothing for `idle`, means the session no longer consumes.
+async fn ready_while_idle(
+    ctx: &Context,
+    lane: Lane,
+    channel: &Channel,
+    idle: Duration,
+) -> Result<(), String> {
+    let queue = ctx.settings.amqp.queue_of(lane);
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declare = channel.queue_declare(ShortString::from(queue), passive, FieldTable::default());
+    let limit = ctx.settings.amqp.operation_timeout;
+    let ready = amqp::within(limit, "checking the queue", declare)
+        .await?
+        .message_count();
+    if ready > 0 {
+        return Err(format!(
+            "nothing delivered for {idle:.0?} with {ready} messages ready in {queue}"
+        ));
+    }
+    Ok(())
 }
 
 /// The database is unavailable: cancel the consumers, give back what was delivered but not started,
@@ -260,21 +321,25 @@ async fn pause(ctx: &Context, session: &mut Session) -> Result<(), End> {
 /// basic.cancel both consumers, then give back the deliveries the broker already sent.
 async fn stop_consumers(ctx: &Context, s: &mut Session) {
     for tag in &s.tags {
-        let _ = s
-            .channel
-            .basic_cancel(
-                ShortString::from(tag.as_str()),
-                BasicCancelOptions::default(),
-            )
-            .await;
+        let cancel = s.channel.basic_cancel(
+            ShortString::from(tag.as_str()),
+            BasicCancelOptions::default(),
+        );
+        let _ = amqp::within(ctx.settings.amqp.operation_timeout, "basic.cancel", cancel).await;
     }
     for consumer in [&mut s.urgent, &mut s.normal] {
         while let Ok(Some(Ok(delivery))) =
             tokio::time::timeout(Duration::from_millis(200), consumer.next()).await
         {
-            worker::requeue(ctx, delivery).await;
+            worker::requeue(ctx, &s.handle, delivery).await;
         }
     }
+}
+
+/// Closes a connection, waiting at most `amqp.operation_timeout` for the broker's answer.
+async fn close(ctx: &Context, connection: &Connection, code: u16, reason: &str) {
+    let closing = connection.close(code, ShortString::from(reason));
+    let _ = amqp::within(ctx.settings.amqp.operation_timeout, "close", closing).await;
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -326,7 +391,8 @@ async fn start_consumers(
 
 async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, usize), String> {
     let s = &ctx.settings.amqp;
-    let (connection, idx) = amqp::connect(&s.url, node, &ctx.consumer_name).await?;
+    let limit = s.operation_timeout;
+    let (connection, idx) = amqp::connect(&s.url, node, &ctx.consumer_name, limit).await?;
     let base_tag = format!("{}#{n}", ctx.consumer_name);
     let setup = async {
         let channel = connection.create_channel().await?;
@@ -335,12 +401,12 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
         let (urgent, normal, tags) = start_consumers(ctx, &channel, &base_tag, 0).await?;
         Ok::<_, lapin::Error>((channel, publisher, urgent, normal, tags))
     };
-    match setup.await {
+    match amqp::within(limit, "setting up the session failed", setup).await {
         Ok((channel, publisher, urgent, normal, tags)) => Ok((
             Session {
                 connection,
                 channel,
-                handle: Arc::new(SessionHandle { publisher }),
+                handle: Arc::new(SessionHandle::new(publisher, limit)),
                 urgent,
                 normal,
                 tags,
@@ -350,10 +416,8 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
             idx,
         )),
         Err(e) => {
-            let _ = connection
-                .close(320, ShortString::from("setup failed"))
-                .await;
-            Err(format!("setting up the session failed: {e}"))
+            close(ctx, &connection, 320, "setup failed").await;
+            Err(e)
         }
     }
 }

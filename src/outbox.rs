@@ -84,25 +84,22 @@ async fn lead(ctx: &Context) -> Result<(), String> {
 
 async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(), String> {
     let s = &ctx.settings.amqp;
-    let (connection, _) =
-        amqp::connect(&s.url, 0, &format!("{} outbox", ctx.consumer_name)).await?;
-    let channel = amqp::confirm_channel(&connection)
-        .await
-        .map_err(|e| e.to_string());
+    let limit = s.operation_timeout;
+    let name = format!("{} outbox", ctx.consumer_name);
+    let (connection, _) = amqp::connect(&s.url, 0, &name, limit).await?;
+    let channel = amqp::within(limit, "channel", amqp::confirm_channel(&connection)).await;
     let result = async {
         let channel = channel.as_ref().map_err(Clone::clone)?;
-        channel
-            .exchange_declare(
-                ShortString::from(s.events_exchange.as_str()),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let declare = channel.exchange_declare(
+            ShortString::from(s.events_exchange.as_str()),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        );
+        amqp::within(limit, "declaring the events exchange", declare).await?;
         loop {
             let sent = round(ctx, client, channel).await?;
             if sent > 0 {
@@ -120,7 +117,8 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
         }
     }
     .await;
-    let _ = connection.close(200, ShortString::from("relay done")).await;
+    let closing = connection.close(200, ShortString::from("relay done"));
+    let _ = amqp::within(limit, "close", closing).await;
     // Only now: a channel dropped before its connection closes logs a spurious error.
     drop(channel);
     result
@@ -190,12 +188,17 @@ async fn round(
         confirms.push(confirm);
         ids.push(id);
     }
-    for confirm in confirms {
-        match confirm.await.map_err(|e| format!("confirm: {e}"))? {
-            Confirmation::Ack(_) => {}
-            other => return Err(format!("the broker did not confirm an event: {other:?}")),
+    let confirmed = async {
+        for confirm in confirms {
+            match confirm.await.map_err(|e| e.to_string())? {
+                Confirmation::Ack(_) => {}
+                other => return Err(format!("the broker did not confirm an event: {other:?}")),
+            }
         }
-    }
+        Ok::<_, String>(())
+    };
+    // Unconfirmed rows stay in the outbox (the transaction rolls back) and go out again.
+    amqp::within(ctx.settings.amqp.operation_timeout, "confirm", confirmed).await?;
     tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(|e| format!("database: {e}"))?;

@@ -26,6 +26,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -33,6 +35,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::amqp::{self, DeadLetterInfo};
@@ -60,6 +63,51 @@ pub enum Fate {
 pub struct SessionHandle {
     /// Confirm-mode channel for dead letters and delayed retries.
     pub publisher: lapin::Channel,
+    /// `amqp.operation_timeout`: the longest one publish-and-confirm, ack or nack may take.
+    pub operation_timeout: Duration,
+    /// Cancelled when an operation overran it: the supervisor then drops the session and connects
+    /// again. A worker never waits on a broken session for longer than the timeout, so it never
+    /// holds its lock (or the isolation lock) for ever.
+    pub broken: CancellationToken,
+    /// Deliveries of each lane (urgent, normal) handed to the workers and not yet settled.
+    pub unacked: [AtomicUsize; 2],
+}
+
+impl SessionHandle {
+    pub fn new(publisher: lapin::Channel, operation_timeout: Duration) -> SessionHandle {
+        SessionHandle {
+            publisher,
+            operation_timeout,
+            broken: CancellationToken::new(),
+            unacked: Default::default(),
+        }
+    }
+
+    pub fn taken(&self, lane: Lane) {
+        self.unacked[lane as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn unacked(&self, lane: Lane) -> usize {
+        self.unacked[lane as usize].load(Relaxed)
+    }
+
+    /// Runs one broker operation of this session within `operation_timeout`.
+    async fn op<T, E: std::fmt::Display>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.operation_timeout, op).await {
+            Ok(result) => result.map_err(|e| format!("{what}: {e}")),
+            Err(_) => {
+                self.broken.cancel();
+                Err(format!(
+                    "{what}: no answer from the broker within {:?}; the session is dropped",
+                    self.operation_timeout
+                ))
+            }
+        }
+    }
 }
 
 /// Identity of a message for the crash ledger: the body's hash and the message id.
@@ -623,13 +671,12 @@ pub async fn settle(
     delivery: Delivery,
     fate: Fate,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let stats = &ctx.stats;
     let s = &ctx.settings.amqp;
     let queue = s.queue_of(lane);
     match fate {
         Fate::Done(stored) => {
-            ack(&delivery, "after commit").await;
+            ack(session, &delivery, "after commit").await;
             match stored {
                 Stored::Created(pipeline::deidentify::Status::Accepted) => {
                     stats.accepted.fetch_add(1, Relaxed)
@@ -649,83 +696,99 @@ pub async fn settle(
                 attempts: i64::from(attempts),
                 consumer: &ctx.consumer_name,
             };
-            let published = amqp::publish_dead_letter(
-                &session.publisher,
-                &s.dead_letter_exchange,
-                queue,
-                &delivery.data,
-                &delivery.properties,
-                &info,
-            )
-            .await;
+            let published = session
+                .op(
+                    "dead letter",
+                    amqp::publish_dead_letter(
+                        &session.publisher,
+                        &s.dead_letter_exchange,
+                        queue,
+                        &delivery.data,
+                        &delivery.properties,
+                        &info,
+                    ),
+                )
+                .await;
             match published {
                 Ok(()) => {
-                    ack(&delivery, "after dead-lettering").await;
+                    ack(session, &delivery, "after dead-lettering").await;
                     stats.dead_lettered(rejected.kind);
                     info!(kind = %rejected.kind, reason = %rejected.reason, record_id = ?rejected.record_id, "dead-lettered");
                 }
                 Err(e) => {
                     warn!(error = %e, kind = %rejected.kind, "dead letter not confirmed; giving the message back");
-                    requeue(ctx, delivery).await;
+                    requeue(ctx, session, delivery).await;
                 }
             }
         }
         Fate::Retry { failed, reason } => {
             let delay = ctx.settings.retry.delay_after(failed);
-            let published = amqp::publish_retry(
-                &session.publisher,
-                &amqp::retry_queue(queue, delay),
-                &delivery.data,
-                &delivery.properties,
-                failed,
-                &reason,
-            )
-            .await;
+            let published = session
+                .op(
+                    "delayed retry",
+                    amqp::publish_retry(
+                        &session.publisher,
+                        &amqp::retry_queue(queue, delay),
+                        &delivery.data,
+                        &delivery.properties,
+                        failed,
+                        &reason,
+                    ),
+                )
+                .await;
             match published {
                 Ok(()) => {
-                    ack(&delivery, "after parking it for a retry").await;
+                    ack(session, &delivery, "after parking it for a retry").await;
                     stats.retried.fetch_add(1, Relaxed);
                     warn!(%reason, attempt = failed, retry_in = ?delay, "failed; retrying later through the delay queue");
                 }
                 Err(e) => {
                     warn!(error = %e, "delayed retry not confirmed; giving the message back");
-                    requeue(ctx, delivery).await;
+                    requeue(ctx, session, delivery).await;
                 }
             }
         }
         Fate::Postpone(reason) => {
             let delay = ctx.settings.retry.initial_delay;
-            let published = amqp::publish_to(
-                &session.publisher,
-                "",
-                &amqp::retry_queue(queue, delay),
-                &delivery.data,
-                delivery.properties.clone(),
-            )
-            .await;
+            let published = session
+                .op(
+                    "postponing",
+                    amqp::publish_to(
+                        &session.publisher,
+                        "",
+                        &amqp::retry_queue(queue, delay),
+                        &delivery.data,
+                        delivery.properties.clone(),
+                    ),
+                )
+                .await;
             match published {
                 Ok(()) => {
-                    ack(&delivery, "after postponing it").await;
+                    ack(session, &delivery, "after postponing it").await;
                     stats.postponed.fetch_add(1, Relaxed);
                     debug!(%reason, retry_in = ?delay, "postponed");
                 }
                 Err(e) => {
                     debug!(%reason, error = %e, "could not postpone; giving the message back");
-                    requeue(ctx, delivery).await;
+                    requeue(ctx, session, delivery).await;
                 }
             }
         }
     }
+    session.unacked[lane as usize].fetch_sub(1, Relaxed);
 }
 
-async fn ack(delivery: &Delivery, when: &str) {
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+async fn ack(session: &SessionHandle, delivery: &Delivery, when: &str) {
+    let acked = session
+        .op("ack", delivery.acker.ack(BasicAckOptions::default()))
+        .await;
+    if let Err(e) = acked {
         // Whatever was committed stays committed: the redelivery is recognised as a duplicate.
         warn!(error = %e, "ack {when} failed; the message will come back and be recognised");
     }
 }
 
-pub async fn requeue(ctx: &Context, delivery: Delivery) {
+pub async fn requeue(ctx: &Context, session: &SessionHandle, delivery: Delivery) {
     ctx.stats
         .requeued
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -733,7 +796,7 @@ pub async fn requeue(ctx: &Context, delivery: Delivery) {
         requeue: true,
         multiple: false,
     };
-    if let Err(e) = delivery.acker.nack(opts).await {
+    if let Err(e) = session.op("nack", delivery.acker.nack(opts)).await {
         debug!(error = %e, "nack failed; the broker returns the message when the channel closes");
     }
 }

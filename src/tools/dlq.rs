@@ -91,9 +91,14 @@ struct Session {
 
 impl Session {
     async fn open(settings: &Settings, limit: usize) -> anyhow::Result<Session> {
-        let (connection, _) = amqp::connect(&settings.amqp.url, 0, "edc-ingest dlq")
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
+        let (connection, _) = amqp::connect(
+            &settings.amqp.url,
+            0,
+            "edc-ingest dlq",
+            settings.amqp.operation_timeout,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
         let channel = connection.create_channel().await?;
         amqp::declare(&channel, &settings.amqp, &settings.retry).await?;
         let mut letters = Vec::new();

@@ -20,9 +20,14 @@ pub async fn publish(
     retry: &RetrySettings,
     input: impl BufRead,
 ) -> anyhow::Result<u64> {
-    let (conn, _) = amqp::connect(&settings.url, 0, "edc-ingest publish")
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
+    let (conn, _) = amqp::connect(
+        &settings.url,
+        0,
+        "edc-ingest publish",
+        settings.operation_timeout,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
     // The channel outlives the connection's close: dropping a channel starts closing it, and a
     // connection closed in the middle of that logs a spurious error.
     let mut channel = None;

@@ -4,6 +4,7 @@
 mod events;
 mod helpers;
 mod lifecycle;
+mod liveness;
 mod operations;
 mod outcomes;
 mod privacy;
