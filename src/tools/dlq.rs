@@ -311,8 +311,10 @@ pub fn actor(given: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Re-validates the selected dead letters against the current protocols; without `dry_run`,
-/// republishes them to their work queue (confirmed), records the replay, then removes them.
+/// Re-validates the selected dead letters against the current protocols and looks each valid one
+/// up in the database (already stored: a duplicate, or a conflict if the stored payload differs);
+/// without `dry_run`, republishes them to their work queue (confirmed), records the replay, then
+/// removes them.
 pub async fn replay(
     settings: &Settings,
     filter: &Filter,
@@ -322,11 +324,7 @@ pub async fn replay(
     let registry = app::load_registry(&settings.studies_dir)?;
     // Only the verdict is wanted here, never the pseudonyms: a throwaway key is enough.
     let key = Pseudonymizer::insecure_dev();
-    let db = if dry_run {
-        None
-    } else {
-        Some(connect_db(settings).await?)
-    };
+    let db = connect_db(settings).await?;
     let session = Session::open(settings, filter.limit).await?;
     let publisher = amqp::confirm_channel(&session.connection).await?;
     let mut out = String::new();
@@ -336,12 +334,25 @@ pub async fn replay(
         let d = &l.message.delivery;
         let verdict = match pipeline::prepare(&d.data, settings.max_message_bytes, &registry, &key)
         {
-            Ok(r) => format!(
-                "would be stored as {} (record {} version {})",
-                r.status.as_str(),
-                r.record_id,
-                r.version
-            ),
+            Ok(r) => {
+                let stored: Option<String> = db
+                    .query_opt(
+                        "SELECT payload_sha256 FROM crf_records WHERE record_id = $1 AND version = $2",
+                        &[&r.record_id, &r.version],
+                    )
+                    .await?
+                    .map(|row| row.get(0));
+                let what = format!("record {} version {}", r.record_id, r.version);
+                match stored {
+                    None => format!("would be stored as {} ({what})", r.status.as_str()),
+                    Some(h) if h == hex::encode(Sha256::digest(&d.data)) => {
+                        format!("would be a duplicate: {what} is already stored with this payload")
+                    }
+                    Some(_) => format!(
+                        "would be dead-lettered as conflict: {what} is already stored with another payload"
+                    ),
+                }
+            }
             Err(r) => format!("would be dead-lettered again as {}: {}", r.kind, r.reason),
         };
         let id = d
@@ -392,7 +403,7 @@ pub async fn replay(
             .await
             .map_err(|e| anyhow::anyhow!("replay of {id}: {e}"))?;
         record_action(
-            db.as_ref().expect("db when not dry-run"),
+            &db,
             "replay",
             actor,
             l,

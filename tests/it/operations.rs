@@ -207,6 +207,15 @@ async fn dead_letters_are_listed_shown_replayed_once_and_purged_without_showing_
     .await
     .unwrap();
     conn.close(200, "bye".into()).await.unwrap();
+    let dry = text(&edc(
+        &env,
+        cfg,
+        &["dlq", "replay", "--kind", "unknown", "--dry-run"],
+    ));
+    assert!(
+        dry.contains("would be a duplicate: record") && dry.contains("already stored"),
+        "{dry}"
+    );
     let again = text(&edc(
         &env,
         cfg,
