@@ -28,6 +28,8 @@ mod data;
 mod database;
 #[path = "throughput/endtoend.rs"]
 mod endtoend;
+#[path = "throughput/fastlane.rs"]
+mod fastlane;
 #[path = "throughput/machine.rs"]
 mod machine;
 #[path = "throughput/memory.rs"]
@@ -81,7 +83,15 @@ impl<T> Measured<T> {
     }
 }
 
-const STAGES: [&str; 6] = ["broker", "db", "e2e", "sustained", "memory", "workers"];
+const STAGES: [&str; 7] = [
+    "broker",
+    "db",
+    "e2e",
+    "fastlane",
+    "sustained",
+    "memory",
+    "workers",
+];
 
 /// Sizes and settings of a run.
 #[derive(Clone, Debug, Serialize)]
@@ -100,6 +110,8 @@ pub struct Params {
     pub db_batch: usize,
     pub db_cap_seconds: u64,
     pub e2e_messages: usize,
+    pub fastlane_backlog: usize,
+    pub fastlane_samples: usize,
     pub sustained_rates: Vec<u64>,
     pub sustained_step_seconds: u64,
     pub memory_small: usize,
@@ -129,6 +141,8 @@ impl Params {
             db_batch: 64,
             db_cap_seconds: 120,
             e2e_messages: 100_000,
+            fastlane_backlog: 20_000,
+            fastlane_samples: 10,
             sustained_rates: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000],
             sustained_step_seconds: 10,
             memory_small: 10_000,
@@ -159,6 +173,8 @@ pub struct Results {
     pub db_batched: Measured<database::DbRun>,
     pub e2e_default: Measured<endtoend::EndToEnd>,
     pub e2e_best: Measured<endtoend::EndToEnd>,
+    pub fastlane_default: Measured<fastlane::FastLane>,
+    pub fastlane_best: Measured<fastlane::FastLane>,
     pub sustained_default: Measured<sustained::Sustained>,
     pub sustained_best: Measured<sustained::Sustained>,
     pub memory_default: Measured<memory::Memory>,
@@ -171,7 +187,7 @@ pub struct Results {
 const USAGE: &str = "\
 usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
-  --only STAGES      run only these of: broker,db,e2e,sustained,memory,workers
+  --only STAGES      run only these of: broker,db,e2e,fastlane,sustained,memory,workers
   --best W,P,B       the best configuration: workers, pool_size, batch_size (default 8,16,64)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
   EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's)";
@@ -346,6 +362,17 @@ async fn run(p: Params) -> Result<()> {
         };
     }
 
+    let (mut fastlane_default, mut fastlane_best) = (Measured::Skipped, Measured::Skipped);
+    if p.runs("fastlane") {
+        let (n, k) = (p.fastlane_backlog, p.fastlane_samples);
+        fastlane_default =
+            Measured::from_result(fastlane::run(&data, n, k, default, &logs, "default").await);
+        fastlane_best = match &best_unsupported {
+            Some(why) => Measured::Unsupported(why.clone()),
+            None => Measured::from_result(fastlane::run(&data, n, k, best, &logs, "best").await),
+        };
+    }
+
     let (mut sustained_default, mut sustained_best) = (Measured::Skipped, Measured::Skipped);
     if p.runs("sustained") {
         let step = Duration::from_secs(p.sustained_step_seconds);
@@ -398,6 +425,8 @@ async fn run(p: Params) -> Result<()> {
         db_batched,
         e2e_default,
         e2e_best,
+        fastlane_default,
+        fastlane_best,
         sustained_default,
         sustained_best,
         memory_default,

@@ -13,6 +13,8 @@
 #   3. end to end         the release daemon draining a 100,000-message backlog, default
 #                         (workers 8, pool 16, batch 1) and best (workers 8, pool 16, batch 64)
 #                         configuration: records/s and daemon CPU time per record;
+#   3b. fast lane         a 20,000 backlog being drained, then 10 serious adverse events published to
+#                         the urgent queue one after another: publish-to-commit p50 and max (ms);
 #   4. sustained          paced publishing at 2k..15k msg/s, 10 s a step: the highest rate kept up
 #                         with, then p50/p99/max publish-to-commit latency at half that rate;
 #   5. memory             peak RSS on a 10,000 backlog (drained) and on a 1,000,000 backlog (30 s);

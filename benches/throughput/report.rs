@@ -87,6 +87,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
     machine(&mut t, r);
     ceilings(&mut t, r);
     end_to_end(&mut t, r);
+    fast_lane(&mut t, r);
     sustained(&mut t, r);
     memory(&mut t, r);
     t.section("workers sweep");
@@ -235,6 +236,30 @@ fn end_to_end(t: &mut Table, r: &Results) {
                     int(e.publish.rate)
                 )
             }),
+        );
+    }
+}
+
+fn fast_lane(t: &mut Table, r: &Results) {
+    let p: &Params = &r.params;
+    t.section("fast lane");
+    for (label, m) in [("default", &r.fastlane_default), ("best", &r.fastlane_best)] {
+        t.judged(
+            format!(
+                "{label}: urgent record publish-to-commit behind a {} backlog, p50 / max of {}",
+                int(p.fastlane_backlog as f64),
+                p.fastlane_samples
+            ),
+            show(m, |x| {
+                format!(
+                    "{:.0} / {:.0} ms ({} of the backlog still waiting)",
+                    x.p50_ms,
+                    x.max_ms,
+                    int(x.backlog_left as f64)
+                )
+            }),
+            "max <= 1,000 ms",
+            meets(m, |x| x.max_ms <= 1000.0),
         );
     }
 }
