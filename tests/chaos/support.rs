@@ -100,7 +100,18 @@ pub struct Procs {
 impl Procs {
     pub fn new() -> Procs {
         Procs {
-            dir: tempfile::tempdir().unwrap(),
+            // EDC_CHAOS_LOGS=DIR keeps the daemons' logs there (one folder per scenario).
+            dir: match std::env::var_os("EDC_CHAOS_LOGS") {
+                Some(root) => {
+                    std::fs::create_dir_all(&root).unwrap();
+                    tempfile::Builder::new()
+                        .prefix("daemons-")
+                        .disable_cleanup(true)
+                        .tempdir_in(root)
+                        .unwrap()
+                }
+                None => tempfile::tempdir().unwrap(),
+            },
             started: 0,
             summaries: Vec::new(),
         }
