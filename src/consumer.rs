@@ -124,6 +124,8 @@ pub async fn run(ctx: Arc<Context>) {
             }
             End::Lost(e) => {
                 warn!(error = %e, "lost the broker session; reconnecting");
+                // Jobs of this session stop waiting on it: their messages come back anyway.
+                session.handle.broken.cancel();
                 close(&ctx, &session.connection, 320, "session lost").await;
             }
         }

@@ -65,9 +65,11 @@ pub struct SessionHandle {
     pub publisher: lapin::Channel,
     /// `amqp.operation_timeout`: the longest one publish-and-confirm, ack or nack may take.
     pub operation_timeout: Duration,
-    /// Cancelled when an operation overran it: the supervisor then drops the session and connects
-    /// again. A worker never waits on a broken session for longer than the timeout, so it never
-    /// holds its lock (or the isolation lock) for ever.
+    /// Cancelled when the session is gone: by the supervisor when it loses the session, or here when
+    /// an operation overran `operation_timeout` (the supervisor then drops the session and connects
+    /// again). An operation on a broken session gives up at once: lapin can leave an ack issued as
+    /// the connection dies waiting for ever, and a worker stuck there would hold the isolation lock
+    /// that every redelivered message needs.
     pub broken: CancellationToken,
     /// Deliveries of each lane (urgent, normal) handed to the workers and not yet settled.
     pub unacked: [AtomicUsize; 2],
@@ -97,7 +99,14 @@ impl SessionHandle {
         what: &str,
         op: impl Future<Output = Result<T, E>>,
     ) -> Result<T, String> {
-        match tokio::time::timeout(self.operation_timeout, op).await {
+        let attempt = tokio::select! {
+            biased;
+            _ = self.broken.cancelled() => {
+                return Err(format!("{what}: the broker session is gone"));
+            }
+            attempt = tokio::time::timeout(self.operation_timeout, op) => attempt,
+        };
+        match attempt {
             Ok(result) => result.map_err(|e| format!("{what}: {e}")),
             Err(_) => {
                 self.broken.cancel();
