@@ -65,7 +65,8 @@ pub async fn run(
                 .await?;
                 stored(&db, &mut daemon, id).await?;
                 latencies_ms.push(sent.elapsed().as_secs_f64() * 1e3);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Short: with batch 64 the whole backlog drains in a few seconds.
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let done = daemon::outcomes_estimate(&db).await?;
             let _ = conn.close(200, ShortString::from("bye")).await;
