@@ -226,6 +226,19 @@ fn end_to_end(t: &mut Table, r: &Results) {
             meets(e, |e| e.drain.cpu_us_per_record <= cpu_max),
         );
         t.info(
+            format!("{label}: CPU per record of RabbitMQ / PostgreSQL / the whole machine"),
+            show(e, |e| {
+                let d = &e.drain;
+                format!(
+                    "{:.0} / {:.0} / {:.0} us (machine: {:.0} % of its cores busy)",
+                    d.broker_cpu_us_per_record,
+                    d.postgres_cpu_us_per_record,
+                    d.machine_cpu_us_per_record,
+                    d.machine_cpu_us_per_record * d.rate / 1e6 / r.machine.nproc as f64 * 100.0
+                )
+            }),
+        );
+        t.info(
             format!("{label}: outcomes; peak RSS; preload rate"),
             show(e, |e| {
                 format!(
