@@ -12,7 +12,8 @@
 #                         record per transaction and 64 per transaction (records/s);
 #   3. end to end         the release daemon draining a 100,000-message backlog, default
 #                         (workers 8, pool 16, batch 1) and best (workers 8, pool 16, batch 64)
-#                         configuration: records/s and daemon CPU time per record;
+#                         configuration: records/s, the daemon's CPU time per record, and that of
+#                         RabbitMQ, PostgreSQL and the whole machine during the drain;
 #   3b. fast lane         a 20,000 backlog being drained, then 10 serious adverse events published to
 #                         the urgent queue one after another: publish-to-commit p50 and max (ms);
 #   4. sustained          paced publishing at 2k..15k msg/s, 10 s a step: the highest rate kept up
