@@ -408,16 +408,7 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
     }
     let shared = ctx.isolation.read().await;
     if !ctx.gate.is_open() {
-        for delivery in fresh {
-            settle(
-                ctx,
-                session,
-                Lane::Normal,
-                delivery,
-                Fate::Postpone("database unavailable".into()),
-            )
-            .await;
-        }
+        postpone_all(ctx, session, fresh, "database unavailable").await;
         return;
     }
     let deadline = Instant::now() + ctx.settings.job_timeout;
@@ -439,17 +430,20 @@ pub async fn process_batch(ctx: &Arc<Context>, session: &SessionHandle, deliveri
         }
         Err(_) => {
             ctx.gate.close("a batch ran past its deadline");
-            for delivery in fresh {
-                settle(
-                    ctx,
-                    session,
-                    Lane::Normal,
-                    delivery,
-                    Fate::Postpone("job deadline passed".into()),
-                )
-                .await;
-            }
+            postpone_all(ctx, session, fresh, "job deadline passed").await;
         }
+    }
+}
+
+async fn postpone_all(
+    ctx: &Context,
+    session: &SessionHandle,
+    deliveries: Vec<Delivery>,
+    reason: &str,
+) {
+    for delivery in deliveries {
+        let fate = Fate::Postpone(reason.to_string());
+        settle(ctx, session, Lane::Normal, delivery, fate).await;
     }
 }
 
