@@ -23,7 +23,8 @@ bin=$PWD/target/release/edc-ingest
 # A fresh demo world: database, queues and a random pseudonymisation key.
 admin_url=$EDC__POSTGRES__URL
 psql -q "$admin_url" -c "DROP DATABASE IF EXISTS edc_demo WITH (FORCE)" -c "CREATE DATABASE edc_demo"
-scripts/services.sh rabbitmqctl -q list_queues name 2>/dev/null | grep '^edc\.demo\.' | while read -r q; do
+# (grep finds nothing on a broker that never ran the demo: not an error.)
+scripts/services.sh rabbitmqctl -q list_queues name 2>/dev/null | { grep '^edc\.demo\.' || true; } | while read -r q; do
   scripts/services.sh rabbitmqctl -q delete_queue "$q" </dev/null >/dev/null 2>&1 || true
 done
 mkdir -p "$state"
