@@ -33,7 +33,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -157,7 +156,7 @@ pub async fn process(ctx: &Arc<Context>, session: &SessionHandle, lane: Lane, de
             .await;
             return;
         }
-        let body_sha256 = sha256_hex(&delivery.data);
+        let body_sha256 = pipeline::sha256_hex(&delivery.data);
         let key = ledger_key(&body_sha256, message_id.as_deref());
         let deadline = Instant::now() + ctx.settings.job_timeout;
         let fate = match crash_check(
@@ -263,10 +262,6 @@ async fn crash_check(
         Ok(_) => None,
         Err(e) => Some(unavailable(ctx, e)),
     }
-}
-
-fn sha256_hex(body: &[u8]) -> String {
-    hex::encode(Sha256::digest(body))
 }
 
 /// Attempts that already failed before this delivery, from our own header.
@@ -489,7 +484,7 @@ async fn batch_fates(ctx: &Arc<Context>, deliveries: &[Delivery], deadline: Inst
                 .message_id()
                 .as_ref()
                 .map(|m| m.as_str().to_string());
-            (id, sha256_hex(&d.data))
+            (id, pipeline::sha256_hex(&d.data))
         })
         .collect();
     let mut fates: Vec<Option<Fate>> = deliveries.iter().map(|_| None).collect();

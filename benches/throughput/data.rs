@@ -12,7 +12,6 @@ use edc_ingest::pipeline::{self, Deidentified, Pseudonymizer, Rejected};
 use edc_ingest::protocol::Registry;
 use edc_ingest::tools::generate::{self, Options};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::world::{World, studies_dir};
@@ -55,7 +54,7 @@ pub fn generate(count: usize) -> Result<Dataset> {
     let messages = text
         .lines()
         .map(|line| Message {
-            sha256: hex::encode(Sha256::digest(line.as_bytes())),
+            sha256: pipeline::sha256_hex(line.as_bytes()),
             message_id: Uuid::new_v4().to_string(),
             outcome: pipeline::prepare(line.as_bytes(), max_bytes, &registry, &pseudonymizer),
             body: line.to_string(),

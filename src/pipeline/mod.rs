@@ -100,6 +100,13 @@ impl Rejected {
     }
 }
 
+/// The SHA-256 of a message body, in hex: the `payload_sha256` of a stored record, the
+/// `body_sha256` of a rejection or a dead-letter action, and half the crash ledger's key.
+pub fn sha256_hex(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
 /// The pure part of the pipeline: bytes in, a de-identified record (or a refusal) out.
 pub fn prepare(
     body: &[u8],

@@ -14,7 +14,6 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
 
 use crate::amqp::{
@@ -345,7 +344,7 @@ pub async fn replay(
                 let what = format!("record {} version {}", r.record_id, r.version);
                 match stored {
                     None => format!("would be stored as {} ({what})", r.status.as_str()),
-                    Some(h) if h == hex::encode(Sha256::digest(&d.data)) => {
+                    Some(h) if h == pipeline::sha256_hex(&d.data) => {
                         format!("would be a duplicate: {what} is already stored with this payload")
                     }
                     Some(_) => format!(
@@ -503,7 +502,7 @@ async fn record_action(
         .field("record_id")
         .and_then(|s| uuid::Uuid::parse_str(&s).ok());
     let batch_id = l.batch_id().and_then(|s| uuid::Uuid::parse_str(&s).ok());
-    let sha = hex::encode(Sha256::digest(&d.data));
+    let sha = pipeline::sha256_hex(&d.data);
     db.execute(
         "INSERT INTO dlq_actions (action, actor, message_id, record_id, batch_id, kind, body_sha256, result)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
