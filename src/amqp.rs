@@ -62,7 +62,7 @@ pub async fn connect(
         .await
         {
             Ok(conn) => return Ok((conn, idx)),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.message),
         }
     }
     Err(errors.join("; "))
@@ -75,14 +75,43 @@ pub async fn within<T, E: std::fmt::Display>(
     limit: std::time::Duration,
     what: &str,
     op: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+) -> Result<T, BrokerError> {
     match tokio::time::timeout(limit, op).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!(
-            "{what}: no answer from the broker within {limit:?}"
-        )),
+        Ok(Err(e)) => Err(BrokerError {
+            message: format!("{what}: {e}"),
+            timed_out: false,
+        }),
+        Err(_) => Err(BrokerError {
+            message: format!("{what}: no answer from the broker within {limit:?}"),
+            timed_out: true,
+        }),
     }
+}
+
+/// A broker operation that failed, or got no answer within its deadline (`timed_out`).
+#[derive(Clone, Debug)]
+pub struct BrokerError {
+    pub message: String,
+    pub timed_out: bool,
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<BrokerError> for String {
+    fn from(e: BrokerError) -> String {
+        e.message
+    }
+}
+
+/// Closes a connection, waiting at most `limit` for the broker's answer.
+pub async fn close(connection: &Connection, limit: std::time::Duration, code: u16, reason: &str) {
+    let closing = connection.close(code, ShortString::from(reason));
+    let _ = within(limit, "close", closing).await;
 }
 
 fn text(s: &str) -> AMQPValue {

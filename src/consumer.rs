@@ -340,8 +340,13 @@ async fn stop_consumers(ctx: &Context, s: &mut Session) {
 
 /// Closes a connection, waiting at most `amqp.operation_timeout` for the broker's answer.
 async fn close(ctx: &Context, connection: &Connection, code: u16, reason: &str) {
-    let closing = connection.close(code, ShortString::from(reason));
-    let _ = amqp::within(ctx.settings.amqp.operation_timeout, "close", closing).await;
+    amqp::close(
+        connection,
+        ctx.settings.amqp.operation_timeout,
+        code,
+        reason,
+    )
+    .await;
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -419,7 +424,7 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
         )),
         Err(e) => {
             close(ctx, &connection, 320, "setup failed").await;
-            Err(e)
+            Err(e.into())
         }
     }
 }

@@ -89,7 +89,7 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
     let (connection, _) = amqp::connect(&s.url, 0, &name, limit).await?;
     let channel = amqp::within(limit, "channel", amqp::confirm_channel(&connection)).await;
     let result = async {
-        let channel = channel.as_ref().map_err(Clone::clone)?;
+        let channel = channel.as_ref().map_err(|e| e.message.clone())?;
         let declare = channel.exchange_declare(
             ShortString::from(s.events_exchange.as_str()),
             ExchangeKind::Topic,
@@ -117,8 +117,7 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
         }
     }
     .await;
-    let closing = connection.close(200, ShortString::from("relay done"));
-    let _ = amqp::within(limit, "close", closing).await;
+    amqp::close(&connection, limit, 200, "relay done").await;
     // Only now: a channel dropped before its connection closes logs a spurious error.
     drop(channel);
     result

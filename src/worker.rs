@@ -103,18 +103,16 @@ impl SessionHandle {
             _ = self.broken.cancelled() => {
                 return Err(format!("{what}: the broker session is gone"));
             }
-            attempt = tokio::time::timeout(self.operation_timeout, op) => attempt,
+            attempt = amqp::within(self.operation_timeout, what, op) => attempt,
         };
-        match attempt {
-            Ok(result) => result.map_err(|e| format!("{what}: {e}")),
-            Err(_) => {
+        attempt.map_err(|e| {
+            if e.timed_out {
                 self.broken.cancel();
-                Err(format!(
-                    "{what}: no answer from the broker within {:?}; the session is dropped",
-                    self.operation_timeout
-                ))
+                format!("{e}; the session is dropped")
+            } else {
+                e.message
             }
-        }
+        })
     }
 }
 
