@@ -129,13 +129,8 @@ impl Daemon {
 
     /// User plus system CPU time so far, in seconds (`/proc/<pid>/stat` fields 14 and 15).
     pub fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-        let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-        Ok((utime + stime) as f64 / clock_ticks() as f64)
+        let path = PathBuf::from(format!("/proc/{}/stat", self.pid));
+        stat_cpu_seconds(&path).with_context(|| format!("no CPU times in {}", path.display()))
     }
 
     /// Peak resident set size (`VmHWM` in `/proc/<pid>/status`), in KiB.
@@ -322,6 +317,7 @@ pub async fn wait_consuming(world: &World, daemon: &mut Daemon, timeout: Duratio
 /// User plus system CPU seconds of a `/proc/<pid>/stat` file, if it is readable.
 fn stat_cpu_seconds(path: &Path) -> Option<f64> {
     let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
