@@ -71,7 +71,7 @@ pub struct SessionHandle {
     /// that every redelivered message needs.
     pub broken: CancellationToken,
     /// Deliveries of each lane (urgent, normal) handed to the workers and not yet settled.
-    pub unacked: [AtomicUsize; 2],
+    unacked: [AtomicUsize; 2],
 }
 
 impl SessionHandle {
@@ -86,6 +86,10 @@ impl SessionHandle {
 
     pub fn taken(&self, lane: Lane) {
         self.unacked[lane as usize].fetch_add(1, Relaxed);
+    }
+
+    fn settled(&self, lane: Lane) {
+        self.unacked[lane as usize].fetch_sub(1, Relaxed);
     }
 
     pub fn unacked(&self, lane: Lane) -> usize {
@@ -771,7 +775,7 @@ pub async fn settle(
             }
         }
     }
-    session.unacked[lane as usize].fetch_sub(1, Relaxed);
+    session.settled(lane);
 }
 
 async fn ack(session: &SessionHandle, delivery: &Delivery, when: &str) {
