@@ -14,19 +14,10 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties};
 use tokio_postgres::NoTls;
 
-pub fn amqp_url() -> String {
-    std::env::var("EDC_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn pg_url() -> String {
-    std::env::var("EDC_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://edc:edc@127.0.0.1:5432/edc".into())
-}
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "../../tests/common/endpoints.rs"]
+mod endpoints;
+use endpoints::with_db;
+pub use endpoints::{amqp_url, pg_url, repo};
 
 /// The daemon binary and protocol files this run uses: copies taken at start (see [`snapshot`]).
 static BUILD: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
@@ -67,13 +58,6 @@ pub fn studies_dir() -> PathBuf {
     BUILD
         .get()
         .map_or_else(|| repo().join("config/studies"), |b| b.1.clone())
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url
-        .rsplit_once('/')
-        .expect("a PostgreSQL URL with a database");
-    format!("{base}/{db}")
 }
 
 pub async fn amqp() -> Result<Connection> {

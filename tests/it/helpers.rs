@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,25 +19,10 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-pub fn amqp_url() -> String {
-    std::env::var("EDC_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn pg_url() -> String {
-    std::env::var("EDC_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://edc:edc@127.0.0.1:5432/edc".into())
-}
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Replaces the database name of a PostgreSQL URL.
-fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{db}")
-}
+#[path = "../common/endpoints.rs"]
+mod endpoints;
+use endpoints::with_db;
+pub use endpoints::{amqp_url, pg_url, repo};
 
 /// One test's world: its own database and queue names.
 pub struct TestEnv {
