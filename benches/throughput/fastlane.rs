@@ -44,7 +44,9 @@ pub async fn run(
         let log = logs.join(format!("fastlane-{label}.log"));
         let mut daemon = Daemon::start(&world, config, &log)?;
         let measured = async {
-            busy(&db, &mut daemon, backlog).await?;
+            // Busy: 2% of the backlog done, the rest still waiting.
+            let started = (backlog / 50) as u64;
+            daemon::wait_outcomes(&db, &mut daemon, started, Duration::from_secs(120)).await?;
             let conn = world::amqp().await?;
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -99,19 +101,6 @@ pub async fn run(
         );
     }
     result
-}
-
-/// Waits until the daemon has worked through 2% of the backlog: it is busy, the rest still waits.
-async fn busy(db: &tokio_postgres::Client, daemon: &mut Daemon, backlog: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while daemon::outcomes_estimate(db).await? < backlog as i64 / 50 {
-        daemon.check_alive()?;
-        if Instant::now() >= deadline {
-            bail!("the daemon did not get going on the backlog within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 async fn stored(db: &tokio_postgres::Client, daemon: &mut Daemon, id: uuid::Uuid) -> Result<()> {
