@@ -157,6 +157,7 @@ pub async fn run(ctx: Arc<Context>) {
     // Closing the connection closes its channels; anything still unacked returns to the queue. The
     // session (and so its channels) is dropped only after that, so no channel is half-closed first.
     if let Some(s) = last {
+        s.handle.acks.flush().await;
         close(&ctx, &s.connection, 200, "shutdown").await;
     }
 }
@@ -242,7 +243,7 @@ async fn pump(
                 }
                 // Only idle if the broker may send more: this lane's unacked deliveries are below
                 // its prefetch (slow jobs that use it all up are not a stall).
-                if session.unacked(lane) >= prefetch {
+                if session.acks.unacked(lane) >= prefetch {
                     idle_since = None;
                     continue;
                 }
@@ -260,7 +261,7 @@ async fn pump(
         idle_since = None;
         match next {
             Some(Ok(delivery)) => {
-                session.taken(lane);
+                session.acks.taken(delivery.delivery_tag, lane);
                 permit.send(Job {
                     delivery,
                     session: session.clone(),
@@ -413,7 +414,7 @@ async fn open_session(ctx: &Context, node: usize, n: u64) -> Result<(Session, us
             Session {
                 connection,
                 channel,
-                handle: Arc::new(SessionHandle::new(publisher, limit)),
+                handle: Arc::new(SessionHandle::new(publisher, limit, ctx.stats.clone())),
                 urgent,
                 normal,
                 tags,

@@ -25,6 +25,7 @@
 //! - [`shutdown`], [`telemetry`], [`stats`]: signals, logging, counters.
 //! - [`tools`]: `generate` and `publish`, the uploader's side.
 
+pub mod acks;
 pub mod amqp;
 pub mod app;
 pub mod config;

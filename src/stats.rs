@@ -19,6 +19,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Batches split in two after their statement failed, to isolate a bad record.
     pub batch_splits: AtomicU64,
+    /// Ack frames sent; one `multiple` ack settles many deliveries.
+    pub acks: AtomicU64,
     dead_lettered: [AtomicU64; RejectKind::ALL.len()],
 }
 
@@ -33,6 +35,7 @@ pub struct Summary {
     pub retried: u64,
     pub batches: u64,
     pub batch_splits: u64,
+    pub acks: u64,
     pub dead_lettered: Vec<(RejectKind, u64)>,
 }
 
@@ -51,6 +54,7 @@ impl Stats {
             retried: self.retried.load(Relaxed),
             batches: self.batches.load(Relaxed),
             batch_splits: self.batch_splits.load(Relaxed),
+            acks: self.acks.load(Relaxed),
             dead_lettered: RejectKind::ALL
                 .iter()
                 .map(|k| (*k, self.dead_lettered[*k as usize].load(Relaxed)))
@@ -98,8 +102,8 @@ impl std::fmt::Display for Summary {
         }
         write!(
             f,
-            " retried={} postponed={} requeued={}",
-            self.retried, self.postponed, self.requeued
+            " retried={} postponed={} requeued={} acks={}",
+            self.retried, self.postponed, self.requeued, self.acks
         )
     }
 }

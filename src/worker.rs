@@ -14,8 +14,9 @@
 //!    └─ permanent ─> dead letter `failed`
 //! ```
 //!
-//! [`run_job`] decides the [`Fate`]; [`settle`] is the only code that acks or nacks, and the ack goes
-//! out only after COMMIT returned (or the broker confirmed the dead letter or the delayed retry). A
+//! [`run_job`] decides the [`Fate`]; [`settle`] is the only code that decides an ack or a nack, and an
+//! ack is decided only after COMMIT returned (or the broker confirmed the dead letter or the delayed
+//! retry). The session's ack task sends them, in order and coalesced ([`crate::acks`]). A
 //! panic anywhere in the job is caught here: the worker lives on and the message is dead-lettered as
 //! `panic`.
 //!
@@ -26,22 +27,22 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::FutureExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::acks::Acks;
 use crate::amqp::{self, DeadLetterInfo};
 use crate::app::Context;
 use crate::consumer::Lane;
 use crate::pipeline::persist::{self, BatchItem, PersistError, RejectionRow, Stored};
 use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
+use crate::stats::Stats;
 
 /// What is to become of a delivery.
 #[derive(Debug)]
@@ -70,30 +71,24 @@ pub struct SessionHandle {
     /// the connection dies waiting for ever, and a worker stuck there would hold the isolation lock
     /// that every redelivered message needs.
     pub broken: CancellationToken,
-    /// Deliveries of each lane (urgent, normal) handed to the workers and not yet settled.
-    unacked: [AtomicUsize; 2],
+    /// The channel's acks and nacks, in order and coalesced; and the count of each lane's
+    /// deliveries handed to the workers and not yet acked.
+    pub acks: Acks,
 }
 
 impl SessionHandle {
-    pub fn new(publisher: lapin::Channel, operation_timeout: Duration) -> SessionHandle {
+    pub fn new(
+        publisher: lapin::Channel,
+        operation_timeout: Duration,
+        stats: Arc<Stats>,
+    ) -> SessionHandle {
+        let broken = CancellationToken::new();
         SessionHandle {
             publisher,
             operation_timeout,
-            broken: CancellationToken::new(),
-            unacked: Default::default(),
+            acks: Acks::start(broken.clone(), operation_timeout, stats),
+            broken,
         }
-    }
-
-    pub fn taken(&self, lane: Lane) {
-        self.unacked[lane as usize].fetch_add(1, Relaxed);
-    }
-
-    fn settled(&self, lane: Lane) {
-        self.unacked[lane as usize].fetch_sub(1, Relaxed);
-    }
-
-    pub fn unacked(&self, lane: Lane) -> usize {
-        self.unacked[lane as usize].load(Relaxed)
     }
 
     /// Runs one broker operation of this session within `operation_timeout`.
@@ -676,7 +671,7 @@ pub async fn settle(
     let queue = s.queue_of(lane);
     match fate {
         Fate::Done(stored) => {
-            ack(session, &delivery, "after commit").await;
+            ack(session, &delivery);
             match stored {
                 Stored::Created(pipeline::deidentify::Status::Accepted) => {
                     stats.accepted.fetch_add(1, Relaxed)
@@ -711,7 +706,7 @@ pub async fn settle(
                 .await;
             match published {
                 Ok(()) => {
-                    ack(session, &delivery, "after dead-lettering").await;
+                    ack(session, &delivery);
                     stats.dead_lettered(rejected.kind);
                     info!(kind = %rejected.kind, reason = %rejected.reason, record_id = ?rejected.record_id, "dead-lettered");
                 }
@@ -738,7 +733,7 @@ pub async fn settle(
                 .await;
             match published {
                 Ok(()) => {
-                    ack(session, &delivery, "after parking it for a retry").await;
+                    ack(session, &delivery);
                     stats.retried.fetch_add(1, Relaxed);
                     warn!(%reason, attempt = failed, retry_in = ?delay, "failed; retrying later through the delay queue");
                 }
@@ -764,7 +759,7 @@ pub async fn settle(
                 .await;
             match published {
                 Ok(()) => {
-                    ack(session, &delivery, "after postponing it").await;
+                    ack(session, &delivery);
                     stats.postponed.fetch_add(1, Relaxed);
                     debug!(%reason, retry_in = ?delay, "postponed");
                 }
@@ -775,30 +770,18 @@ pub async fn settle(
             }
         }
     }
-    session.settled(lane);
 }
 
-async fn ack(session: &SessionHandle, delivery: &Delivery, when: &str) {
-    let acked = session
-        .op("ack", delivery.acker.ack(BasicAckOptions::default()))
-        .await;
-    if let Err(e) = acked {
-        // Whatever was committed stays committed: the redelivery is recognised as a duplicate.
-        warn!(error = %e, "ack {when} failed; the message will come back and be recognised");
-    }
+/// Hands the ack to the session's ack task; it goes out in delivery order (see [`crate::acks`]).
+fn ack(session: &SessionHandle, delivery: &Delivery) {
+    session.acks.ack(&delivery.acker, delivery.delivery_tag);
 }
 
 pub async fn requeue(ctx: &Context, session: &SessionHandle, delivery: Delivery) {
     ctx.stats
         .requeued
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let opts = BasicNackOptions {
-        requeue: true,
-        multiple: false,
-    };
-    if let Err(e) = session.op("nack", delivery.acker.nack(opts)).await {
-        debug!(error = %e, "nack failed; the broker returns the message when the channel closes");
-    }
+    session.acks.requeue(&delivery.acker, delivery.delivery_tag);
 }
 
 /// The panic's own message, unless it quotes any text found in the body (a panic message built from

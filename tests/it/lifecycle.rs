@@ -181,3 +181,95 @@ async fn sigterm_with_jobs_in_flight_loses_and_duplicates_nothing() {
     assert!(env.drain_dlq().await.is_empty());
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
+    // Arrange: the first message's key held by an open transaction, so the batch holding it waits
+    // in the database; 20 more behind it, which the other worker commits meanwhile, in batches whose
+    // acks could be coalesced into one `multiple` ack (which would also ack the waiting batch).
+    let env = TestEnv::new().await;
+    let blocked = record(vs_items());
+    let record_id: uuid::Uuid = blocked["record_id"].as_str().unwrap().parse().unwrap();
+    let mut holder = env.db().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "INSERT INTO crf_records (record_id, version, study, site, subject, visit, form, items,
+             status, protocol_version, captured_at, entered_by, payload_sha256)
+         VALUES ($1, 1, 'DEMO-001', 'SITE-03', 'S', 'WEEK4', 'VS', '{}', 'accepted', '1', now(), 'x', 'x')",
+        &[&record_id],
+    )
+    .await
+    .unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("behind-{i}")).collect();
+    let mut bodies = vec![("blocked", bytes(&blocked))];
+    bodies.extend(
+        ids.iter()
+            .map(|id| (id.as_str(), bytes(&record(vs_items())))),
+    );
+    env.publish(&bodies).await;
+    let settings = [("EDC__WORKERS", "2"), ("EDC__BATCH_SIZE", "8")];
+    let mut child = binary(&env, &settings)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(child.id());
+    // The waiting batch holds at most 8 of the 21.
+    wait_for(
+        "the records behind the waiting batch stored",
+        WAIT,
+        || async { env.count("SELECT count(*) FROM crf_records").await >= 13 },
+    )
+    .await;
+    // Their acks may wait a moment for the earlier deliveries before going out alone.
+    tokio::time::sleep(edc_ingest::acks::HOLD * 10).await;
+
+    // Act: the process dies while the first batch still waits.
+    signal(&child, "-KILL");
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let stored = env.count("SELECT count(*) FROM crf_records").await;
+
+    // Assert: exactly the messages not stored are back in the queue: no ack covered the waiting
+    // batch, and the stored ones were acked although deliveries before them never settled.
+    let unstored = u32::try_from(21 - stored).unwrap();
+    wait_for("the waiting batch ready again", WAIT, || async {
+        env.ready(&env.queue).await == unstored
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.ready(&env.queue).await,
+        unstored,
+        "ready after the kill"
+    );
+
+    // Act: release the key; a new daemon stores the rest.
+    hold.rollback().await.unwrap();
+    let daemon = Daemon::start(env.settings(&[]));
+    daemon.wait_settled(u64::from(unstored), WAIT).await;
+    let summary = daemon.stop().await;
+
+    // Assert: all 21 stored once, each with one audit row; nothing dead-lettered. (The killed
+    // process's statement may still commit once the key is free: its backend was waiting on the
+    // lock, not on the client. Then its records come back as duplicates.)
+    assert_eq!(summary.settled(), u64::from(unstored), "{summary}");
+    assert_eq!(summary.dead_lettered_total(), 0, "{summary}");
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 21);
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM audit_trail WHERE action = 'created' AND record_id = '{record_id}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_trail WHERE action = 'created'")
+            .await,
+        21
+    );
+    assert!(env.drain_dlq().await.is_empty());
+    env.cleanup().await;
+}

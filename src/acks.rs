@@ -1,0 +1,307 @@
+//! Acknowledgements of one session's consumer channel: in order, and coalesced.
+//!
+//! Every ack and nack of the channel is sent by one task, so they reach the broker in the order they
+//! were decided. A delivery settled by its worker is acked as soon as every delivery before it on the
+//! channel is settled too, all of them with one `multiple` ack. That is safe only because the run is
+//! checked tag by tag: the broker numbers a channel's deliveries 1, 2, 3..., and a `multiple` ack of
+//! tag T goes out only when every tag from the lowest one not yet settled up to T is known here and
+//! settled (acked now, or already acked or given back). A delivery the workers have not taken yet is
+//! unknown here, so it is never acked by a neighbour's `multiple`.
+//!
+//! A settled delivery whose predecessor is still in a job waits at most [`HOLD`] and is then acked
+//! alone, so one slow job never holds the others' acks; behind a tag not taken yet it is acked alone
+//! at once. Nacks (a message given back) go out at once, alone. While one ack is on its way, the next
+//! settlements gather: the busier the workers, the more one ack covers.
+//!
+//! Nothing waits for an ack: the worker has committed before it settles, and an ack that never
+//! arrives only means a redelivery, which is recognised as a duplicate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use lapin::Acker;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::amqp;
+use crate::consumer::Lane;
+use crate::stats::Stats;
+
+/// The longest a settled delivery waits for an earlier one before it is acked alone.
+pub const HOLD: Duration = Duration::from_millis(100);
+
+/// Past this many tags tracked, the ones already settled at the broker are forgotten. That only ends
+/// coalescing across the oldest gap (a tag that never reached a worker): acks go out alone from then
+/// on, exactly as without this module.
+const TRACKED_MAX: usize = 4096;
+
+enum Msg {
+    /// A worker took the delivery.
+    Taken(u64, Lane),
+    /// Ack it (its data committed, or its dead letter or delayed copy was confirmed).
+    Ack(u64, Acker),
+    /// Give it back to the queue.
+    Requeue(u64, Acker),
+    /// Send every settled ack now, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side, held by the session's handle.
+pub struct Acks {
+    tx: mpsc::UnboundedSender<Msg>,
+    unacked: Arc<[AtomicUsize; 2]>,
+}
+
+impl Acks {
+    /// Starts the session's ack task. `broken` and `limit` bound each ack as every other broker
+    /// operation of the session (see `SessionHandle`).
+    pub fn start(broken: CancellationToken, limit: Duration, stats: Arc<Stats>) -> Acks {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let unacked: Arc<[AtomicUsize; 2]> = Arc::default();
+        let task = Task {
+            tags: BTreeMap::new(),
+            next: 1,
+            unacked: unacked.clone(),
+            broken,
+            limit,
+            stats,
+        };
+        tokio::spawn(task.run(rx));
+        Acks { tx, unacked }
+    }
+
+    /// A worker took this delivery (before it can settle it).
+    pub fn taken(&self, tag: u64, lane: Lane) {
+        self.unacked[lane as usize].fetch_add(1, Relaxed);
+        self.send(Msg::Taken(tag, lane));
+    }
+
+    /// Deliveries of the lane taken and not yet acked or given back.
+    pub fn unacked(&self, lane: Lane) -> usize {
+        self.unacked[lane as usize].load(Relaxed)
+    }
+
+    pub fn ack(&self, acker: &Acker, tag: u64) {
+        self.send(Msg::Ack(tag, acker.clone()));
+    }
+
+    pub fn requeue(&self, acker: &Acker, tag: u64) {
+        self.send(Msg::Requeue(tag, acker.clone()));
+    }
+
+    /// Returns once every ack decided so far has been sent (or has failed).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        self.send(Msg::Flush(done));
+        let _ = wait.await;
+    }
+
+    fn send(&self, msg: Msg) {
+        if self.tx.send(msg).is_err() {
+            // Only if the task ended, with its session: the broker returns the message anyway.
+            debug!("ack task gone; the message returns to the queue with its channel");
+        }
+    }
+}
+
+enum State {
+    /// In a job.
+    Taken(Lane),
+    /// Settled by its worker, ack not sent yet.
+    Settled {
+        acker: Acker,
+        lane: Option<Lane>,
+        since: Instant,
+    },
+    /// Acked or given back already.
+    Gone,
+}
+
+struct Task {
+    /// Tags from `next` on that are known here.
+    tags: BTreeMap<u64, State>,
+    /// The lowest tag not known to be acked or given back.
+    next: u64,
+    unacked: Arc<[AtomicUsize; 2]>,
+    broken: CancellationToken,
+    limit: Duration,
+    stats: Arc<Stats>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut flushes = Vec::new();
+        loop {
+            // Some(message), or Some(None) when the oldest held delivery has waited HOLD; None when
+            // the session's handle is gone.
+            let first = match self.oldest_settled() {
+                Some(since) => tokio::select! {
+                    msg = rx.recv() => msg.map(Some),
+                    _ = tokio::time::sleep_until(since + HOLD) => Some(None),
+                },
+                None => rx.recv().await.map(Some),
+            };
+            let Some(first) = first else {
+                // Nothing more will settle: send what is held.
+                self.ack_settled(true).await;
+                return;
+            };
+            // Everything that arrived meanwhile is decided together.
+            let mut msg = first;
+            let mut force = false;
+            while let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) {
+                match m {
+                    Msg::Taken(tag, lane) => {
+                        self.tags.insert(tag, State::Taken(lane));
+                    }
+                    Msg::Ack(tag, acker) => {
+                        let lane = match self.tags.get(&tag) {
+                            Some(State::Taken(lane)) => Some(*lane),
+                            _ => None,
+                        };
+                        let since = Instant::now();
+                        self.tags.insert(tag, State::Settled { acker, lane, since });
+                    }
+                    Msg::Requeue(tag, acker) => {
+                        let lane = self.forget(tag);
+                        self.send(&acker, tag, false, lane, true).await;
+                    }
+                    Msg::Flush(done) => {
+                        force = true;
+                        flushes.push(done);
+                    }
+                }
+            }
+            self.ack_settled(force).await;
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Marks a tag gone and returns its lane if a worker had taken it.
+    fn forget(&mut self, tag: u64) -> Option<Lane> {
+        let lane = match self.tags.get(&tag) {
+            Some(State::Taken(lane)) => Some(*lane),
+            Some(State::Settled { lane, .. }) => *lane,
+            _ => None,
+        };
+        self.tags.insert(tag, State::Gone);
+        lane
+    }
+
+    fn oldest_settled(&self) -> Option<Instant> {
+        self.tags
+            .values()
+            .filter_map(|s| match s {
+                State::Settled { since, .. } => Some(*since),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Acks the settled run from `next` with one `multiple` ack; then, alone, each settled delivery
+    /// that cannot join such a run soon (behind a tag not taken, past `HOLD`, or `force`).
+    async fn ack_settled(&mut self, force: bool) {
+        let mut last: Option<(u64, Acker)> = None;
+        let (mut settled, mut lanes) = (0usize, [0usize; 2]);
+        while let Some(entry) = self.tags.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            match entry.get() {
+                State::Taken(_) => break,
+                State::Gone => {}
+                State::Settled { acker, lane, .. } => {
+                    last = Some((self.next, acker.clone()));
+                    settled += 1;
+                    if let Some(lane) = lane {
+                        lanes[*lane as usize] += 1;
+                    }
+                }
+            }
+            entry.remove();
+            self.next += 1;
+        }
+        if let Some((tag, acker)) = last {
+            self.send(&acker, tag, settled > 1, None, false).await;
+            for (lane, n) in lanes.iter().enumerate() {
+                self.unacked[lane].fetch_sub(*n, Relaxed);
+            }
+        }
+        // What is left cannot be covered yet. Wait for the tag in a job at the head (up to HOLD);
+        // behind a tag no worker has taken, do not wait.
+        let head_in_job = matches!(
+            self.tags.first_key_value(),
+            Some((tag, State::Taken(_))) if *tag == self.next
+        );
+        let now = Instant::now();
+        let alone: Vec<u64> = self
+            .tags
+            .iter()
+            .filter_map(|(tag, s)| match s {
+                State::Settled { since, .. } if force || !head_in_job || now >= *since + HOLD => {
+                    Some(*tag)
+                }
+                _ => None,
+            })
+            .collect();
+        for tag in alone {
+            if let Some(State::Settled { acker, lane, .. }) = self.tags.insert(tag, State::Gone) {
+                self.send(&acker, tag, false, lane, false).await;
+            }
+        }
+        if self.tags.len() > TRACKED_MAX {
+            self.tags.retain(|_, s| !matches!(s, State::Gone));
+        }
+    }
+
+    /// Sends one ack (or nack with requeue) and counts `lane`'s delivery as settled.
+    async fn send(
+        &self,
+        acker: &Acker,
+        tag: u64,
+        multiple: bool,
+        lane: Option<Lane>,
+        requeue: bool,
+    ) {
+        let what = if requeue { "nack" } else { "ack" };
+        let op = async {
+            if requeue {
+                let opts = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                acker.nack(opts).await
+            } else {
+                acker.ack(BasicAckOptions { multiple }).await
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            _ = self.broken.cancelled() => Err(format!("{what}: the broker session is gone")),
+            r = amqp::within(self.limit, what, op) => r.map_err(|e| {
+                if e.timed_out {
+                    self.broken.cancel();
+                }
+                e.message
+            }).map(|_| ()),
+        };
+        if let Some(lane) = lane {
+            self.unacked[lane as usize].fetch_sub(1, Relaxed);
+        }
+        if !requeue {
+            self.stats.acks.fetch_add(1, Relaxed);
+        }
+        if let Err(e) = result {
+            // Whatever was committed stays committed: the redelivery is recognised as a duplicate.
+            warn!(error = %e, delivery_tag = tag, "{what} failed; the message will come back");
+        }
+    }
+}
