@@ -10,7 +10,9 @@
 //!
 //! A settled delivery whose predecessor is still in a job waits at most [`HOLD`] and is then acked
 //! alone, so one slow job never holds the others' acks; behind a tag not taken yet it is acked alone
-//! at once. Nacks (a message given back) go out at once, alone. While one ack is on its way, the next
+//! at once. So is a delivery that was copied elsewhere (to the dead-letter queue, to a delay queue):
+//! the copy is out, and a redelivery would make a second one. Nacks (a message given back) go out at
+//! once, alone. While one ack is on its way, the next
 //! settlements gather: the busier the workers, the more one ack covers.
 //!
 //! Nothing waits for an ack: the worker has committed before it settles, and an ack that never
@@ -44,8 +46,9 @@ const TRACKED_MAX: usize = 4096;
 enum Msg {
     /// A worker took the delivery.
     Taken(u64, Lane),
-    /// Ack it (its data committed, or its dead letter or delayed copy was confirmed).
-    Ack(u64, Acker),
+    /// Ack it (its data committed, or its dead letter or delayed copy was confirmed); the flag: at
+    /// once, not held back for a `multiple` ack.
+    Ack(u64, Acker, bool),
     /// Give it back to the queue.
     Requeue(u64, Acker),
     /// Send every settled ack now, then answer.
@@ -88,7 +91,12 @@ impl Acks {
     }
 
     pub fn ack(&self, acker: &Acker, tag: u64) {
-        self.send(Msg::Ack(tag, acker.clone()));
+        self.send(Msg::Ack(tag, acker.clone(), false));
+    }
+
+    /// Acks without waiting for earlier deliveries (one copied elsewhere: see the module's text).
+    pub fn ack_now(&self, acker: &Acker, tag: u64) {
+        self.send(Msg::Ack(tag, acker.clone(), true));
     }
 
     pub fn requeue(&self, acker: &Acker, tag: u64) {
@@ -118,6 +126,7 @@ enum State {
         acker: Acker,
         lane: Option<Lane>,
         since: Instant,
+        at_once: bool,
     },
     /// Acked or given back already.
     Gone,
@@ -160,13 +169,19 @@ impl Task {
                     Msg::Taken(tag, lane) => {
                         self.tags.insert(tag, State::Taken(lane));
                     }
-                    Msg::Ack(tag, acker) => {
+                    Msg::Ack(tag, acker, at_once) => {
                         let lane = match self.tags.get(&tag) {
                             Some(State::Taken(lane)) => Some(*lane),
                             _ => None,
                         };
                         let since = Instant::now();
-                        self.tags.insert(tag, State::Settled { acker, lane, since });
+                        let settled = State::Settled {
+                            acker,
+                            lane,
+                            since,
+                            at_once,
+                        };
+                        self.tags.insert(tag, settled);
                     }
                     Msg::Requeue(tag, acker) => {
                         let lane = self.forget(tag);
@@ -246,7 +261,9 @@ impl Task {
             .tags
             .iter()
             .filter_map(|(tag, s)| match s {
-                State::Settled { since, .. } if force || !head_in_job || now >= *since + HOLD => {
+                State::Settled { since, at_once, .. }
+                    if force || *at_once || !head_in_job || now >= *since + HOLD =>
+                {
                     Some(*tag)
                 }
                 _ => None,

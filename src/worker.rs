@@ -671,7 +671,8 @@ pub async fn settle(
     let queue = s.queue_of(lane);
     match fate {
         Fate::Done(stored) => {
-            ack(session, &delivery);
+            // Sent by the session's ack task, in delivery order (see `acks`).
+            session.acks.ack(&delivery.acker, delivery.delivery_tag);
             match stored {
                 Stored::Created(pipeline::deidentify::Status::Accepted) => {
                     stats.accepted.fetch_add(1, Relaxed)
@@ -706,7 +707,7 @@ pub async fn settle(
                 .await;
             match published {
                 Ok(()) => {
-                    ack(session, &delivery);
+                    session.acks.ack_now(&delivery.acker, delivery.delivery_tag);
                     stats.dead_lettered(rejected.kind);
                     info!(kind = %rejected.kind, reason = %rejected.reason, record_id = ?rejected.record_id, "dead-lettered");
                 }
@@ -733,7 +734,7 @@ pub async fn settle(
                 .await;
             match published {
                 Ok(()) => {
-                    ack(session, &delivery);
+                    session.acks.ack_now(&delivery.acker, delivery.delivery_tag);
                     stats.retried.fetch_add(1, Relaxed);
                     warn!(%reason, attempt = failed, retry_in = ?delay, "failed; retrying later through the delay queue");
                 }
@@ -759,7 +760,7 @@ pub async fn settle(
                 .await;
             match published {
                 Ok(()) => {
-                    ack(session, &delivery);
+                    session.acks.ack_now(&delivery.acker, delivery.delivery_tag);
                     stats.postponed.fetch_add(1, Relaxed);
                     debug!(%reason, retry_in = ?delay, "postponed");
                 }
@@ -770,11 +771,6 @@ pub async fn settle(
             }
         }
     }
-}
-
-/// Hands the ack to the session's ack task; it goes out in delivery order (see [`crate::acks`]).
-fn ack(session: &SessionHandle, delivery: &Delivery) {
-    session.acks.ack(&delivery.acker, delivery.delivery_tag);
 }
 
 pub async fn requeue(ctx: &Context, session: &SessionHandle, delivery: Delivery) {
