@@ -9,13 +9,15 @@
 //!   worker::process: pipeline::prepare  parse -> validate -> de-identify   (pure)
 //!                    pipeline::persist  one statement = one transaction    (idempotent on the key)
 //!                    worker::settle     ack after COMMIT | dead letter (confirmed) then ack | requeue
+//!   acks: one task per channel sends them in delivery order, coalesced into `multiple` acks
 //! ```
 //!
 //! # Layout
 //! - [`config`]: typed settings, layered defaults -> file -> `EDC__*` environment; secrets redacted.
 //! - [`protocol`]: study protocol model and loading (items, edit checks in CEL).
 //! - [`pipeline`]: the stages a body goes through; [`pipeline::persist`] is the only one with I/O.
-//! - [`worker`]: one job, from delivery to settlement; the only code that acks or nacks.
+//! - [`worker`]: one job, from delivery to settlement; the only code that decides an ack or a nack.
+//! - [`acks`]: sends the acks and nacks of a channel in order, coalesced where that is safe.
 //! - [`consumer`]: the supervisor (connect, declare, consume, reconnect) and the fixed worker set.
 //! - [`amqp`]: connection with fail-over, topology, dead-letter publishing with confirms.
 //! - [`db`]: connection pool and embedded migrations.
