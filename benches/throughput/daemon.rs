@@ -386,6 +386,9 @@ pub struct Drain {
     pub peak_rss_kib: u64,
     pub stored: i64,
     pub rejected: i64,
+    /// Ack frames the daemon sent per message (its summary line's `acks=`; one `multiple` ack
+    /// settles many deliveries). None if the build does not count them.
+    pub acks_per_record: Option<f64>,
 }
 
 /// Starts the daemon on a preloaded backlog of `n` messages and measures until all have their
@@ -411,7 +414,9 @@ pub async fn drain(
     let cpu_seconds = daemon.cpu_seconds()?;
     let after = CpuSample::now();
     let peak_rss_kib = daemon.peak_rss_kib()?;
+    let log_file = daemon.log.clone();
     daemon.stop().await?;
+    let acks_per_record = acks_sent(&log_file).map(|a| a as f64 / n as f64);
     let (stored, rejected) = outcomes_exact(&db).await?;
     if stored + rejected != n as i64 {
         bail!(
@@ -432,5 +437,17 @@ pub async fn drain(
         peak_rss_kib,
         stored,
         rejected,
+        acks_per_record,
     })
+}
+
+/// The `acks=` count of the last summary line in a daemon's log.
+fn acks_sent(log: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let at = text.rfind(" acks=")? + " acks=".len();
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

@@ -239,14 +239,17 @@ fn end_to_end(t: &mut Table, r: &Results) {
             }),
         );
         t.info(
-            format!("{label}: outcomes; peak RSS; preload rate"),
+            format!("{label}: outcomes; peak RSS; preload rate; ack frames per record"),
             show(e, |e| {
                 format!(
-                    "{} stored + {} rejected; {}; {} msg/s",
+                    "{} stored + {} rejected; {}; {} msg/s; {}",
                     int(e.drain.stored as f64),
                     int(e.drain.rejected as f64),
                     mib(e.drain.peak_rss_kib),
-                    int(e.publish.rate)
+                    int(e.publish.rate),
+                    e.drain
+                        .acks_per_record
+                        .map_or("-".to_string(), |a| format!("{a:.3}"))
                 )
             }),
         );
