@@ -12,8 +12,8 @@
 //! alone, so one slow job never holds the others' acks; behind a tag not taken yet it is acked alone
 //! at once. So is a delivery that was copied elsewhere (to the dead-letter queue, to a delay queue):
 //! the copy is out, and a redelivery would make a second one. Nacks (a message given back) go out at
-//! once, alone. While one ack is on its way, the next
-//! settlements gather: the busier the workers, the more one ack covers.
+//! once, alone. While one ack is on its way, the next settlements gather: the busier the workers,
+//! the more one ack covers.
 //!
 //! Nothing waits for an ack: the worker has committed before it settles, and an ack that never
 //! arrives only means a redelivery, which is recognised as a duplicate.
@@ -68,8 +68,7 @@ impl Acks {
         let (tx, rx) = mpsc::unbounded_channel();
         let unacked: Arc<[AtomicUsize; 2]> = Arc::default();
         let task = Task {
-            tags: BTreeMap::new(),
-            next: 1,
+            ledger: Ledger::new(),
             unacked: unacked.clone(),
             broken,
             limit,
@@ -118,12 +117,21 @@ impl Acks {
     }
 }
 
-enum State {
+/// What the task knows of the channel's delivery tags, and what to send: the decisions alone, no
+/// I/O (`A` is the handle an ack is sent with).
+struct Ledger<A> {
+    /// Tags from `next` on that are known here.
+    tags: BTreeMap<u64, State<A>>,
+    /// The lowest tag not known to be acked or given back.
+    next: u64,
+}
+
+enum State<A> {
     /// In a job.
     Taken(Lane),
     /// Settled by its worker, ack not sent yet.
     Settled {
-        acker: Acker,
+        acker: A,
         lane: Option<Lane>,
         since: Instant,
         at_once: bool,
@@ -132,76 +140,43 @@ enum State {
     Gone,
 }
 
-struct Task {
-    /// Tags from `next` on that are known here.
-    tags: BTreeMap<u64, State>,
-    /// The lowest tag not known to be acked or given back.
-    next: u64,
-    unacked: Arc<[AtomicUsize; 2]>,
-    broken: CancellationToken,
-    limit: Duration,
-    stats: Arc<Stats>,
+/// One ack frame to send, and how many deliveries of each lane it settles.
+#[derive(Debug, PartialEq)]
+struct Frame<A> {
+    acker: A,
+    tag: u64,
+    multiple: bool,
+    lanes: [usize; 2],
 }
 
-impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        let mut flushes = Vec::new();
-        loop {
-            // Some(message), or Some(None) when the oldest held delivery has waited HOLD; None when
-            // the session's handle is gone.
-            let first = match self.oldest_settled() {
-                Some(since) => tokio::select! {
-                    msg = rx.recv() => msg.map(Some),
-                    _ = tokio::time::sleep_until(since + HOLD) => Some(None),
-                },
-                None => rx.recv().await.map(Some),
-            };
-            let Some(first) = first else {
-                // Nothing more will settle: send what is held.
-                self.ack_settled(true).await;
-                return;
-            };
-            // Everything that arrived meanwhile is decided together.
-            let mut msg = first;
-            let mut force = false;
-            while let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) {
-                match m {
-                    Msg::Taken(tag, lane) => {
-                        self.tags.insert(tag, State::Taken(lane));
-                    }
-                    Msg::Ack(tag, acker, at_once) => {
-                        let lane = match self.tags.get(&tag) {
-                            Some(State::Taken(lane)) => Some(*lane),
-                            _ => None,
-                        };
-                        let since = Instant::now();
-                        let settled = State::Settled {
-                            acker,
-                            lane,
-                            since,
-                            at_once,
-                        };
-                        self.tags.insert(tag, settled);
-                    }
-                    Msg::Requeue(tag, acker) => {
-                        let lane = self.forget(tag);
-                        self.send(&acker, tag, false, lane, true).await;
-                    }
-                    Msg::Flush(done) => {
-                        force = true;
-                        flushes.push(done);
-                    }
-                }
-            }
-            self.ack_settled(force).await;
-            for done in flushes.drain(..) {
-                let _ = done.send(());
-            }
+impl<A> Ledger<A> {
+    fn new() -> Ledger<A> {
+        Ledger {
+            tags: BTreeMap::new(),
+            next: 1,
         }
     }
 
-    /// Marks a tag gone and returns its lane if a worker had taken it.
-    fn forget(&mut self, tag: u64) -> Option<Lane> {
+    fn taken(&mut self, tag: u64, lane: Lane) {
+        self.tags.insert(tag, State::Taken(lane));
+    }
+
+    fn settled(&mut self, tag: u64, acker: A, at_once: bool, now: Instant) {
+        let lane = match self.tags.get(&tag) {
+            Some(State::Taken(lane)) => Some(*lane),
+            _ => None,
+        };
+        let state = State::Settled {
+            acker,
+            lane,
+            since: now,
+            at_once,
+        };
+        self.tags.insert(tag, state);
+    }
+
+    /// The tag was given back (its nack is being sent). Returns its lane if a worker had taken it.
+    fn given_back(&mut self, tag: u64) -> Option<Lane> {
         let lane = match self.tags.get(&tag) {
             Some(State::Taken(lane)) => Some(*lane),
             Some(State::Settled { lane, .. }) => *lane,
@@ -211,7 +186,8 @@ impl Task {
         lane
     }
 
-    fn oldest_settled(&self) -> Option<Instant> {
+    /// When the oldest held ack was settled.
+    fn oldest_held(&self) -> Option<Instant> {
         self.tags
             .values()
             .filter_map(|s| match s {
@@ -221,42 +197,37 @@ impl Task {
             .min()
     }
 
-    /// Acks the settled run from `next` with one `multiple` ack; then, alone, each settled delivery
-    /// that cannot join such a run soon (behind a tag not taken, past `HOLD`, or `force`).
-    async fn ack_settled(&mut self, force: bool) {
-        let mut last: Option<(u64, Acker)> = None;
-        let (mut settled, mut lanes) = (0usize, [0usize; 2]);
+    /// The frames to send now, in order: one ack (`multiple` if it settles several) for the settled
+    /// run from `next`; then, alone, each settled delivery that cannot join such a run soon: behind
+    /// a tag no worker has taken, marked `at_once`, held for `HOLD` already, or everything if
+    /// `force`. The rest stays held behind the tag in a job at the head.
+    fn due(&mut self, now: Instant, force: bool) -> Vec<Frame<A>> {
+        let mut frames = Vec::new();
+        let (mut run, mut settled): (Option<Frame<A>>, usize) = (None, 0);
         while let Some(entry) = self.tags.first_entry() {
-            if *entry.key() != self.next {
+            if *entry.key() != self.next || matches!(entry.get(), State::Taken(_)) {
                 break;
             }
-            match entry.get() {
-                State::Taken(_) => break,
-                State::Gone => {}
-                State::Settled { acker, lane, .. } => {
-                    last = Some((self.next, acker.clone()));
-                    settled += 1;
-                    if let Some(lane) = lane {
-                        lanes[*lane as usize] += 1;
-                    }
+            if let State::Settled { acker, lane, .. } = entry.remove() {
+                settled += 1;
+                let mut lanes = run.take().map_or([0; 2], |f| f.lanes);
+                if let Some(lane) = lane {
+                    lanes[lane as usize] += 1;
                 }
+                run = Some(Frame {
+                    acker,
+                    tag: self.next,
+                    multiple: settled > 1,
+                    lanes,
+                });
             }
-            entry.remove();
             self.next += 1;
         }
-        if let Some((tag, acker)) = last {
-            self.send(&acker, tag, settled > 1, None, false).await;
-            for (lane, n) in lanes.iter().enumerate() {
-                self.unacked[lane].fetch_sub(*n, Relaxed);
-            }
-        }
-        // What is left cannot be covered yet. Wait for the tag in a job at the head (up to HOLD);
-        // behind a tag no worker has taken, do not wait.
+        frames.extend(run);
         let head_in_job = matches!(
             self.tags.first_key_value(),
             Some((tag, State::Taken(_))) if *tag == self.next
         );
-        let now = Instant::now();
         let alone: Vec<u64> = self
             .tags
             .iter()
@@ -271,21 +242,95 @@ impl Task {
             .collect();
         for tag in alone {
             if let Some(State::Settled { acker, lane, .. }) = self.tags.insert(tag, State::Gone) {
-                self.send(&acker, tag, false, lane, false).await;
+                frames.push(Frame {
+                    acker,
+                    tag,
+                    multiple: false,
+                    lanes: one(lane),
+                });
             }
         }
         if self.tags.len() > TRACKED_MAX {
             self.tags.retain(|_, s| !matches!(s, State::Gone));
         }
+        frames
+    }
+}
+
+/// Per lane, the one delivery settled (none if no worker had taken it).
+fn one(lane: Option<Lane>) -> [usize; 2] {
+    let mut lanes = [0; 2];
+    if let Some(lane) = lane {
+        lanes[lane as usize] = 1;
+    }
+    lanes
+}
+
+struct Task {
+    ledger: Ledger<Acker>,
+    unacked: Arc<[AtomicUsize; 2]>,
+    broken: CancellationToken,
+    limit: Duration,
+    stats: Arc<Stats>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut flushes = Vec::new();
+        loop {
+            // Some(message), or Some(None) when the oldest held ack has waited HOLD; None when the
+            // session's handle is gone.
+            let first = match self.ledger.oldest_held() {
+                Some(since) => tokio::select! {
+                    msg = rx.recv() => msg.map(Some),
+                    _ = tokio::time::sleep_until(since + HOLD) => Some(None),
+                },
+                None => rx.recv().await.map(Some),
+            };
+            let Some(first) = first else {
+                // Nothing more will settle: send what is held.
+                self.send_due(true).await;
+                return;
+            };
+            // Everything that arrived meanwhile is decided together.
+            let mut msg = first;
+            let mut force = false;
+            while let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) {
+                match m {
+                    Msg::Taken(tag, lane) => self.ledger.taken(tag, lane),
+                    Msg::Ack(tag, acker, at_once) => {
+                        self.ledger.settled(tag, acker, at_once, Instant::now());
+                    }
+                    Msg::Requeue(tag, acker) => {
+                        let lanes = one(self.ledger.given_back(tag));
+                        self.send(&acker, tag, false, lanes, true).await;
+                    }
+                    Msg::Flush(done) => {
+                        force = true;
+                        flushes.push(done);
+                    }
+                }
+            }
+            self.send_due(force).await;
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
     }
 
-    /// Sends one ack (or nack with requeue) and counts `lane`'s delivery as settled.
+    async fn send_due(&mut self, force: bool) {
+        for f in self.ledger.due(Instant::now(), force) {
+            self.send(&f.acker, f.tag, f.multiple, f.lanes, false).await;
+        }
+    }
+
+    /// Sends one ack (or nack with requeue) and counts the deliveries it settles.
     async fn send(
         &self,
         acker: &Acker,
         tag: u64,
         multiple: bool,
-        lane: Option<Lane>,
+        lanes: [usize; 2],
         requeue: bool,
     ) {
         let what = if requeue { "nack" } else { "ack" };
@@ -310,8 +355,8 @@ impl Task {
                 e.message
             }).map(|_| ()),
         };
-        if let Some(lane) = lane {
-            self.unacked[lane as usize].fetch_sub(1, Relaxed);
+        for (lane, n) in lanes.iter().enumerate() {
+            self.unacked[lane].fetch_sub(*n, Relaxed);
         }
         if !requeue {
             self.stats.acks.fetch_add(1, Relaxed);
@@ -320,5 +365,135 @@ impl Task {
             // Whatever was committed stays committed: the redelivery is recognised as a duplicate.
             warn!(error = %e, delivery_tag = tag, "{what} failed; the message will come back");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: Lane = Lane::Normal;
+    const U: Lane = Lane::Urgent;
+
+    fn frame(tag: u64, multiple: bool, lanes: [usize; 2]) -> Frame<u64> {
+        Frame {
+            acker: tag,
+            tag,
+            multiple,
+            lanes,
+        }
+    }
+
+    /// Tags 1..=n taken on the normal lane.
+    fn taken(n: u64) -> Ledger<u64> {
+        let mut l = Ledger::new();
+        for tag in 1..=n {
+            l.taken(tag, N);
+        }
+        l
+    }
+
+    #[test]
+    fn a_settled_run_from_the_lowest_tag_goes_out_as_one_multiple_ack() {
+        let (mut l, t) = (taken(4), Instant::now());
+        for tag in [3, 1, 2] {
+            l.settled(tag, tag, false, t);
+        }
+        assert_eq!(l.due(t, false), vec![frame(3, true, [0, 3])]);
+        assert_eq!(l.next, 4);
+        l.settled(4, 4, false, t);
+        assert_eq!(
+            l.due(t, false),
+            vec![frame(4, false, [0, 1])],
+            "one alone: no multiple"
+        );
+    }
+
+    #[test]
+    fn settled_deliveries_behind_one_in_a_job_wait_then_go_alone() {
+        let (mut l, t) = (taken(3), Instant::now());
+        l.settled(2, 2, false, t);
+        l.settled(3, 3, false, t);
+        assert_eq!(l.due(t, false), vec![], "held for the head");
+        assert_eq!(l.oldest_held(), Some(t));
+        let later = t + HOLD;
+        assert_eq!(
+            l.due(later, false),
+            vec![frame(2, false, [0, 1]), frame(3, false, [0, 1])]
+        );
+        // The head settles later: it goes alone too, never as a multiple over 2 and 3 again.
+        l.settled(1, 1, false, later);
+        assert_eq!(l.due(later, false), vec![frame(1, false, [0, 1])]);
+        assert_eq!(l.next, 4);
+        assert!(l.tags.is_empty());
+    }
+
+    #[test]
+    fn behind_a_tag_no_worker_took_nothing_waits_and_nothing_is_multiple() {
+        // Tag 1 is still in the consumer's buffer (not taken): 2 and 3 cannot be covered.
+        let mut l = Ledger::new();
+        let t = Instant::now();
+        for tag in [2, 3] {
+            l.taken(tag, N);
+            l.settled(tag, tag, false, t);
+        }
+        assert_eq!(
+            l.due(t, false),
+            vec![frame(2, false, [0, 1]), frame(3, false, [0, 1])]
+        );
+        assert_eq!(l.next, 1);
+        // Once 1 is taken and settled, the run passes over the tags acked alone.
+        l.taken(1, U);
+        l.settled(1, 1, false, t);
+        assert_eq!(l.due(t, false), vec![frame(1, false, [1, 0])]);
+        assert_eq!(l.next, 4);
+    }
+
+    #[test]
+    fn a_delivery_copied_elsewhere_is_acked_at_once() {
+        let (mut l, t) = (taken(2), Instant::now());
+        l.settled(2, 2, true, t);
+        assert_eq!(l.due(t, false), vec![frame(2, false, [0, 1])]);
+    }
+
+    #[test]
+    fn a_given_back_delivery_is_passed_over_not_acked() {
+        let (mut l, t) = (taken(3), Instant::now());
+        assert_eq!(l.given_back(1), Some(N));
+        l.settled(2, 2, false, t);
+        l.settled(3, 3, false, t);
+        assert_eq!(l.due(t, false), vec![frame(3, true, [0, 2])]);
+        assert_eq!(l.given_back(9), None, "never taken: not counted");
+    }
+
+    #[test]
+    fn force_sends_everything_settled() {
+        let (mut l, t) = (taken(3), Instant::now());
+        l.settled(3, 3, false, t);
+        assert_eq!(l.due(t, true), vec![frame(3, false, [0, 1])]);
+        assert_eq!(l.oldest_held(), None);
+    }
+
+    #[test]
+    fn forgetting_old_tags_never_lets_a_multiple_ack_cross_a_gap() {
+        // Tag 1 never taken; many acked alone behind it, then forgotten.
+        let mut l = Ledger::new();
+        let t = Instant::now();
+        let last = TRACKED_MAX as u64 + 10;
+        for tag in 2..=last {
+            l.taken(tag, N);
+            l.settled(tag, tag, false, t);
+        }
+        assert_eq!(l.due(t, false).len(), (last - 1) as usize);
+        assert!(l.tags.is_empty(), "forgotten past TRACKED_MAX");
+        l.taken(1, N);
+        l.taken(last + 1, N);
+        l.settled(1, 1, false, t);
+        l.settled(last + 1, last + 1, false, t);
+        // 1 alone; last + 1 alone too: the tags between are no longer known, so no run reaches it.
+        assert_eq!(
+            l.due(t, false),
+            vec![frame(1, false, [0, 1]), frame(last + 1, false, [0, 1])]
+        );
     }
 }
