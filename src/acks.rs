@@ -345,16 +345,7 @@ impl Task {
                 acker.ack(BasicAckOptions { multiple }).await
             }
         };
-        let result = tokio::select! {
-            biased;
-            _ = self.broken.cancelled() => Err(format!("{what}: the broker session is gone")),
-            r = amqp::within(self.limit, what, op) => r.map_err(|e| {
-                if e.timed_out {
-                    self.broken.cancel();
-                }
-                e.message
-            }).map(|_| ()),
-        };
+        let result = amqp::in_session(&self.broken, self.limit, what, op).await;
         for (lane, n) in lanes.iter().enumerate() {
             self.unacked[lane].fetch_sub(*n, Relaxed);
         }

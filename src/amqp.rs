@@ -108,6 +108,29 @@ impl From<BrokerError> for String {
     }
 }
 
+/// Runs one broker operation of a session within `limit`, giving up at once if the session is
+/// already `broken`. An overrun marks it broken: the supervisor then drops it and connects again.
+pub async fn in_session<T, E: std::fmt::Display>(
+    broken: &tokio_util::sync::CancellationToken,
+    limit: std::time::Duration,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    let attempt = tokio::select! {
+        biased;
+        _ = broken.cancelled() => return Err(format!("{what}: the broker session is gone")),
+        attempt = within(limit, what, op) => attempt,
+    };
+    attempt.map_err(|e| {
+        if e.timed_out {
+            broken.cancel();
+            format!("{e}; the session is dropped")
+        } else {
+            e.message
+        }
+    })
+}
+
 /// Closes a connection, waiting at most `limit` for the broker's answer.
 pub async fn close(connection: &Connection, limit: std::time::Duration, code: u16, reason: &str) {
     let closing = connection.close(code, ShortString::from(reason));

@@ -97,21 +97,7 @@ impl SessionHandle {
         what: &str,
         op: impl Future<Output = Result<T, E>>,
     ) -> Result<T, String> {
-        let attempt = tokio::select! {
-            biased;
-            _ = self.broken.cancelled() => {
-                return Err(format!("{what}: the broker session is gone"));
-            }
-            attempt = amqp::within(self.operation_timeout, what, op) => attempt,
-        };
-        attempt.map_err(|e| {
-            if e.timed_out {
-                self.broken.cancel();
-                format!("{e}; the session is dropped")
-            } else {
-                e.message
-            }
-        })
+        amqp::in_session(&self.broken, self.operation_timeout, what, op).await
     }
 }
 
