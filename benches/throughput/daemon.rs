@@ -444,10 +444,9 @@ pub async fn drain(
 /// The `acks=` count of the last summary line in a daemon's log.
 fn acks_sent(log: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(log).ok()?;
-    let at = text.rfind(" acks=")? + " acks=".len();
-    text[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    let summary = text.lines().rev().find(|l| l.contains(" acks="))?;
+    summary::summary_field(summary, "acks")
 }
+
+#[path = "../../tests/common/summary.rs"]
+mod summary;

@@ -165,7 +165,10 @@ impl Procs {
 
     /// Duplicates the daemons recognised, from the summaries of those that exited cleanly.
     pub fn duplicates(&self) -> u64 {
-        self.summaries.iter().map(|s| field(s, "duplicate")).sum()
+        self.summaries
+            .iter()
+            .map(|s| summary_field(s, "duplicate").unwrap_or(0))
+            .sum()
     }
 }
 
@@ -213,20 +216,6 @@ pub fn signal(p: &Proc, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill {sig} {}", p.name);
-}
-
-fn field(summary: &str, name: &str) -> u64 {
-    summary
-        .find(&format!(" {name}="))
-        .map(|at| {
-            summary[at + name.len() + 2..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .unwrap_or(0)
 }
 
 /// Runs `scripts/services.sh ARGS` (the same servers the tests use) and insists it succeeds.

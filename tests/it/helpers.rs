@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 mod endpoints;
 use endpoints::with_db;
 pub use endpoints::{amqp_url, pg_url, repo};
+#[path = "../common/summary.rs"]
+mod summary;
+pub use summary::summary_field;
 
 /// One test's world: its own database and queue names.
 pub struct TestEnv {
