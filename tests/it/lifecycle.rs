@@ -20,15 +20,7 @@ fn binary(env: &TestEnv, extra: &[(&str, &str)]) -> Command {
 /// Messages settled for good, from the daemon's summary line.
 fn settled_in(summary: &str) -> u64 {
     let field = |name: &str| -> u64 {
-        let at = summary
-            .find(&format!(" {name}="))
-            .unwrap_or_else(|| panic!("{name} in {summary}"));
-        summary[at + name.len() + 2..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        summary_field(summary, name).unwrap_or_else(|| panic!("{name} in {summary}"))
     };
     field("accepted") + field("queried") + field("duplicate") + field("dead_lettered")
 }
@@ -222,8 +214,16 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
         || async { env.count("SELECT count(*) FROM crf_records").await >= 13 },
     )
     .await;
-    // Their acks may wait a moment for the earlier deliveries before going out alone.
-    tokio::time::sleep(edc_ingest::acks::HOLD * 10).await;
+    // Their acks may wait for the earlier deliveries (up to acks::HOLD) before going out alone:
+    // wait until the broker holds unacked exactly the messages not stored. (Its counts lag, but
+    // only ever from above: a stale count cannot equal the stored ones' complement too early.)
+    wait_for("the stored messages acked", WAIT, || async {
+        let q = management(&format!("/api/queues/%2f/{}", env.queue));
+        let stored = env.count("SELECT count(*) FROM crf_records").await;
+        q["messages_ready"].as_i64() == Some(0)
+            && q["messages_unacknowledged"].as_i64() == Some(21 - stored)
+    })
+    .await;
 
     // Act: the process dies while the first batch still waits.
     signal(&child, "-KILL");
