@@ -23,9 +23,9 @@
 # It prints one table (figures, targets met or not, ratios end to end / ceiling) and writes
 # results.json, results.md, workers.svg and the daemons' logs to target/bench/<UTC timestamp>/.
 #
-# Takes about 10 minutes on the 2-core development machine (9 with --quick, which uses a 200,000
-# backlog for the memory stage instead of 1,000,000: publishing those takes about 40 s); the slower
-# the daemon, the longer the drains. Every stage uses its own database and queues (edc_bench_*,
+# Takes 7 to 8 minutes on the 2-core development machine (--quick, which uses a 200,000 backlog
+# for the memory stage instead of 1,000,000, saves up to a minute of publishing); the slower the
+# daemon, the longer the drains. Every stage uses its own database and queues (edc_bench_*,
 # edc.bench.*) and removes them, also on Ctrl-C. Other load on the machine skews the figures.
 set -euo pipefail
 
