@@ -161,14 +161,19 @@ impl<A> Ledger<A> {
         self.tags.insert(tag, State::Taken(lane));
     }
 
-    fn settled(&mut self, tag: u64, acker: A, at_once: bool, now: Instant) {
-        let lane = match self.tags.get(&tag) {
+    /// The lane of a tag a worker took and that is not acked yet.
+    fn lane_of(&self, tag: u64) -> Option<Lane> {
+        match self.tags.get(&tag) {
             Some(State::Taken(lane)) => Some(*lane),
+            Some(State::Settled { lane, .. }) => *lane,
             _ => None,
-        };
+        }
+    }
+
+    fn settled(&mut self, tag: u64, acker: A, at_once: bool, now: Instant) {
         let state = State::Settled {
             acker,
-            lane,
+            lane: self.lane_of(tag),
             since: now,
             at_once,
         };
@@ -177,11 +182,7 @@ impl<A> Ledger<A> {
 
     /// The tag was given back (its nack is being sent). Returns its lane if a worker had taken it.
     fn given_back(&mut self, tag: u64) -> Option<Lane> {
-        let lane = match self.tags.get(&tag) {
-            Some(State::Taken(lane)) => Some(*lane),
-            Some(State::Settled { lane, .. }) => *lane,
-            _ => None,
-        };
+        let lane = self.lane_of(tag);
         self.tags.insert(tag, State::Gone);
         lane
     }

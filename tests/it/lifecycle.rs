@@ -239,7 +239,13 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
         env.ready(&env.queue).await == unstored
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the broker has let go of the killed consumer (no consumer, nothing unacked), nothing
+    // more can come back: the count above is final.
+    wait_for("the killed consumer gone from the broker", WAIT, || async {
+        let q = management(&format!("/api/queues/%2f/{}", env.queue));
+        q["consumers"].as_i64() == Some(0) && q["messages_unacknowledged"].as_i64() == Some(0)
+    })
+    .await;
     assert_eq!(
         env.ready(&env.queue).await,
         unstored,
