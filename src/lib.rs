@@ -5,42 +5,49 @@
 //!
 //! # One message, from the socket to the ack
 //! ```text
-//! RabbitMQ --(prefetch = workers)--> consumer::pump --1-slot channel--> worker (one of N)
-//!   worker::process: pipeline::prepare  parse -> validate -> de-identify   (pure)
-//!                    pipeline::persist  one statement = one transaction    (idempotent on the key)
-//!                    worker::settle     ack after COMMIT | dead letter (confirmed) then ack | requeue
-//!   acks: one task per channel sends them in delivery order, coalesced into `multiple` acks
+//! RabbitMQ ──(prefetch = workers x batch_size)──> broker::consume   the supervisor: connect, declare,
+//!                                                                   consume two lanes, reconnect
+//!   broker::inbound   each delivery read once into an Inbound; slots hand it to a worker
+//!   worker::job       a group of deliveries: crash check for redeliveries, then for each
+//!   pipeline          parse -> validate -> de-identify                      pure, no I/O
+//!   store::committer  the records ready across workers: ONE statement, ONE transaction
+//!   worker::fate      stored | duplicate | conflict | refused | outage | retry  -> a Fate
+//!   broker::settle    ack after COMMIT | dead letter (confirmed), ack | delay queue, ack | give back
+//!   broker::acks      one task per channel: acks in delivery order, coalesced into `multiple` acks
+//! relay               the events written with the records (outbox) -> the events exchange
 //! ```
 //!
-//! # Layout
+//! # Layout, bottom up
+//! Each module uses only those above it in this list.
+//! - [`lane`], [`printable`], [`failure`]: vocabulary (the two lanes, values safe to print, how a
+//!   command fails and its exit code).
 //! - [`config`]: typed settings, layered defaults -> file -> `EDC__*` environment; secrets redacted.
-//! - [`protocol`]: study protocol model and loading (items, edit checks in CEL).
-//! - [`pipeline`]: the stages a body goes through; [`pipeline::persist`] is the only one with I/O.
-//! - [`worker`]: one job, from delivery to settlement; the only code that decides an ack or a nack.
-//! - [`acks`]: sends the acks and nacks of a channel in order, coalesced where that is safe.
-//! - [`consumer`]: the supervisor (connect, declare, consume, reconnect) and the fixed worker set.
-//! - [`amqp`]: connection with fail-over, topology, dead-letter publishing with confirms.
-//! - [`db`]: connection pool and embedded migrations.
-//! - [`app`]: wiring; [`app::run`] runs the daemon until its shutdown token is cancelled.
-//! - [`gate`]: whether the database is usable; consumption pauses while it is not.
-//! - [`outbox`]: the relay that publishes events and result callbacks written with the records.
-//! - [`shutdown`], [`telemetry`], [`stats`]: signals, logging, counters.
-//! - [`tools`]: `generate` and `publish`, the uploader's side.
+//! - [`stats`], [`telemetry`], [`shutdown`]: counters, logging, signals.
+//! - [`protocol`]: the study protocols (items, edit checks and alerts in CEL).
+//! - [`pipeline`]: the pure stages a body goes through.
+//! - [`store`]: PostgreSQL: pool and migrations, the ingest call, group commit, error classes, the
+//!   crash count, the database gate.
+//! - [`broker`]: RabbitMQ: connection, topology, publishing with confirms, the supervisor and its
+//!   lane pumps, the hand-over to the workers, settlement and acks.
+//! - [`worker`]: the fixed worker set and what one job does.
+//! - [`relay`]: the outbox relay (events and result callbacks).
+//! - [`daemon`]: wiring; [`daemon::run`] runs the daemon until its shutdown token is cancelled.
+//! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`.
 
-pub mod acks;
-pub mod amqp;
-pub mod app;
+pub mod broker;
 pub mod config;
-pub mod consumer;
-pub mod db;
+pub mod daemon;
+pub mod failure;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
-pub mod gate;
-pub mod outbox;
+pub mod lane;
 pub mod pipeline;
+pub mod printable;
 pub mod protocol;
+pub mod relay;
 pub mod shutdown;
 pub mod stats;
+pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod worker;

@@ -15,10 +15,12 @@ pub struct Stats {
     pub postponed: AtomicU64,
     /// Parked in a delay queue for a later attempt.
     pub retried: AtomicU64,
-    /// Statements that stored several records at once (`batch_size` > 1).
-    pub batches: AtomicU64,
-    /// Batches split in two after their statement failed, to isolate a bad record.
-    pub batch_splits: AtomicU64,
+    /// Transactions that stored several records at once (group commit).
+    pub groups: AtomicU64,
+    /// Records stored by those transactions.
+    pub grouped_records: AtomicU64,
+    /// Groups split in two after their statement failed, to isolate a bad record.
+    pub group_splits: AtomicU64,
     /// Ack frames sent; one `multiple` ack settles many deliveries.
     pub acks: AtomicU64,
     dead_lettered: [AtomicU64; RejectKind::ALL.len()],
@@ -33,13 +35,22 @@ pub struct Summary {
     pub requeued: u64,
     pub postponed: u64,
     pub retried: u64,
-    pub batches: u64,
-    pub batch_splits: u64,
+    pub groups: u64,
+    pub grouped_records: u64,
+    pub group_splits: u64,
     pub acks: u64,
     pub dead_lettered: Vec<(RejectKind, u64)>,
 }
 
 impl Stats {
+    /// A transaction that stored `records` records.
+    pub fn record_group(&self, records: usize) {
+        if records > 1 {
+            self.groups.fetch_add(1, Relaxed);
+            self.grouped_records.fetch_add(records as u64, Relaxed);
+        }
+    }
+
     pub fn dead_lettered(&self, kind: RejectKind) {
         self.dead_lettered[kind as usize].fetch_add(1, Relaxed);
     }
@@ -52,8 +63,9 @@ impl Stats {
             requeued: self.requeued.load(Relaxed),
             postponed: self.postponed.load(Relaxed),
             retried: self.retried.load(Relaxed),
-            batches: self.batches.load(Relaxed),
-            batch_splits: self.batch_splits.load(Relaxed),
+            groups: self.groups.load(Relaxed),
+            grouped_records: self.grouped_records.load(Relaxed),
+            group_splits: self.group_splits.load(Relaxed),
             acks: self.acks.load(Relaxed),
             dead_lettered: RejectKind::ALL
                 .iter()

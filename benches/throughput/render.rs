@@ -85,8 +85,8 @@ pub fn markdown(r: &Results) -> String {
 const NOTES: &str = "
 ## How it was measured
 
-- Every stage has its own PostgreSQL database (migrated with `edc_ingest::db::migrate`) and its own
-  quorum queues, declared with `edc_ingest::amqp::declare` exactly as the daemon declares them.
+- Every stage has its own PostgreSQL database (migrated with `edc_ingest::store::migrate`) and its own
+  quorum queues, declared with `edc_ingest::broker::declare` exactly as the daemon declares them.
   PostgreSQL runs with its durable defaults.
 - Broker ceiling: a bare lapin consumer that only acks, on a backlog preloaded with
   `tools::publish`; timed from `basic.consume` to the last ack. Multiple acks: `multiple=true` every

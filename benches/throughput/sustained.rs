@@ -240,7 +240,7 @@ struct Paced<'a> {
 impl<'a> Paced<'a> {
     async fn connect(world: &World, data: &'a [Message]) -> Result<Paced<'a>> {
         let conn = world::amqp().await?;
-        let channel = edc_ingest::amqp::confirm_channel(&conn).await?;
+        let channel = edc_ingest::broker::confirm_channel(&conn).await?;
         let (confirms, mut rx) = mpsc::channel::<PublisherConfirm>(WINDOW);
         let nacked = Arc::new(AtomicU64::new(0));
         let counter = nacked.clone();

@@ -128,13 +128,13 @@ impl World {
                 .batch_execute(&format!("CREATE DATABASE {name}"))
                 .await
                 .with_context(|| format!("CREATE DATABASE {name}"))?;
-            edc_ingest::db::migrate(&self.settings().postgres).await?;
+            edc_ingest::store::migrate(&self.settings().postgres).await?;
         }
         if queues {
             let conn = amqp().await?;
             let ch = conn.create_channel().await?;
             let s = self.settings();
-            edc_ingest::amqp::declare(&ch, &s.amqp, &s.retry).await?;
+            edc_ingest::broker::declare(&ch, &s.amqp, &s.retry).await?;
             let _ = conn.close(200, ShortString::from("declared")).await;
         }
         Ok(())
@@ -227,7 +227,7 @@ impl World {
             }
         }
         for q in names.clone() {
-            names.extend(edc_ingest::amqp::retry_queues(&q, &s.retry));
+            names.extend(edc_ingest::broker::topology::retry_queues(&q, &s.retry));
         }
         // Whatever else was declared under our prefix, and any queue dead-lettering into our
         // uniquely named exchange: a fixed-name queue of a newer build that this bench does not

@@ -15,6 +15,8 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::validate::{Finding, Validated};
+use crate::config::Settings;
+use crate::failure::Failure;
 
 /// Prefix of a pseudonymised item value inside `items`.
 pub const PSEUDONYM_PREFIX: &str = "psn:";
@@ -60,6 +62,26 @@ impl Pseudonymizer {
             .map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))?;
         let text = bytes.trim_ascii();
         Self::new(text).map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))
+    }
+
+    /// The key the settings give: `pseudonym_key`, else `pseudonym_key_file`, else the public
+    /// development key if `dev_insecure_pseudonym_key` allows it (with a warning). None of them is
+    /// the operator's to fix.
+    pub fn from_settings(settings: &Settings) -> Result<Self, Failure> {
+        if let Some(key) = &settings.pseudonym_key {
+            return Pseudonymizer::new(key.expose().as_bytes())
+                .map_err(|e| Failure::setup(format!("pseudonym_key: {e}")));
+        }
+        if let Some(path) = &settings.pseudonym_key_file {
+            return Pseudonymizer::from_file(path).map_err(Failure::Setup);
+        }
+        if settings.dev_insecure_pseudonym_key {
+            tracing::warn!(
+                "using the built-in INSECURE development pseudonymisation key: pseudonyms protect nothing"
+            );
+            return Ok(Pseudonymizer::insecure_dev());
+        }
+        Err(Failure::setup("no pseudonymisation key configured"))
     }
 
     /// The pseudonym of `value` in `field`, after normalising the value for that field.

@@ -1,20 +1,19 @@
 //! What happens to one message body, stage by stage.
 //!
 //! ```text
-//! bytes --parse--> Envelope --validate--> Validated --deidentify--> Deidentified --persist--> Stored
-//!   |                 |                       |                                        |
-//!   +-- malformed, too_large, invalid --------+                           duplicate / conflict
+//! bytes --parse--> Envelope --validate--> Validated --deidentify--> Deidentified --> crate::store
+//!   |                 |                       |
+//!   +-- malformed, too_large, invalid --------+
 //! ```
 //!
 //! Each stage returns a stronger type than it takes, so nothing un-validated or still identifying can
-//! reach `persist`. The first three stages are pure, synchronous functions; `persist` is the only one
-//! that does I/O. A stage that refuses a message returns a [`Rejected`] with a [`RejectKind`] and a
-//! reason written by us: reasons never quote a value from the payload, because they travel into
-//! dead-letter headers, logs and the `rejections` table.
+//! reach the database ([`crate::store`]). The stages are pure, synchronous functions. A stage that
+//! refuses a message returns a [`Rejected`] with a [`RejectKind`] and a reason written by us: reasons
+//! never quote a value from the payload, because they travel into dead-letter headers, logs and the
+//! `rejections` table.
 
 pub mod deidentify;
 pub mod parse;
-pub mod persist;
 #[cfg(test)]
 mod properties;
 pub mod validate;
@@ -96,6 +95,18 @@ impl Rejected {
             record_id: None,
             batch_id: None,
             batch_size: None,
+        }
+    }
+
+    /// A refusal of a record that was prepared: it says which record and which upload batch, so
+    /// that the batch's receipt counts it.
+    pub fn of_record(kind: RejectKind, reason: impl Into<String>, record: &Deidentified) -> Self {
+        Rejected {
+            kind,
+            reason: reason.into(),
+            record_id: Some(record.record_id),
+            batch_id: record.batch_id,
+            batch_size: record.batch_size,
         }
     }
 }

@@ -2,20 +2,15 @@
 
 use std::fmt::Write;
 
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use crate::config::PostgresSettings;
-use crate::db;
+use crate::store;
 
 pub async fn status(pg: &PostgresSettings, id: &str) -> anyhow::Result<String> {
     let batch = Uuid::parse_str(id.trim())
         .map_err(|_| anyhow::anyhow!("`{id}` is not a batch id (a UUID)"))?;
-    let (client, conn) = db::pg_config(&pg.url, pg.connect_timeout)?
-        .connect(NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL at {}: {e}", pg.url))?;
-    let conn = tokio::spawn(conn);
+    let client = store::connect(&pg.url, pg).await?;
     let row = client
         .query_opt(
             "SELECT expected, accepted, queried, duplicates, dead_lettered::text, dead_lettered_total,
@@ -24,8 +19,7 @@ pub async fn status(pg: &PostgresSettings, id: &str) -> anyhow::Result<String> {
             &[&batch],
         )
         .await?;
-    drop(client);
-    conn.abort();
+    client.close().await;
     let Some(r) = row else {
         anyhow::bail!("no batch {batch}: none of its records has an outcome yet");
     };

@@ -10,20 +10,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::broker::publish::{
+    H_ATTEMPTS, H_CONSUMER, H_ERROR, H_FAILED_AT, H_KIND, H_RETRIES, H_RETRY_REASON,
+};
+use crate::broker::{self, publish};
+use crate::config::Settings;
+use crate::pipeline::{self, Pseudonymizer};
+use crate::protocol::Registry;
+use crate::store;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{Map, Value, json};
-use tokio_postgres::NoTls;
-
-use crate::amqp::{
-    self, H_ATTEMPTS, H_CONSUMER, H_ERROR, H_FAILED_AT, H_KIND, H_RETRIES, H_RETRY_REASON,
-};
-use crate::app;
-use crate::config::Settings;
-use crate::db;
-use crate::pipeline::{self, Pseudonymizer};
-use crate::protocol::Registry;
 
 /// Which dead letters a command is about.
 #[derive(Clone, Debug, Default)]
@@ -90,7 +88,7 @@ struct Session {
 
 impl Session {
     async fn open(settings: &Settings, limit: usize) -> anyhow::Result<Session> {
-        let (connection, _) = amqp::connect(
+        let (connection, _) = broker::connect(
             &settings.amqp.url,
             0,
             "edc-ingest dlq",
@@ -99,7 +97,7 @@ impl Session {
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
         let channel = connection.create_channel().await?;
-        amqp::declare(&channel, &settings.amqp, &settings.retry).await?;
+        broker::declare(&channel, &settings.amqp, &settings.retry).await?;
         let mut letters = Vec::new();
         while letters.len() < limit {
             let got = channel
@@ -208,7 +206,8 @@ pub async fn list(settings: &Settings, filter: &Filter) -> anyhow::Result<String
 
 /// A few dead letters with their headers and a de-identified preview of the body.
 pub async fn show(settings: &Settings, filter: &Filter, count: usize) -> anyhow::Result<String> {
-    let registry = app::load_registry(&settings.studies_dir)?;
+    let registry = Registry::load(&settings.studies_dir)
+        .map_err(|e| anyhow::anyhow!("study protocols are invalid:\n{e}"))?;
     let session = Session::open(settings, filter.limit).await?;
     let mut out = String::new();
     for l in session
@@ -320,12 +319,13 @@ pub async fn replay(
     dry_run: bool,
     actor: &str,
 ) -> anyhow::Result<String> {
-    let registry = app::load_registry(&settings.studies_dir)?;
+    let registry = Registry::load(&settings.studies_dir)
+        .map_err(|e| anyhow::anyhow!("study protocols are invalid:\n{e}"))?;
     // Only the verdict is wanted here, never the pseudonyms: a throwaway key is enough.
     let key = Pseudonymizer::insecure_dev();
     let db = connect_db(settings).await?;
     let session = Session::open(settings, filter.limit).await?;
-    let publisher = amqp::confirm_channel(&session.connection).await?;
+    let publisher = broker::confirm_channel(&session.connection).await?;
     let mut out = String::new();
     let (mut replayed, mut selected) = (0, 0);
     for l in session.letters.iter().filter(|l| l.matches(filter)) {
@@ -398,7 +398,7 @@ pub async fn replay(
             AMQPValue::LongString(actor.to_string().into()),
         );
         let props = d.properties.clone().with_headers(headers);
-        amqp::publish_to(&publisher, "", queue, &d.data, props)
+        publish::publish_to(&publisher, "", queue, &d.data, props)
             .await
             .map_err(|e| anyhow::anyhow!("replay of {id}: {e}"))?;
         record_action(
@@ -475,18 +475,8 @@ pub async fn purge(
     ))
 }
 
-async fn connect_db(settings: &Settings) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = db::pg_config(&settings.postgres.url, settings.postgres.connect_timeout)?
-        .connect(NoTls)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to PostgreSQL at {}: {e}",
-                settings.postgres.url
-            )
-        })?;
-    tokio::spawn(conn);
-    Ok(client)
+async fn connect_db(settings: &Settings) -> anyhow::Result<store::Connected> {
+    store::connect(&settings.postgres.url, &settings.postgres).await
 }
 
 async fn record_action(

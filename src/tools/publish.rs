@@ -9,7 +9,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{Confirmation, PublisherConfirm};
 
-use crate::amqp;
+use crate::broker;
 use crate::config::{AmqpSettings, RetrySettings};
 
 /// Confirms awaited at once: enough to keep the broker busy, bounded so memory stays flat.
@@ -20,7 +20,7 @@ pub async fn publish(
     retry: &RetrySettings,
     input: impl BufRead,
 ) -> anyhow::Result<u64> {
-    let (conn, _) = amqp::connect(
+    let (conn, _) = broker::connect(
         &settings.url,
         0,
         "edc-ingest publish",
@@ -32,8 +32,8 @@ pub async fn publish(
     // connection closed in the middle of that logs a spurious error.
     let mut channel = None;
     let result = async {
-        let ch = channel.insert(amqp::confirm_channel(&conn).await?);
-        amqp::declare(ch, settings, retry).await?;
+        let ch = channel.insert(broker::confirm_channel(&conn).await?);
+        broker::declare(ch, settings, retry).await?;
         let channel = &*ch;
         let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
         let mut sent = 0u64;

@@ -440,7 +440,10 @@ pub async fn audit(env: &TestEnv, flood: &Flood, procs: &Procs, faults: i64, pre
         "only duplicates were left over: {leftover}"
     );
     let mut queues = vec![env.queue.clone()];
-    queues.extend(edc_ingest::amqp::retry_queues(&env.queue, &settings.retry));
+    queues.extend(edc_ingest::broker::topology::retry_queues(
+        &env.queue,
+        &settings.retry,
+    ));
     for q in &queues {
         assert!(is_empty(q).await, "queue {q} is empty");
     }

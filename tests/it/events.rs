@@ -174,7 +174,7 @@ async fn a_message_with_reply_to_gets_its_outcome_with_its_correlation_id() {
     .unwrap();
     // One worker: the second copy of the good record must come after the first.
     let settings = env.settings(&[("EDC__WORKERS", "1")]);
-    edc_ingest::amqp::declare(&ch, &settings.amqp, &settings.retry)
+    edc_ingest::broker::declare(&ch, &settings.amqp, &settings.retry)
         .await
         .unwrap();
     ch.confirm_select(Default::default()).await.unwrap();

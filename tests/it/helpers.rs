@@ -58,7 +58,7 @@ impl TestEnv {
             suffix,
         };
         // The daemon migrates at start too; doing it here lets a test query the tables at once.
-        edc_ingest::db::migrate(&env.settings(&[]).postgres)
+        edc_ingest::store::migrate(&env.settings(&[]).postgres)
             .await
             .expect("migrations apply");
         env
@@ -187,7 +187,7 @@ impl TestEnv {
         let conn = amqp().await;
         let ch = conn.create_channel().await.unwrap();
         let settings = self.settings(&[]);
-        edc_ingest::amqp::declare(&ch, &settings.amqp, &settings.retry)
+        edc_ingest::broker::declare(&ch, &settings.amqp, &settings.retry)
             .await
             .unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
@@ -302,14 +302,14 @@ pub async fn amqp() -> Connection {
 pub struct Daemon {
     pub token: CancellationToken,
     pub stats: Arc<Stats>,
-    pub handle: JoinHandle<anyhow::Result<Summary>>,
+    pub handle: JoinHandle<Result<Summary, edc_ingest::failure::Failure>>,
 }
 
 impl Daemon {
     pub fn start(settings: Settings) -> Daemon {
         let token = CancellationToken::new();
         let stats = Arc::new(Stats::default());
-        let handle = tokio::spawn(edc_ingest::app::run_with_stats(
+        let handle = tokio::spawn(edc_ingest::daemon::run_with_stats(
             settings,
             token.clone(),
             stats.clone(),

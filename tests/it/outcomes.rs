@@ -68,7 +68,7 @@ async fn every_outcome(batch_size: usize) {
     let summary = daemon.stop().await;
     if batch_size > 1 {
         assert!(
-            summary.batches >= 1,
+            summary.groups >= 1,
             "records were committed in batches: {summary:?}"
         );
     }
@@ -480,7 +480,7 @@ async fn one_bad_record_fails_alone_and_its_batch_is_stored() {
     // Assert
     assert_eq!(summary.accepted, 39, "{summary}");
     assert!(
-        summary.batch_splits >= 1,
+        summary.group_splits >= 1,
         "the failing batch was split: {summary:?}"
     );
     assert_eq!(

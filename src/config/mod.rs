@@ -8,14 +8,18 @@
 //! Secrets (the passwords inside URLs, the pseudonymisation key) live in [`Secret`], whose `Debug` and
 //! `Display` never show the value.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::lane::Lane;
+
+mod secret;
+pub use secret::{Secret, SecretUrl, redact_url};
+
 /// The defaults, documented key by key in the file itself.
-pub const DEFAULT_YAML: &str = include_str!("../config/default.yaml");
+pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
 
 /// Every way the configuration can be wrong. `main` maps each to exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -24,84 +28,6 @@ pub enum ConfigError {
     Load(String),
     #[error("invalid configuration: {0}")]
     Invalid(String),
-}
-
-/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself; call only where it is handed to a library, never to a formatter.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
-
-/// A connection URL that may carry a password. It prints with the password masked.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct SecretUrl(Secret);
-
-impl SecretUrl {
-    pub fn new(url: impl Into<String>) -> Self {
-        SecretUrl(Secret::new(url))
-    }
-    pub fn expose(&self) -> &str {
-        self.0.expose()
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_url(self.expose()))
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// `scheme://user:password@host/...` becomes `scheme://user:***@host/...`; several comma-separated
-/// URLs are each redacted; a query string is dropped (it may carry credentials too).
-pub fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| {
-            let one = one.trim();
-            let one = one.split('?').next().unwrap_or(one);
-            match (one.find("://"), one.rfind('@')) {
-                (Some(s), Some(at)) if at > s => {
-                    let userinfo = &one[s + 3..at];
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    format!("{}{}:***{}", &one[..s + 3], user, &one[at..])
-                }
-                _ => one.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -120,6 +46,9 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     /// Size of the fixed worker set. Must not exceed `postgres.pool_size`.
     pub workers: usize,
+    /// Committer tasks: each stores the records ready at that moment with one statement, on a
+    /// connection of the pool (group commit). Must not exceed `postgres.pool_size`.
+    pub committers: usize,
     /// Records a worker commits in one transaction. 1 (the default) keeps one delivery per worker in
     /// flight; above 1 the prefetch becomes `workers * batch_size`. See `config/default.yaml`.
     pub batch_size: usize,
@@ -142,10 +71,10 @@ pub struct Settings {
 
 impl AmqpSettings {
     /// The queue of a lane.
-    pub fn queue_of(&self, lane: crate::consumer::Lane) -> &str {
+    pub fn queue_of(&self, lane: Lane) -> &str {
         match lane {
-            crate::consumer::Lane::Urgent => &self.urgent_queue,
-            crate::consumer::Lane::Normal => &self.queue,
+            Lane::Urgent => &self.urgent_queue,
+            Lane::Normal => &self.queue,
         }
     }
 }
@@ -287,6 +216,12 @@ impl Settings {
                 self.workers, self.postgres.pool_size
             ));
         }
+        if self.committers == 0 || self.committers > self.postgres.pool_size {
+            return invalid(format!(
+                "committers ({}) must be between 1 and postgres.pool_size ({}): each holds a database connection while it commits",
+                self.committers, self.postgres.pool_size
+            ));
+        }
         if self.batch_size == 0 || self.batch_size > 1000 {
             return invalid(format!(
                 "batch_size ({}) must be between 1 and 1000",
@@ -370,12 +305,13 @@ impl Settings {
     /// A one-line description safe to log: no secret appears in it.
     pub fn describe(&self) -> String {
         format!(
-            "amqp={} queue={} postgres={} pool_size={} workers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?}",
+            "amqp={} queue={} postgres={} pool_size={} workers={} committers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?}",
             self.amqp.url,
             self.amqp.queue,
             self.postgres.url,
             self.postgres.pool_size,
             self.workers,
+            self.committers,
             self.batch_size,
             self.prefetch(),
             self.job_timeout,
@@ -500,14 +436,5 @@ mod tests {
         let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
         let d: Vec<u64> = (1..=8).map(|a| s.retry.delay_after(a).as_secs()).collect();
         assert_eq!(d, vec![1, 2, 4, 8, 16, 32, 60, 60]);
-    }
-
-    #[test]
-    fn redacts_each_url_of_a_list() {
-        assert_eq!(
-            redact_url("amqp://a:b@h1:5672/%2f,amqp://a:b@h2/%2f?heartbeat=5"),
-            "amqp://a:***@h1:5672/%2f,amqp://a:***@h2/%2f"
-        );
-        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
     }
 }

@@ -11,7 +11,6 @@
 //! takes over.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::maybe_done;
@@ -19,23 +18,36 @@ use futures::future::maybe_done;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation, ExchangeKind};
-use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::amqp;
-use crate::app::Context;
-use crate::db;
+use crate::broker::{self, BrokerError};
+use crate::config::Settings;
+use crate::store;
 
 /// Advisory-lock key of the relay leader ("edc_outb").
 const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
 /// Rows published per round.
 const CHUNK: i64 = 500;
 
+/// What the relay needs: the settings, its connection name, and when to stop.
+struct Relay {
+    settings: Settings,
+    name: String,
+    shutdown: CancellationToken,
+}
+
 /// Runs until shutdown, then finishes the round in progress.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(settings: Settings, name: String, shutdown: CancellationToken) {
+    let relay = Relay {
+        settings,
+        name,
+        shutdown,
+    };
+    let ctx = &relay;
     let mut wait = Duration::from_millis(200);
     while !ctx.shutdown.is_cancelled() {
-        match lead(&ctx).await {
+        match lead(ctx).await {
             Ok(()) => wait = Duration::from_millis(200),
             Err(e) => {
                 warn!(error = %e, retry_in = ?wait, "outbox relay interrupted; retrying");
@@ -50,17 +62,11 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 /// Becomes the leader (or waits to), then relays until shutdown or an error.
-async fn lead(ctx: &Context) -> Result<(), String> {
-    let cfg = db::pg_config(
-        &ctx.settings.postgres.url,
-        ctx.settings.postgres.connect_timeout,
-    )
-    .map_err(|e| e.to_string())?;
-    let (mut client, connection) = cfg
-        .connect(NoTls)
+async fn lead(ctx: &Relay) -> Result<(), String> {
+    let pg = &ctx.settings.postgres;
+    let mut client = store::connect(&pg.url, pg)
         .await
-        .map_err(|e| format!("database: {e}"))?;
-    let conn = tokio::spawn(connection);
+        .map_err(|e| format!("{e:#}"))?;
     let result = async {
         loop {
             let locked: bool = client
@@ -77,22 +83,22 @@ async fn lead(ctx: &Context) -> Result<(), String> {
             }
         }
         debug!("outbox relay: leading");
-        relay(ctx, &mut client).await
+        relay(ctx, &mut client.client).await
     }
     .await;
-    drop(client);
-    conn.abort();
+    client.close().await;
     result
 }
 
-async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(), String> {
+async fn relay(ctx: &Relay, client: &mut tokio_postgres::Client) -> Result<(), String> {
     let s = &ctx.settings.amqp;
     let limit = s.operation_timeout;
-    let name = format!("{} outbox", ctx.consumer_name);
-    let (connection, _) = amqp::connect(&s.url, 0, &name, limit).await?;
-    let channel = amqp::within(limit, "channel", amqp::confirm_channel(&connection)).await;
+    let (connection, _) = broker::connect(&s.url, 0, &ctx.name, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let channel = broker::within(limit, "channel", broker::confirm_channel(&connection)).await;
     let result = async {
-        let channel = channel.as_ref().map_err(|e| e.message.clone())?;
+        let channel = channel.as_ref().map_err(BrokerError::to_string)?;
         let declare = channel.exchange_declare(
             ShortString::from(s.events_exchange.as_str()),
             ExchangeKind::Topic,
@@ -102,7 +108,9 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
             },
             FieldTable::default(),
         );
-        amqp::within(limit, "declaring the events exchange", declare).await?;
+        broker::within(limit, "declaring the events exchange", declare)
+            .await
+            .map_err(|e| e.to_string())?;
         loop {
             let sent = round(ctx, client, channel).await?;
             if sent > 0 {
@@ -120,7 +128,7 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
         }
     }
     .await;
-    amqp::close(&connection, limit, 200, "relay done").await;
+    broker::close(&connection, limit, 200, "relay done").await;
     // Only now: a channel dropped before its connection closes logs a spurious error.
     drop(channel);
     result
@@ -128,7 +136,7 @@ async fn relay(ctx: &Context, client: &mut tokio_postgres::Client) -> Result<(),
 
 /// One round: claim up to CHUNK rows, publish them, wait for every confirm, delete them.
 async fn round(
-    ctx: &Context,
+    ctx: &Relay,
     client: &mut tokio_postgres::Client,
     channel: &lapin::Channel,
 ) -> Result<usize, String> {
@@ -211,7 +219,9 @@ async fn round(
         Ok::<_, String>(())
     };
     // Unconfirmed rows stay in the outbox (the transaction rolls back) and go out again.
-    amqp::within(ctx.settings.amqp.operation_timeout, "confirm", confirmed).await?;
+    broker::within(ctx.settings.amqp.operation_timeout, "confirm", confirmed)
+        .await
+        .map_err(|e| e.to_string())?;
     tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(|e| format!("database: {e}"))?;

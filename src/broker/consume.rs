@@ -1,0 +1,277 @@
+//! The supervisor: keeps one AMQP session alive and its two lanes consuming.
+//!
+//! ```text
+//!  connect (fail-over across nodes, backoff + jitter) -> declare -> two consumers on one channel:
+//!     urgent lane  (edc.records.urgent, prefetch 1)   --> urgent slot  --+
+//!     normal lane  (edc.records, prefetch = the rest)  --> normal slots --+--> the workers (Feed)
+//!  session lost -> reconnect;  database gate closed -> cancel both, give back, wait, consume again
+//! ```
+//!
+//! Flow control: the two consumers' prefetch add up to `workers x batch_size` (with one worker, the
+//! urgent lane adds its one delivery on top), so that many deliveries at most are unacked and nothing
+//! piles up in memory whatever the backlog. RabbitMQ 3.10 quorum queues have no priorities, so the
+//! fast lane is its own queue: an urgent record is delivered at once into its own slot and the next
+//! free worker takes it before any normal work.
+//!
+//! A delivery remembers the session it came from; if that session dies, its ack fails harmlessly: the
+//! data committed, and the redelivery is recognised as a duplicate.
+//!
+//! Shutdown: [`Supervisor::run`] returns as soon as shutdown is asked, with both consumers cancelled
+//! (`basic.cancel`) and what was delivered but not handed over given back. The caller lets the
+//! workers finish, gives back what they never took, then closes the session ([`Session::close`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::inbound::{Inbound, Intake, Link};
+use super::pump::{End, Pumps, lane_prefetch, pump};
+use super::settle::Settler;
+use super::{BrokerError, close, confirm_channel, connect, declare, within};
+use crate::config::Settings;
+use crate::lane::Lane;
+use crate::stats::Stats;
+
+/// What the supervisor needs from the daemon.
+pub struct Supervisor {
+    pub settings: Settings,
+    /// Whether the database is usable (see `store::gate`): consumption pauses while it is not.
+    pub gate: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
+    pub stats: Arc<Stats>,
+    pub settler: Arc<Settler>,
+    /// `host:pid`: the connection's name and the consumer tags' prefix.
+    pub name: String,
+}
+
+/// A live session: the connection, its consuming channel and the two consumers.
+pub struct Session {
+    connection: Connection,
+    channel: Channel,
+    pub(super) link: Arc<Link>,
+    urgent: lapin::Consumer,
+    normal: lapin::Consumer,
+    tags: Vec<String>,
+    base_tag: String,
+    /// Consumer pairs started on this channel so far (one more after each database pause).
+    generation: u32,
+}
+
+impl Supervisor {
+    /// Consumes until shutdown. Returns the last session, its consumers cancelled, for the caller
+    /// to close once the workers are done.
+    pub async fn run(&self, intake: Intake) -> Option<Session> {
+        let amqp = &self.settings.amqp;
+        let mut node = 0;
+        let mut sessions = 0u64;
+        let mut wait = amqp.reconnect_initial;
+        while !self.shutdown.is_cancelled() {
+            sessions += 1;
+            let mut session = match self.open(node, sessions).await {
+                Ok((s, idx)) => {
+                    node = idx;
+                    wait = amqp.reconnect_initial;
+                    s
+                }
+                Err(e) => {
+                    let jittered = jitter(wait);
+                    warn!(error = %e, retry_in = ?jittered, "cannot reach RabbitMQ; retrying");
+                    node += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(jittered) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                    wait = (wait * 2).min(amqp.reconnect_max);
+                    continue;
+                }
+            };
+            info!(tags = ?session.tags, prefetch = self.settings.prefetch(), queue = %amqp.queue,
+                  urgent_queue = %amqp.urgent_queue, "consuming");
+            match self.consume(&mut session, &intake).await {
+                End::Shutdown => {
+                    // Stop intake first; the caller drains.
+                    self.stop_consumers(&mut session).await;
+                    return Some(session);
+                }
+                End::Paused => unreachable!("pauses are handled in consume"),
+                End::Lost(e) => {
+                    warn!(error = %e, "lost the broker session; reconnecting");
+                    // Deliveries of this session stop waiting on it: they come back anyway.
+                    session.link.broken.cancel();
+                    close(
+                        &session.connection,
+                        amqp.operation_timeout,
+                        320,
+                        "session lost",
+                    )
+                    .await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Pumps both lanes until the session ends; pauses and resumes them around database outages.
+    async fn consume(&self, session: &mut Session, intake: &Intake) -> End {
+        loop {
+            let end = {
+                let link = session.link.clone();
+                let channel = &session.channel;
+                let pumps = Pumps {
+                    settings: &self.settings,
+                    gate: &self.gate,
+                    shutdown: &self.shutdown,
+                };
+                tokio::select! {
+                    end = pump(&pumps, Lane::Urgent, &mut session.urgent, &intake.urgent, &link, channel) => end,
+                    end = pump(&pumps, Lane::Normal, &mut session.normal, &intake.normal, &link, channel) => end,
+                }
+            };
+            match end {
+                End::Paused => {
+                    if let Err(end) = self.pause(session).await {
+                        return end;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The database is unavailable: cancel the consumers, give back what was delivered but not
+    /// handed over, wait for the gate to open, then consume again.
+    async fn pause(&self, session: &mut Session) -> Result<(), End> {
+        self.stop_consumers(session).await;
+        let mut gate = self.gate.clone();
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+            opened = gate.wait_for(|open| *open) => if opened.is_err() { return Err(End::Shutdown) },
+        }
+        session.generation += 1;
+        match self
+            .start_consumers(&session.channel, &session.base_tag, session.generation)
+            .await
+        {
+            Ok((urgent, normal, tags)) => {
+                session.urgent = urgent;
+                session.normal = normal;
+                session.tags = tags;
+                info!(tags = ?session.tags, "consuming again");
+                Ok(())
+            }
+            Err(e) => Err(End::Lost(format!("resuming the consumers failed: {e}"))),
+        }
+    }
+
+    /// basic.cancel both consumers, then give back the deliveries the broker already sent.
+    async fn stop_consumers(&self, s: &mut Session) {
+        let limit = self.settings.amqp.operation_timeout;
+        for tag in &s.tags {
+            let cancel = s.channel.basic_cancel(
+                ShortString::from(tag.as_str()),
+                BasicCancelOptions::default(),
+            );
+            let _ = within(limit, "basic.cancel", cancel).await;
+        }
+        for (lane, consumer) in [(Lane::Urgent, &mut s.urgent), (Lane::Normal, &mut s.normal)] {
+            while let Ok(Some(Ok(delivery))) =
+                tokio::time::timeout(Duration::from_millis(200), consumer.next()).await
+            {
+                let d = Inbound::new(delivery, lane, s.link.clone());
+                self.settler.give_back(d);
+            }
+        }
+    }
+
+    /// Starts the two consumers; `basic.qos` before each sets that consumer's own prefetch.
+    async fn start_consumers(
+        &self,
+        channel: &Channel,
+        base_tag: &str,
+        generation: u32,
+    ) -> lapin::Result<(lapin::Consumer, lapin::Consumer, Vec<String>)> {
+        let s = &self.settings.amqp;
+        let (urgent_prefetch, normal_prefetch) = lane_prefetch(self.settings.prefetch());
+        let mut consumers = Vec::new();
+        let mut tags = Vec::new();
+        for (queue, prefetch, lane) in [
+            (&s.urgent_queue, urgent_prefetch, Lane::Urgent),
+            (&s.queue, normal_prefetch, Lane::Normal),
+        ] {
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
+            let tag = format!("{base_tag}.{}.{generation}", lane.as_str());
+            consumers.push(
+                channel
+                    .basic_consume(
+                        ShortString::from(queue.as_str()),
+                        ShortString::from(tag.as_str()),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?,
+            );
+            tags.push(tag);
+        }
+        let normal = consumers.pop().expect("two consumers");
+        let urgent = consumers.pop().expect("two consumers");
+        Ok((urgent, normal, tags))
+    }
+
+    async fn open(&self, node: usize, n: u64) -> Result<(Session, usize), BrokerError> {
+        let s = &self.settings.amqp;
+        let limit = s.operation_timeout;
+        let (connection, idx) = connect(&s.url, node, &self.name, limit).await?;
+        let base_tag = format!("{}#{n}", self.name);
+        let setup = async {
+            let channel = connection.create_channel().await?;
+            declare(&channel, s, &self.settings.retry).await?;
+            let publisher = confirm_channel(&connection).await?;
+            let (urgent, normal, tags) = self.start_consumers(&channel, &base_tag, 0).await?;
+            Ok::<_, lapin::Error>((channel, publisher, urgent, normal, tags))
+        };
+        match within(limit, "setting up the session", setup).await {
+            Ok((channel, publisher, urgent, normal, tags)) => Ok((
+                Session {
+                    connection,
+                    channel,
+                    link: Arc::new(Link::new(publisher, limit, self.stats.clone())),
+                    urgent,
+                    normal,
+                    tags,
+                    base_tag,
+                    generation: 0,
+                },
+                idx,
+            )),
+            Err(e) => {
+                close(&connection, limit, 320, "setup failed").await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Sends the acks still held, then closes the connection, which closes its channels; anything
+    /// still unacked returns to the queue. The session (and so its channels) is dropped only after
+    /// that, so no channel is half-closed first.
+    pub async fn close(self, limit: Duration) {
+        self.link.acks.flush().await;
+        close(&self.connection, limit, 200, "shutdown").await;
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.5..1.0);
+    d.mul_f64(factor)
+}

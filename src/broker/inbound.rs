@@ -1,0 +1,216 @@
+//! One delivery as the rest of the daemon sees it, read once when it arrives; and the hand-over
+//! point between the broker side and the workers.
+//!
+//! ```text
+//!  urgent lane pump --Intake--> [urgent slot, 1]          --Feed--> worker: one urgent delivery,
+//!  normal lane pump --Intake--> [normal slots, batch_size] --Feed-->   else up to batch_size normal
+//! ```
+//! An [`Inbound`] carries what the workers need (the body, its hash, its id, whether it was delivered
+//! before, where to answer, how many attempts failed) and, privately, what settling it needs (its
+//! delivery tag and the session it came from). Only [`super::settle`] can settle it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::types::AMQPValue;
+use lapin::{Acker, BasicProperties, Channel};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::acks::Acks;
+use super::publish::H_RETRIES;
+use crate::lane::Lane;
+use crate::printable::Printable;
+use crate::stats::Stats;
+use crate::store::ingest::Reply;
+
+/// A delivery, as the workers see it.
+pub struct Inbound {
+    pub lane: Lane,
+    pub body: Vec<u8>,
+    /// The original properties, kept for the copies we publish (dead letter, delay queue).
+    pub properties: BasicProperties,
+    pub message_id: Option<String>,
+    pub body_sha256: String,
+    /// The broker delivered it before (a requeue, a lost channel, a crash of a consumer).
+    pub redelivered: bool,
+    /// Where its outcome is answered, if the uploader asked.
+    pub reply: Option<Reply>,
+    /// Attempts that already failed, from our own header on a message back from a delay queue.
+    pub failed_attempts: u32,
+    /// The job's span: the message id and delivery tag now, the record id once it is known.
+    pub span: tracing::Span,
+    pub(super) tag: u64,
+    pub(super) acker: Acker,
+    pub(super) link: Arc<Link>,
+}
+
+impl Inbound {
+    pub(super) fn new(delivery: Delivery, lane: Lane, link: Arc<Link>) -> Inbound {
+        let Delivery {
+            delivery_tag,
+            redelivered,
+            properties,
+            data,
+            acker,
+            ..
+        } = delivery;
+        let message_id = properties.message_id().as_ref().map(|m| m.to_string());
+        let reply = properties
+            .reply_to()
+            .as_ref()
+            .map(|r| r.as_str())
+            .filter(|r| !r.is_empty())
+            .map(|to| Reply {
+                to: to.to_string(),
+                correlation_id: properties.correlation_id().as_ref().map(|c| c.to_string()),
+            });
+        let span = tracing::info_span!(
+            "job",
+            message_id = %Printable(message_id.as_deref().unwrap_or("-")),
+            tag = delivery_tag,
+            lane = lane.as_str(),
+            record_id = tracing::field::Empty,
+            version = tracing::field::Empty,
+        );
+        Inbound {
+            lane,
+            body_sha256: crate::pipeline::sha256_hex(&data),
+            failed_attempts: failed_attempts(&properties),
+            body: data,
+            properties,
+            message_id,
+            redelivered,
+            reply,
+            span,
+            tag: delivery_tag,
+            acker,
+            link,
+        }
+    }
+
+    /// The session this delivery came from is gone: its ack can no longer be sent, and the broker
+    /// delivers it again.
+    pub fn session_lost(&self) -> bool {
+        self.link.broken.is_cancelled()
+    }
+}
+
+/// Attempts that already failed before this delivery, from our own header.
+fn failed_attempts(properties: &BasicProperties) -> u32 {
+    let value = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(H_RETRIES).cloned());
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// What a delivery keeps of the session it came from, to be settled on it.
+pub struct Link {
+    /// Confirm-mode channel for dead letters, delayed retries and postponed messages.
+    pub(super) publisher: Channel,
+    /// `amqp.operation_timeout`: the longest one publish-and-confirm, ack or nack may take.
+    pub(super) operation_timeout: Duration,
+    /// Cancelled when the session is gone: by the supervisor when it loses the session, or by an
+    /// operation that overran `operation_timeout` (the supervisor then drops the session and
+    /// connects again). An operation on a broken session gives up at once: lapin can leave an ack
+    /// issued as the connection dies waiting for ever, and a worker stuck there would hold the
+    /// isolation lock that every redelivered message needs.
+    pub(super) broken: CancellationToken,
+    /// The channel's acks and nacks, in order and coalesced; and the count of each lane's
+    /// deliveries handed to the workers and not yet acked.
+    pub(super) acks: Acks,
+}
+
+impl Link {
+    pub(super) fn new(publisher: Channel, operation_timeout: Duration, stats: Arc<Stats>) -> Link {
+        let broken = CancellationToken::new();
+        Link {
+            publisher,
+            operation_timeout,
+            acks: Acks::start(broken.clone(), operation_timeout, stats),
+            broken,
+        }
+    }
+}
+
+/// The broker side of the hand-over: the lanes' slots.
+pub struct Intake {
+    pub(super) urgent: mpsc::Sender<Inbound>,
+    pub(super) normal: mpsc::Sender<Inbound>,
+}
+
+/// The workers' side of the hand-over.
+#[derive(Clone)]
+pub struct Feed {
+    urgent: Arc<Mutex<mpsc::Receiver<Inbound>>>,
+    normal: Arc<Mutex<mpsc::Receiver<Inbound>>>,
+    batch_size: usize,
+}
+
+/// The slots between the lanes and the workers: one for the urgent lane, `batch_size` for the
+/// normal lane, so that a worker's group gathers without waiting.
+pub fn feed(batch_size: usize) -> (Intake, Feed) {
+    let (urgent, urgent_rx) = mpsc::channel(1);
+    let (normal, normal_rx) = mpsc::channel(batch_size.max(1));
+    (
+        Intake { urgent, normal },
+        Feed {
+            urgent: Arc::new(Mutex::new(urgent_rx)),
+            normal: Arc::new(Mutex::new(normal_rx)),
+            batch_size: batch_size.max(1),
+        },
+    )
+}
+
+impl Feed {
+    /// A worker's next work: one urgent delivery if there is one, else the next normal delivery
+    /// and whatever else of its lane is already waiting, up to `batch_size`. None once the intake is
+    /// closed and drained, or at `shutdown`.
+    ///
+    /// A lock is held only while waiting for and taking deliveries, and a group is gathered under
+    /// the lock it was received with: a worker never holds a delivery while it waits for a lock
+    /// another idle worker holds.
+    pub async fn next(&self, shutdown: &CancellationToken) -> Option<Vec<Inbound>> {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => None,
+            one = async { self.urgent.lock().await.recv().await } => match one {
+                Some(d) => Some(vec![d]),
+                None => self.next_normal().await,
+            },
+            group = self.next_normal() => group,
+        }
+    }
+
+    async fn next_normal(&self) -> Option<Vec<Inbound>> {
+        let mut rx = self.normal.lock().await;
+        let first = rx.recv().await?;
+        let mut group = Vec::with_capacity(self.batch_size);
+        group.push(first);
+        while group.len() < self.batch_size {
+            match rx.try_recv() {
+                Ok(d) => group.push(d),
+                Err(_) => break,
+            }
+        }
+        Some(group)
+    }
+
+    /// The deliveries handed over that no worker took (once the workers have stopped).
+    pub async fn leftovers(&self) -> Vec<Inbound> {
+        let mut out = Vec::new();
+        for slots in [&self.urgent, &self.normal] {
+            let mut rx = slots.lock().await;
+            while let Ok(d) = rx.try_recv() {
+                out.push(d);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,177 @@
+//! The RabbitMQ side: everything that talks to the broker.
+//!
+//! One message, from the socket to its ack:
+//! ```text
+//! consume    the supervisor: connect (fail-over, backoff), declare, consume two lanes, reconnect
+//!   pump     a lane's deliveries into its slots, as `Inbound` values, one per delivery
+//!   inbound  the delivery as the workers see it, read once; the hand-over point (`Feed`)
+//!            ... the workers decide each delivery's `Fate` ...
+//!   settle   the ONLY place that acks: ack | dead letter (confirmed) then ack | delay queue then
+//!            ack | give back
+//!   acks     one task per channel sends them in delivery order, coalesced into `multiple` acks
+//! ```
+//! [`topology`] declares the queues and exchanges; [`publish`] publishes with confirms. Every broker
+//! operation has a deadline ([`within`]): a broker that does not answer is an error like any other.
+
+pub mod acks;
+pub mod consume;
+pub mod inbound;
+pub mod publish;
+mod pump;
+pub mod settle;
+pub mod topology;
+
+use std::time::Duration;
+
+use lapin::types::{LongString, ShortString};
+use lapin::{Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SecretUrl, redact_url};
+
+pub use inbound::{Feed, Inbound, Intake};
+pub use publish::confirm_channel;
+pub use settle::{Fate, Settler};
+pub use topology::declare;
+
+/// A broker operation that failed, or got no answer within its deadline.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("{what}: {message}")]
+    Failed { what: String, message: String },
+    #[error("{what}: no answer from the broker within {limit:?}")]
+    TimedOut { what: String, limit: Duration },
+    /// The session this operation belonged to is gone (see [`in_session`]).
+    #[error("{what}: the broker session is gone")]
+    SessionGone { what: String },
+    /// The broker confirmed a publish negatively, or returned it as unroutable.
+    #[error("publish refused: {0}")]
+    Refused(&'static str),
+    /// An operation overran its deadline, so its session was dropped.
+    #[error("{0}; the session is dropped")]
+    Dropped(Box<BrokerError>),
+}
+
+impl BrokerError {
+    pub fn failed(what: &str, message: impl std::fmt::Display) -> BrokerError {
+        BrokerError::Failed {
+            what: what.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Connects to the first node of `url` (a comma-separated list) that answers within `limit`,
+/// starting at `start` and wrapping around. Returns the connection and the index of the node that
+/// answered.
+pub async fn connect(
+    url: &SecretUrl,
+    start: usize,
+    name: &str,
+    limit: Duration,
+) -> Result<(Connection, usize), BrokerError> {
+    let nodes: Vec<&str> = url.expose().split(',').map(str::trim).collect();
+    let mut errors = Vec::new();
+    for i in 0..nodes.len() {
+        let idx = (start + i) % nodes.len();
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(name.to_string()));
+        let node = redact_url(nodes[idx]);
+        match within(limit, &node, Connection::connect(nodes[idx], props)).await {
+            Ok(conn) => return Ok((conn, idx)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(BrokerError::failed("connecting", errors.join("; ")))
+}
+
+/// Runs one broker operation with a deadline. lapin waits as long as the broker does; a connection
+/// that is half dead, or a node that accepts a socket but never finishes starting, would hold the
+/// caller for ever. An operation past its deadline is an error like any other broker failure.
+pub async fn within<T, E: std::fmt::Display>(
+    limit: Duration,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(BrokerError::failed(what, e)),
+        Err(_) => Err(BrokerError::TimedOut {
+            what: what.to_string(),
+            limit,
+        }),
+    }
+}
+
+/// Runs one broker operation of a session within `limit`, giving up at once if the session is
+/// already `broken`. An overrun marks it broken: the supervisor then drops it and connects again.
+pub async fn in_session<T, E: std::fmt::Display>(
+    broken: &CancellationToken,
+    limit: Duration,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, BrokerError> {
+    let attempt = tokio::select! {
+        biased;
+        _ = broken.cancelled() => return Err(BrokerError::SessionGone { what: what.to_string() }),
+        attempt = within(limit, what, op) => attempt,
+    };
+    attempt.map_err(|e| match e {
+        e @ BrokerError::TimedOut { .. } => {
+            broken.cancel();
+            BrokerError::Dropped(Box::new(e))
+        }
+        other => other,
+    })
+}
+
+/// Closes a connection, waiting at most `limit` for the broker's answer.
+pub async fn close(connection: &Connection, limit: Duration, code: u16, reason: &str) {
+    let closing = connection.close(code, ShortString::from(reason));
+    let _ = within(limit, "close", closing).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_operation_past_its_deadline_is_an_error_that_says_so() {
+        let never = std::future::pending::<Result<(), String>>();
+        let e = within(Duration::from_millis(10), "declare", never)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BrokerError::TimedOut { .. }));
+        assert_eq!(
+            e.to_string(),
+            "declare: no answer from the broker within 10ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overrun_breaks_the_session_and_later_operations_give_up_at_once() {
+        let broken = CancellationToken::new();
+        let never = std::future::pending::<Result<(), String>>();
+        let e = in_session(&broken, Duration::from_millis(10), "ack", never)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BrokerError::Dropped(_)), "{e}");
+        assert!(broken.is_cancelled());
+        let quick = async { Ok::<_, String>(()) };
+        let e = in_session(&broken, Duration::from_secs(5), "nack", quick)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "nack: the broker session is gone");
+    }
+
+    #[tokio::test]
+    async fn a_failed_operation_leaves_the_session_alone() {
+        let broken = CancellationToken::new();
+        let failing = async { Err::<(), _>("channel closed") };
+        let e = in_session(&broken, Duration::from_secs(5), "ack", failing)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "ack: channel closed");
+        assert!(!broken.is_cancelled());
+    }
+}

@@ -1,0 +1,186 @@
+//! The daemon: wires the parts together and runs them until its shutdown token is cancelled. Tests
+//! call [`run_with_stats`] directly, with their own settings and token.
+//!
+//! ```text
+//! start  protocols, key (broken: exit 2) -> migrations (waits for the database) -> pool, committer,
+//!        settler, workers -> gate prober, outbox relay, SIGHUP reloader -> broker supervisor
+//! stop   token cancelled -> the supervisor cancels both consumers and gives back what it still held
+//!        -> the workers finish their jobs, within shutdown_grace -> what no worker took is given
+//!        back -> the committers finish -> acks flushed, connection closed -> the relay ends its round
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::consume::Supervisor;
+use crate::broker::{Settler, inbound};
+use crate::config::Settings;
+use crate::failure::{Failure, runtime};
+use crate::pipeline::Pseudonymizer;
+use crate::protocol::Registry;
+use crate::relay;
+use crate::stats::{Stats, Summary};
+use crate::store::{self, Committer, DbGate};
+use crate::worker::{self, Context, Parts};
+
+/// Runs the daemon until `shutdown` is cancelled; returns the counters.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Summary, Failure> {
+    run_with_stats(settings, shutdown, Arc::new(Stats::default())).await
+}
+
+/// As [`run`], counting into `stats` (tests watch it while the daemon runs).
+pub async fn run_with_stats(
+    settings: Settings,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+) -> Result<Summary, Failure> {
+    let registry = Registry::open(&settings.studies_dir)?;
+    for w in &registry.warnings {
+        warn!(warning = %w, "protocol check");
+    }
+    let pseudonymizer = Pseudonymizer::from_settings(&settings)?;
+    info!(settings = %settings.describe(), "starting");
+    migrate_when_reachable(&settings, &shutdown).await?;
+
+    let pool = store::pool(&settings.postgres).map_err(runtime)?;
+    let name = consumer_name();
+    let gate = Arc::new(DbGate::default());
+    let (committer, committers) = Committer::start(
+        pool.clone(),
+        settings.committers,
+        settings.workers,
+        stats.clone(),
+    );
+    let settler = Arc::new(Settler::new(
+        settings.amqp.clone(),
+        settings.retry.clone(),
+        name.clone(),
+        stats.clone(),
+    ));
+    let ctx = Arc::new(Context::new(Parts {
+        settings: settings.clone(),
+        registry,
+        pseudonymizer,
+        pool: pool.clone(),
+        committer,
+        settler: settler.clone(),
+        stats: stats.clone(),
+        consumer_name: name.clone(),
+        gate: gate.clone(),
+        shutdown: shutdown.clone(),
+    }));
+
+    let prober = tokio::spawn({
+        let (gate, pool, shutdown) = (gate.clone(), pool.clone(), shutdown.clone());
+        async move { gate.run_prober(pool, shutdown).await }
+    });
+    let relay = tokio::spawn(relay::run(
+        settings.clone(),
+        format!("{name} outbox"),
+        shutdown.clone(),
+    ));
+    let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
+
+    let (intake, feed) = inbound::feed(settings.batch_size);
+    let mut workers = worker::spawn(&ctx, &feed);
+    let supervisor = Supervisor {
+        settings: settings.clone(),
+        gate: gate.subscribe(),
+        shutdown: shutdown.clone(),
+        stats: stats.clone(),
+        settler: settler.clone(),
+        name,
+    };
+    // Returns once shutdown is asked, with intake stopped.
+    let session = supervisor.run(intake).await;
+
+    let grace = settings.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            ?grace,
+            "shutdown grace ran out; unfinished jobs return to the queue when the channel closes"
+        );
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+    }
+    for d in feed.leftovers().await {
+        settler.give_back(d);
+    }
+    // With the workers and the reloader gone, nothing holds the committers' handle: they answer
+    // what they hold and end. One stuck in a statement is not waited for long.
+    reloader.abort();
+    let _ = reloader.await;
+    drop(ctx);
+    for mut c in committers {
+        if tokio::time::timeout(Duration::from_secs(5), &mut c)
+            .await
+            .is_err()
+        {
+            c.abort();
+        }
+    }
+    if let Some(session) = session {
+        session.close(settings.amqp.operation_timeout).await;
+    }
+    prober.abort();
+    // The relay finishes its round (it watches the same shutdown token) and closes its connection.
+    let _ = relay.await;
+    pool.close();
+    Ok(stats.summary())
+}
+
+/// `host:pid`: names the connections, the consumers and the daemon in dead letters and rejections.
+pub fn consumer_name() -> String {
+    format!(
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    )
+}
+
+/// Migrations need the database; at start-up it may still be coming up, so wait for it (with
+/// backoff) rather than exit.
+async fn migrate_when_reachable(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match store::migrate(&settings.postgres).await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    info!(?applied, "migrations applied");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?wait, "database not ready; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// SIGHUP: reload the protocol files without a restart.
+async fn reload_on_sighup(ctx: Arc<Context>) {
+    use futures::StreamExt;
+    let Ok(mut signals) = signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP]) else {
+        warn!("cannot listen for SIGHUP; protocol reloads need a restart");
+        return;
+    };
+    while signals.next().await.is_some() {
+        info!("SIGHUP: reloading the protocol files");
+        let _ = ctx.reload_protocols();
+    }
+}

@@ -1,0 +1,157 @@
+//! The PostgreSQL side: connections, the schema, and everything written there.
+//!
+//! - [`ingest`]: the one call that stores records (with their audit rows, data queries, alerts,
+//!   events and receipts), the rejection rows and the duplicate notes; [`Stored`] is what it says.
+//! - [`committer`]: group commit. The workers hand their prepared records to it, and it stores
+//!   whatever is ready at that moment with one statement, one transaction.
+//! - [`error`]: every database error classified once, by SQLSTATE, into what the worker does next.
+//! - [`crash`]: the crash count of redelivered messages.
+//! - [`gate`]: whether the database is usable; consumption pauses while it is not.
+//!
+//! Connections come from here only: the pool ([`pool`]) for the daemon's work, a dedicated
+//! connection ([`connect`]) for the relay, the migrations and the command-line tools. The pool is
+//! built from a `tokio_postgres::Config` parsed from the URL, not from deadpool's own `Config`,
+//! whose `Debug` output would print the password.
+
+pub mod committer;
+pub mod crash;
+pub mod error;
+pub mod gate;
+pub mod ingest;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{PostgresSettings, SecretUrl};
+
+pub use committer::Committer;
+pub use error::PersistError;
+pub use gate::DbGate;
+pub use ingest::Stored;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Advisory-lock key held while migrating, so replicas starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x6564_635f_6d69_6772; // "edc_migr"
+
+pub fn pg_config(
+    url: &SecretUrl,
+    connect_timeout: Duration,
+) -> anyhow::Result<tokio_postgres::Config> {
+    let mut cfg: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("postgres.url is not a valid PostgreSQL URL: {url}"))?;
+    cfg.connect_timeout(connect_timeout);
+    cfg.application_name("edc-ingest");
+    Ok(cfg)
+}
+
+pub fn pool(settings: &PostgresSettings) -> anyhow::Result<Pool> {
+    let cfg = pg_config(&settings.url, settings.connect_timeout)?;
+    let manager = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.acquire_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .build()?)
+}
+
+/// A connection of its own, outside the pool, whose I/O runs on a task of its own. The task ends
+/// when the client is dropped.
+pub async fn connect(url: &SecretUrl, settings: &PostgresSettings) -> anyhow::Result<Connected> {
+    let (client, connection) = pg_config(url, settings.connect_timeout)?
+        .connect(NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {e}"))?;
+    let io = tokio::spawn(connection);
+    Ok(Connected { client, io })
+}
+
+/// A dedicated connection: the client and the task that drives its I/O.
+pub struct Connected {
+    pub client: tokio_postgres::Client,
+    io: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+impl Connected {
+    /// Closes the connection and waits for its I/O task to finish.
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = self.io.await;
+    }
+}
+
+impl std::ops::Deref for Connected {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Connected {
+    fn deref_mut(&mut self) -> &mut tokio_postgres::Client {
+        &mut self.client
+    }
+}
+
+/// Applies pending migrations on a dedicated connection, under an advisory lock. Returns the names of
+/// the migrations applied now.
+pub async fn migrate(settings: &PostgresSettings) -> anyhow::Result<Vec<String>> {
+    let mut conn = connect(&settings.url, settings).await?;
+    conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = embedded::migrations::runner()
+        .set_grouped(false)
+        .run_async(&mut conn.client)
+        .await;
+    let _ = conn
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    conn.close().await;
+    let report = report.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}
+
+/// Runs a database operation; contention (a lost race with another transaction) is retried at once
+/// a few times, with a short backoff, while `deadline` allows. Everything else goes to the caller.
+pub async fn with_retries<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut op: F,
+) -> Result<T, PersistError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PersistError>>,
+{
+    let mut wait = Duration::from_millis(10);
+    for _ in 0..4 {
+        match op().await {
+            Err(PersistError::Contention(e)) => {
+                if tokio::time::Instant::now() + wait >= deadline {
+                    return Err(PersistError::Contention(e));
+                }
+                tracing::debug!(error = %e, retry_in = ?wait, "database contention; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    op().await
+}

@@ -1,0 +1,193 @@
+//! One job: a group of deliveries in (one, or up to `batch_size` already waiting), exactly one
+//! settlement out for each. A single delivery goes the same way as a group.
+//!
+//! ```text
+//! group ─ gate closed? ───────────────────────────────────────────────────────────────> Postpone
+//!   │ redelivered? that one runs alone, its start counted; past crash_limit ────────> DeadLetter poison
+//!   v
+//! prepare each (parse, validate, de-identify; pure) ─ refused or panicked ─> rejections row ─> DeadLetter
+//!   v
+//! committer: the group's records, with whatever else is ready, in ONE transaction
+//!   v
+//! fate of each (see `fate`) ──> Settler::settle: ack after COMMIT | dead letter then ack | ...
+//! ```
+//!
+//! Crash loops: a message the broker delivers again (after a crash, a lost channel, a requeue) runs
+//! alone, holding the isolation lock exclusively, after its start is counted in the crash count
+//! ([`crate::store::crash`]). If such a message kills the process, nothing else was running beside
+//! it, so no innocent message is blamed; after `crash_limit` counted starts it is dead-lettered as
+//! `poison` without running again.
+//!
+//! Deadline: a job that runs past `job_timeout` (the database hangs) closes the database gate and
+//! postpones its deliveries; it never holds a delivery near RabbitMQ's `consumer_timeout`.
+
+use std::panic::AssertUnwindSafe;
+use std::slice;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Context;
+use super::fate::{self, panic_reason, reject, unavailable, with_attempts};
+use crate::broker::{Fate, Inbound};
+use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
+use crate::protocol::Registry;
+use crate::store::crash;
+use crate::store::ingest::Pending;
+use crate::store::with_retries;
+
+/// Runs a group of deliveries to their settlement.
+pub async fn run(ctx: &Context, group: Vec<Inbound>) {
+    let (again, fresh): (Vec<_>, Vec<_>) = group.into_iter().partition(|d| d.redelivered);
+    for d in again {
+        alone(ctx, d).await;
+    }
+    if !fresh.is_empty() {
+        shared(ctx, fresh).await;
+    }
+}
+
+/// Deliveries seen for the first time: side by side with the other workers' jobs.
+async fn shared(ctx: &Context, group: Vec<Inbound>) {
+    let _shared = ctx.isolation.read().await;
+    let fates = if ctx.gate.is_open() {
+        decide_within(ctx, &group).await
+    } else {
+        postpone_all(&group, "database unavailable")
+    };
+    for (d, fate) in group.into_iter().zip(fates) {
+        ctx.settler.settle(d, fate).await;
+    }
+}
+
+/// A delivery the broker delivered before: alone, after its start is counted.
+async fn alone(ctx: &Context, d: Inbound) {
+    let _alone = ctx.isolation.write().await;
+    let key = crash::key(&d.body_sha256, d.message_id.as_deref());
+    let fate = if !ctx.gate.is_open() {
+        Fate::Postpone("database unavailable".into())
+    } else {
+        let deadline = Instant::now() + ctx.settings.job_timeout;
+        let counted = with_retries(deadline, || async {
+            let client = ctx.pool.get().await?;
+            crash::count_start(&client, &key, &ctx.instance).await
+        })
+        .instrument(d.span.clone())
+        .await;
+        match counted {
+            Ok(n) if n as u32 >= ctx.settings.crash_limit => {
+                let reason = format!(
+                    "the process died {n} times while handling this message; it is not run again"
+                );
+                let poison = Rejected::new(RejectKind::Poison, reason);
+                let fate = reject(ctx, &d, poison, deadline)
+                    .instrument(d.span.clone())
+                    .await;
+                with_attempts(fate, n as u32)
+            }
+            Ok(_) => decide_within(ctx, slice::from_ref(&d))
+                .await
+                .pop()
+                .unwrap_or_else(|| Fate::Postpone("no outcome decided".into())),
+            Err(e) => unavailable(ctx, e),
+        }
+    };
+    let settled_for_good = fate.is_final();
+    ctx.settler.settle(d, fate).await;
+    if settled_for_good {
+        // Best effort: a row left behind only matters if this message crashes us again.
+        if let Ok(client) = ctx.pool.get().await {
+            let _ = crash::forget(&client, &key).await;
+        }
+    }
+}
+
+/// [`decide`] within `job_timeout`; past it the database gate closes and the group is postponed.
+async fn decide_within(ctx: &Context, group: &[Inbound]) -> Vec<Fate> {
+    let deadline = Instant::now() + ctx.settings.job_timeout;
+    match tokio::time::timeout_at(deadline, decide(ctx, group, deadline)).await {
+        Ok(fates) => fates,
+        Err(_) => {
+            ctx.gate.close("a job ran past its deadline");
+            let why = format!("job deadline of {:?} passed", ctx.settings.job_timeout);
+            postpone_all(group, &why)
+        }
+    }
+}
+
+/// The fate of each delivery of a group, in order: each is prepared; the records go to the
+/// committer together; what each came to decides its fate.
+async fn decide(ctx: &Context, group: &[Inbound], deadline: Instant) -> Vec<Fate> {
+    let mut fates: Vec<Option<Fate>> = group.iter().map(|_| None).collect();
+    let mut ready: Vec<(usize, Pending)> = Vec::with_capacity(group.len());
+    let mut refused: Vec<(usize, Rejected)> = Vec::new();
+    {
+        let registry = ctx.registry();
+        for (i, d) in group.iter().enumerate() {
+            match prepare(ctx, &registry, d) {
+                Ok(record) => ready.push((i, pending(d, record))),
+                Err(rejected) => refused.push((i, rejected)),
+            }
+        }
+    }
+    for (i, rejected) in refused {
+        let d = &group[i];
+        let fate = reject(ctx, d, rejected, deadline).instrument(d.span.clone());
+        fates[i] = Some(fate.await);
+    }
+    if !ready.is_empty() {
+        let (at, items): (Vec<usize>, Vec<Pending>) = ready.into_iter().unzip();
+        let outcomes = ctx.committer.commit(group[0].lane, items, deadline).await;
+        for (i, (p, stored)) in at.into_iter().zip(outcomes) {
+            let d = &group[i];
+            let fate = fate::of_store(ctx, d, p, stored, deadline).instrument(d.span.clone());
+            fates[i] = Some(fate.await);
+        }
+    }
+    fates
+        .into_iter()
+        .map(|f| f.unwrap_or_else(|| Fate::Postpone("no outcome decided".into())))
+        .collect()
+}
+
+/// The pure part: the body to a de-identified record, or a refusal. A panic is caught here and
+/// becomes the delivery's own refusal, so its worker lives on and nothing else is blamed.
+fn prepare(ctx: &Context, registry: &Registry, d: &Inbound) -> Result<Deidentified, Rejected> {
+    let _in_job = d.span.enter();
+    let run = || {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::inject(&d.body);
+        pipeline::prepare(
+            &d.body,
+            ctx.settings.max_message_bytes,
+            registry,
+            &ctx.pseudonymizer,
+        )
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(record)) => {
+            d.span
+                .record("record_id", tracing::field::display(record.record_id));
+            d.span.record("version", record.version);
+            Ok(record)
+        }
+        Ok(Err(rejected)) => Err(rejected),
+        Err(panic) => Err(Rejected::new(
+            RejectKind::Panic,
+            panic_reason(&*panic, &d.body),
+        )),
+    }
+}
+
+fn pending(d: &Inbound, record: Deidentified) -> Pending {
+    Pending {
+        record,
+        message_id: d.message_id.clone(),
+        payload_sha256: d.body_sha256.clone(),
+        reply: d.reply.clone(),
+    }
+}
+
+fn postpone_all(group: &[Inbound], why: &str) -> Vec<Fate> {
+    group.iter().map(|_| Fate::Postpone(why.into())).collect()
+}

@@ -1,0 +1,123 @@
+//! The worker side: a fixed set of workers, each taking deliveries from the [`Feed`] and carrying
+//! them to their settlement.
+//!
+//! ```text
+//! Feed ──> worker (one of N) ──> job::run: prepare (pure) ──> committer (group commit) ──> fate
+//!                                                                              ──> Settler::settle
+//! ```
+//! [`job`] runs a group of deliveries (one, or up to `batch_size` already waiting), [`fate`] turns
+//! what storing them came to into each delivery's [`crate::broker::Fate`].
+
+pub mod fate;
+pub mod job;
+
+use std::sync::{Arc, RwLock};
+
+use deadpool_postgres::Pool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::broker::{Feed, Settler};
+use crate::config::Settings;
+use crate::pipeline::Pseudonymizer;
+use crate::protocol::Registry;
+use crate::stats::Stats;
+use crate::store::{Committer, DbGate};
+
+/// What every worker shares.
+pub struct Context {
+    pub settings: Settings,
+    registry: RwLock<Arc<Registry>>,
+    pub pseudonymizer: Pseudonymizer,
+    /// For the writes a worker makes itself: rejection rows, crash counts, duplicate notes.
+    pub pool: Pool,
+    /// Stores prepared records, many to a transaction.
+    pub committer: Committer,
+    pub settler: Arc<Settler>,
+    pub stats: Arc<Stats>,
+    /// `host:pid`, written into rejections.
+    pub consumer_name: String,
+    /// `host:pid/random`: this process start, for the crash count (a restarted container may get
+    /// the same pid).
+    pub instance: String,
+    /// Whether the database is usable; closed during outages (see [`crate::store::gate`]).
+    pub gate: Arc<DbGate>,
+    /// Redelivered messages take it exclusively, everything else shares it (see [`job`]).
+    pub isolation: tokio::sync::RwLock<()>,
+    pub shutdown: CancellationToken,
+}
+
+/// The parts of a [`Context`] that are not built from others.
+pub struct Parts {
+    pub settings: Settings,
+    pub registry: Registry,
+    pub pseudonymizer: Pseudonymizer,
+    pub pool: Pool,
+    pub committer: Committer,
+    pub settler: Arc<Settler>,
+    pub stats: Arc<Stats>,
+    pub consumer_name: String,
+    pub gate: Arc<DbGate>,
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    pub fn new(p: Parts) -> Context {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Context {
+            instance: format!("{}/{}", p.consumer_name, &suffix[..8]),
+            settings: p.settings,
+            registry: RwLock::new(Arc::new(p.registry)),
+            pseudonymizer: p.pseudonymizer,
+            pool: p.pool,
+            committer: p.committer,
+            settler: p.settler,
+            stats: p.stats,
+            consumer_name: p.consumer_name,
+            gate: p.gate,
+            isolation: tokio::sync::RwLock::new(()),
+            shutdown: p.shutdown,
+        }
+    }
+
+    /// The protocols in force now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().expect("registry lock").clone()
+    }
+
+    /// Loads the protocol files again (SIGHUP). A set with any error is refused whole, with a clear
+    /// log line, and the protocols in force stay.
+    pub fn reload_protocols(&self) -> Result<(), String> {
+        match Registry::load(&self.settings.studies_dir) {
+            Ok(registry) => {
+                let versions = registry.describe();
+                for w in &registry.warnings {
+                    warn!(warning = %w, "protocol check");
+                }
+                *self.registry.write().expect("registry lock") = Arc::new(registry);
+                info!(%versions, "protocols reloaded");
+                Ok(())
+            }
+            Err(problems) => {
+                error!(problems = %problems.replace('\n', "; "), "protocol reload refused: the protocols in force stay");
+                Err(problems)
+            }
+        }
+    }
+}
+
+/// Starts the fixed worker set. Each worker runs until shutdown is asked or the feed closes, and
+/// always finishes the group it holds.
+pub fn spawn(ctx: &Arc<Context>, feed: &Feed) -> JoinSet<()> {
+    let mut workers = JoinSet::new();
+    for _ in 0..ctx.settings.workers {
+        let (ctx, feed) = (ctx.clone(), feed.clone());
+        workers.spawn(async move {
+            while let Some(group) = feed.next(&ctx.shutdown).await {
+                job::run(&ctx, group).await;
+            }
+        });
+    }
+    workers
+}
