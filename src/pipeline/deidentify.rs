@@ -81,7 +81,10 @@ impl Pseudonymizer {
             );
             return Ok(Pseudonymizer::insecure_dev());
         }
-        Err(Failure::setup("no pseudonymisation key configured"))
+        Err(Failure::setup(
+            "no pseudonymisation key: set pseudonym_key_file (or EDC__PSEUDONYM_KEY_FILE) to a file \
+             holding at least 32 bytes; for a local demo only, dev_insecure_pseudonym_key: true",
+        ))
     }
 
     /// The pseudonym of `value` in `field`, after normalising the value for that field.
@@ -240,6 +243,14 @@ pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
 mod tests {
     use super::super::parse::tests::sample;
     use super::*;
+
+    #[test]
+    fn the_commands_that_pseudonymise_refuse_to_start_without_a_key() {
+        let settings = Settings::load_with_env(None, Vec::new()).unwrap();
+        let err = Pseudonymizer::from_settings(&settings).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("pseudonym_key_file"), "{err}");
+    }
     use crate::protocol::Registry;
     use serde_json::json;
 
