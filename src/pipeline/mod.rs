@@ -13,6 +13,7 @@
 //! `rejections` table.
 
 pub mod deidentify;
+pub mod key;
 pub mod parse;
 #[cfg(test)]
 mod properties;
@@ -20,7 +21,8 @@ pub mod validate;
 
 use uuid::Uuid;
 
-pub use deidentify::{Deidentified, Pseudonymizer};
+pub use deidentify::Deidentified;
+pub use key::Pseudonymizer;
 pub use parse::Envelope;
 pub use validate::{Finding, Validated};
 
@@ -96,6 +98,18 @@ impl Rejected {
             batch_id: None,
             batch_size: None,
         }
+    }
+
+    /// Adds what the body says of its record and batch, read without trusting it (see
+    /// [`parse::hint`]): for a refusal made without the pipeline's verdict (a panic, poison).
+    pub fn hinted(mut self, body: &[u8], max_message_bytes: usize) -> Self {
+        let (record_id, batch) = parse::hint(body, max_message_bytes);
+        self.record_id = self.record_id.or(record_id);
+        if let Some(b) = batch {
+            self.batch_id = self.batch_id.or(Some(b.id));
+            self.batch_size = self.batch_size.or(b.size);
+        }
+        self
     }
 
     /// A refusal of a record that was prepared: it says which record and which upload batch, so

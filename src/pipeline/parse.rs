@@ -109,25 +109,11 @@ pub fn parse(body: &[u8], max_message_bytes: usize) -> Result<Envelope, Rejected
     };
 
     // What can be learnt without trusting the rest: used to label a rejection.
-    let record_id = map
-        .get("record_id")
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok());
-    let batch_id = map
-        .get("batch")
-        .and_then(|b| b.get("id"))
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok());
-    let batch_size = map
-        .get("batch")
-        .and_then(|b| b.get("size"))
-        .and_then(|v| v.as_u64())
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n > 0);
+    let (record_id, batch) = hint_of(&map);
     let label = |mut r: Rejected| {
         r.record_id = record_id;
-        r.batch_id = batch_id;
-        r.batch_size = batch_size;
+        r.batch_id = batch.as_ref().map(|b| b.id);
+        r.batch_size = batch.as_ref().and_then(|b| b.size);
         r
     };
     envelope(&mut map).map_err(label)
@@ -225,6 +211,9 @@ fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<String, Reje
     }
 }
 
+const MAX_BATCH_SIZE: u64 = i32::MAX as u64;
+const BATCH_SIZE_RULE: &str = "field `batch.size` must be an integer from 1 to 2147483647";
+
 fn batch(mut b: Map<String, Value>) -> Result<Batch, Rejected> {
     if b.keys().any(|k| k != "id" && k != "size") {
         return Err(invalid("field `batch` may hold only `id` and `size`"));
@@ -237,13 +226,13 @@ fn batch(mut b: Map<String, Value>) -> Result<Batch, Rejected> {
     };
     let size = match b.remove("size") {
         None | Some(Value::Null) => None,
+        // At most i32::MAX: the receipt counts in PostgreSQL integers.
         Some(Value::Number(n)) => Some(
             n.as_u64()
-                .filter(|s| (1..=u64::from(u32::MAX)).contains(s))
-                .ok_or_else(|| invalid("field `batch.size` must be a positive integer"))?
-                as u32,
+                .filter(|s| (1..=MAX_BATCH_SIZE).contains(s))
+                .ok_or_else(|| invalid(BATCH_SIZE_RULE))? as u32,
         ),
-        Some(_) => return Err(invalid("field `batch.size` must be a positive integer")),
+        Some(_) => return Err(invalid(BATCH_SIZE_RULE)),
     };
     Ok(Batch { id, size })
 }
@@ -271,6 +260,41 @@ fn identifiers(ids: Map<String, Value>) -> Result<Identifiers, Rejected> {
         out.fields.push((field, text));
     }
     Ok(out)
+}
+
+/// What can be learnt of a body without trusting it: its record id and upload batch, if it is a
+/// JSON object of at most `max_message_bytes` that says them in the contract's form. For the
+/// refusals that come before or instead of the pipeline (a job that panicked, a message that crashed
+/// the process), so that their batch's receipt still counts them.
+pub fn hint(body: &[u8], max_message_bytes: usize) -> (Option<Uuid>, Option<Batch>) {
+    if body.len() > max_message_bytes {
+        return (None, None);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => hint_of(&map),
+        _ => (None, None),
+    }
+}
+
+/// The record id and batch a body's fields say, each taken only if well-formed: a batch with a
+/// valid id and a size out of range keeps its id.
+fn hint_of(map: &Map<String, Value>) -> (Option<Uuid>, Option<Batch>) {
+    let uuid = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+    };
+    let record_id = uuid(map.get("record_id"));
+    let batch = map.get("batch").and_then(|b| {
+        Some(Batch {
+            id: uuid(b.get("id"))?,
+            size: b
+                .get("size")
+                .and_then(Value::as_u64)
+                .filter(|n| (1..=MAX_BATCH_SIZE).contains(n))
+                .map(|n| n as u32),
+        })
+    });
+    (record_id, batch)
 }
 
 /// True if any string or key anywhere in the tree holds U+0000 (PostgreSQL text and jsonb refuse it).
@@ -353,6 +377,42 @@ pub(crate) mod tests {
         let r = parse_value(&v).err().unwrap();
         assert_eq!(r.kind, RejectKind::Invalid);
         assert!(!r.reason.contains("mothers") && !r.reason.contains("Byron"));
+    }
+
+    #[test]
+    fn a_batch_size_past_the_largest_postgresql_integer_is_invalid() {
+        let mut v = sample();
+        v["batch"]["size"] = json!(2_147_483_648u64);
+        let r = parse_value(&v).err().unwrap();
+        assert_eq!(r.kind, RejectKind::Invalid);
+        assert!(r.reason.contains("batch.size"), "{}", r.reason);
+        assert!(r.batch_id.is_some() && r.batch_size.is_none(), "{r:?}");
+        v["batch"]["size"] = json!(2_147_483_647u64);
+        assert_eq!(
+            parse_value(&v).unwrap().batch.unwrap().size,
+            Some(i32::MAX as u32)
+        );
+    }
+
+    #[test]
+    fn a_hint_reads_the_record_and_batch_of_a_body_it_does_not_trust() {
+        let body = serde_json::to_vec(&sample()).unwrap();
+        let (record_id, batch) = hint(&body, 1 << 20);
+        assert_eq!(
+            record_id.unwrap().to_string(),
+            "8a0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d"
+        );
+        assert_eq!(batch.unwrap().size, Some(1000));
+        assert_eq!(hint(&body, 10), (None, None), "too large: not parsed");
+        assert_eq!(hint(b"\xff not json", 100), (None, None));
+        let mut v = sample();
+        v["batch"]["size"] = json!(3_000_000_000u64);
+        let (_, batch) = hint(&serde_json::to_vec(&v).unwrap(), 1 << 20);
+        assert_eq!(
+            batch.unwrap().size,
+            None,
+            "a size out of range is not taken"
+        );
     }
 
     #[test]
