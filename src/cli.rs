@@ -156,7 +156,9 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             Ok(())
         }
         Command::Migrate => {
-            let applied = store::migrate(&settings.postgres).await.map_err(runtime)?;
+            let applied = store::migrate(&settings.postgres)
+                .await
+                .map_err(|e| e.failure())?;
             println!(
                 "migrations applied: {}",
                 if applied.is_empty() {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::broker::consume::Supervisor;
+use crate::broker::publish::Seal;
 use crate::broker::{Settler, inbound};
 use crate::config::Settings;
 use crate::failure::{Failure, runtime};
@@ -23,7 +24,7 @@ use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
 use crate::relay;
 use crate::stats::{Stats, Summary};
-use crate::store::{self, Committer, DbGate};
+use crate::store::{self, Committer, ConnectError, DbGate, MigrateError};
 use crate::worker::{self, Context, Parts};
 
 /// Runs the daemon until `shutdown` is cancelled; returns the counters.
@@ -43,7 +44,11 @@ pub async fn run_with_stats(
     }
     let pseudonymizer = Pseudonymizer::from_settings(&settings)?;
     info!(settings = %settings.describe(), "starting");
-    migrate_when_reachable(&settings, &shutdown).await?;
+    if settings.postgres.migrate_on_start {
+        migrate_when_reachable(&settings, &shutdown).await?;
+    } else {
+        info!("migrations are left to `edc-ingest migrate` (postgres.migrate_on_start is off)");
+    }
 
     let pool = store::pool(&settings.postgres).map_err(runtime)?;
     let name = consumer_name();
@@ -54,11 +59,13 @@ pub async fn run_with_stats(
         settings.workers,
         stats.clone(),
     );
+    let seal = Seal::new(&pseudonymizer.derive("header seal"));
     let settler = Arc::new(Settler::new(
         settings.amqp.clone(),
         settings.retry.clone(),
         name.clone(),
         stats.clone(),
+        seal,
     ));
     let ctx = Arc::new(Context::new(Parts {
         settings: settings.clone(),
@@ -146,7 +153,8 @@ pub fn consumer_name() -> String {
 }
 
 /// Migrations need the database; at start-up it may still be coming up, so wait for it (with
-/// backoff) rather than exit.
+/// backoff) rather than exit. A database that refuses us (credentials, TLS, permissions) or a
+/// migration that fails is no reason to wait: the start fails with the reason.
 async fn migrate_when_reachable(
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -160,7 +168,7 @@ async fn migrate_when_reachable(
                 }
                 return Ok(());
             }
-            Err(e) => {
+            Err(e @ MigrateError::Connect(ConnectError::Unreachable { .. })) => {
                 warn!(error = %e, retry_in = ?wait, "database not ready; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -168,6 +176,7 @@ async fn migrate_when_reachable(
                 }
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
+            Err(e) => return Err(e.failure()),
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Stats {
     pub group_splits: AtomicU64,
     /// Ack frames sent; one `multiple` ack settles many deliveries.
     pub acks: AtomicU64,
+    /// Messages whose `reply_to` is not an allowed reply address (no answer was sent).
+    pub reply_to_refused: AtomicU64,
     dead_lettered: [AtomicU64; RejectKind::ALL.len()],
 }
 

@@ -244,7 +244,12 @@ impl Supervisor {
                 Session {
                     connection,
                     channel,
-                    link: Arc::new(Link::new(publisher, limit, self.stats.clone())),
+                    link: Arc::new(Link::new(
+                        publisher,
+                        limit,
+                        self.stats.clone(),
+                        self.settler.seal.clone(),
+                    )),
                     urgent,
                     normal,
                     tags,

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::types::AMQPValue;
 use lapin::{Acker, BasicProperties, Channel};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::acks::Acks;
-use super::publish::H_RETRIES;
+use super::publish::Seal;
 use crate::lane::Lane;
 use crate::printable::Printable;
 use crate::stats::Stats;
@@ -37,7 +36,8 @@ pub struct Inbound {
     pub redelivered: bool,
     /// Where its outcome is answered, if the uploader asked.
     pub reply: Option<Reply>,
-    /// Attempts that already failed, from our own header on a message back from a delay queue.
+    /// Attempts that already failed, from our own sealed header on a message back from a delay
+    /// queue (a count an uploader set is not believed).
     pub failed_attempts: u32,
     /// The job's span: the message id and delivery tag now, the record id once it is known.
     pub span: tracing::Span,
@@ -66,6 +66,7 @@ impl Inbound {
                 to: to.to_string(),
                 correlation_id: properties.correlation_id().as_ref().map(|c| c.to_string()),
             });
+        let body_sha256 = crate::pipeline::sha256_hex(&data);
         let span = tracing::info_span!(
             "job",
             message_id = %Printable(message_id.as_deref().unwrap_or("-")),
@@ -76,8 +77,12 @@ impl Inbound {
         );
         Inbound {
             lane,
-            body_sha256: crate::pipeline::sha256_hex(&data),
-            failed_attempts: failed_attempts(&properties),
+            failed_attempts: link.seal.failed_attempts(
+                &properties,
+                &body_sha256,
+                message_id.as_deref(),
+            ),
+            body_sha256,
             body: data,
             properties,
             message_id,
@@ -97,19 +102,6 @@ impl Inbound {
     }
 }
 
-/// Attempts that already failed before this delivery, from our own header.
-fn failed_attempts(properties: &BasicProperties) -> u32 {
-    let value = properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(H_RETRIES).cloned());
-    match value {
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
-        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
-        _ => 0,
-    }
-}
-
 /// What a delivery keeps of the session it came from, to be settled on it.
 pub struct Link {
     /// Confirm-mode channel for dead letters, delayed retries and postponed messages.
@@ -125,16 +117,24 @@ pub struct Link {
     /// The channel's acks and nacks, in order and coalesced; and the count of each lane's
     /// deliveries handed to the workers and not yet acked.
     pub(super) acks: Acks,
+    /// Checks the attempt count of a message back from a delay queue.
+    pub(super) seal: Seal,
 }
 
 impl Link {
-    pub(super) fn new(publisher: Channel, operation_timeout: Duration, stats: Arc<Stats>) -> Link {
+    pub(super) fn new(
+        publisher: Channel,
+        operation_timeout: Duration,
+        stats: Arc<Stats>,
+        seal: Seal,
+    ) -> Link {
         let broken = CancellationToken::new();
         Link {
             publisher,
             operation_timeout,
             acks: Acks::start(broken.clone(), operation_timeout, stats),
             broken,
+            seal,
         }
     }
 }

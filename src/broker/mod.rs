@@ -70,7 +70,7 @@ pub async fn connect(
     name: &str,
     limit: Duration,
 ) -> Result<(Connection, usize), BrokerError> {
-    let nodes: Vec<&str> = url.expose().split(',').map(str::trim).collect();
+    let nodes = url.nodes();
     let mut errors = Vec::new();
     for i in 0..nodes.len() {
         let idx = (start + i) % nodes.len();

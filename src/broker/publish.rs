@@ -18,6 +18,9 @@ pub const H_CONSUMER: &str = "x-edc-consumer";
 /// On a message parked for a delayed retry: how many attempts have failed so far.
 pub const H_RETRIES: &str = "x-edc-retries";
 pub const H_RETRY_REASON: &str = "x-edc-retry-reason";
+/// Seals `x-edc-retries` on a message parked in a delay queue: an HMAC of the count, the body's hash
+/// and the message id, so that only a count written by edc-ingest is believed.
+pub const H_SEAL: &str = "x-edc-seal";
 /// The prefix of every header edc-ingest writes. Headers with it that arrive from an uploader are
 /// not ours: they are dropped from every copy we publish, so they can never pass for ours.
 pub const OUR_PREFIX: &str = "x-edc-";
@@ -73,10 +76,12 @@ pub async fn publish_retry(
     original: &BasicProperties,
     failed: u32,
     reason: &str,
+    seal: &str,
 ) -> Result<(), BrokerError> {
     let mut headers = headers_without_ours(original);
     headers.insert(H_RETRIES.into(), AMQPValue::LongLongInt(i64::from(failed)));
     headers.insert(H_RETRY_REASON.into(), text(reason));
+    headers.insert(H_SEAL.into(), text(seal));
     let props = original.clone().with_headers(headers).with_delivery_mode(2);
     publish_to(channel, "", delay_queue, body, props).await
 }
@@ -130,4 +135,127 @@ pub fn headers_without_ours(original: &BasicProperties) -> FieldTable {
         }
     }
     headers
+}
+
+/// Makes and checks the seal of our attempt count (see [`H_SEAL`]). Its key is derived from the
+/// pseudonymisation key, which every replica shares and no uploader knows.
+#[derive(Clone)]
+pub struct Seal {
+    mac: hmac::Hmac<sha2::Sha256>,
+}
+
+impl Seal {
+    pub fn new(key: &[u8]) -> Seal {
+        use hmac::KeyInit;
+        Seal {
+            mac: hmac::Hmac::new_from_slice(key).expect("HMAC takes a key of any length"),
+        }
+    }
+
+    /// The seal of `failed` attempts of the message with this body hash and id.
+    pub fn seal(&self, failed: u32, body_sha256: &str, message_id: Option<&str>) -> String {
+        use hmac::Mac;
+        let mut mac = self.mac.clone();
+        mac.update(&failed.to_be_bytes());
+        mac.update(body_sha256.as_bytes());
+        mac.update(&[0x1f]);
+        mac.update(message_id.unwrap_or("").as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// The attempts that already failed, from our headers: the sealed count, or 0 when there is
+    /// none or its seal does not match (an uploader's header, or a copy of another message's).
+    pub fn failed_attempts(
+        &self,
+        properties: &BasicProperties,
+        body_sha256: &str,
+        message_id: Option<&str>,
+    ) -> u32 {
+        let Some(headers) = properties.headers() else {
+            return 0;
+        };
+        let count = match headers.inner().get(H_RETRIES) {
+            Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).ok(),
+            Some(AMQPValue::LongInt(n)) => u32::try_from(*n).ok(),
+            _ => None,
+        };
+        let seal = match headers.inner().get(H_SEAL) {
+            Some(AMQPValue::LongString(s)) => Some(s.as_bytes()),
+            _ => None,
+        };
+        match (count, seal) {
+            (Some(n), Some(seal)) => {
+                let expected = self.seal(n, body_sha256, message_id);
+                // Both are hex of a fixed length; equal length is checked first.
+                if seal.len() == expected.len() && subtle_eq(seal, expected.as_bytes()) {
+                    n
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(headers: &[(&str, AMQPValue)]) -> BasicProperties {
+        let mut t = FieldTable::default();
+        for (k, v) in headers {
+            t.insert((*k).into(), v.clone());
+        }
+        BasicProperties::default().with_headers(t)
+    }
+
+    #[test]
+    fn only_a_count_sealed_by_us_for_this_very_message_is_believed() {
+        let seal = Seal::new(&[9u8; 32]);
+        let sealed = seal.seal(3, "abc", Some("m1"));
+        let ours = with(&[
+            (H_RETRIES, AMQPValue::LongLongInt(3)),
+            (H_SEAL, text(&sealed)),
+        ]);
+        assert_eq!(seal.failed_attempts(&ours, "abc", Some("m1")), 3);
+        // Another message (body or id) with the same header: not believed.
+        assert_eq!(seal.failed_attempts(&ours, "abd", Some("m1")), 0);
+        assert_eq!(seal.failed_attempts(&ours, "abc", Some("m2")), 0);
+        // An uploader's count, without a seal, or with a made-up one; another count under our seal.
+        let forged = with(&[(H_RETRIES, AMQPValue::LongLongInt(19))]);
+        assert_eq!(seal.failed_attempts(&forged, "abc", Some("m1")), 0);
+        let made_up = with(&[
+            (H_RETRIES, AMQPValue::LongLongInt(19)),
+            (H_SEAL, text(&"0".repeat(32))),
+        ]);
+        assert_eq!(seal.failed_attempts(&made_up, "abc", Some("m1")), 0);
+        let moved = with(&[
+            (H_RETRIES, AMQPValue::LongLongInt(4)),
+            (H_SEAL, text(&sealed)),
+        ]);
+        assert_eq!(seal.failed_attempts(&moved, "abc", Some("m1")), 0);
+        // Another key (a replica with another pseudonymisation key) does not recognise it.
+        assert_eq!(
+            Seal::new(&[8u8; 32]).failed_attempts(&ours, "abc", Some("m1")),
+            0
+        );
+    }
+
+    #[test]
+    fn uploader_headers_with_our_prefix_are_dropped_and_the_rest_kept() {
+        let original = with(&[
+            (H_KIND, text("invalid")),
+            ("x-edc-anything", text("x")),
+            ("traceparent", text("00-abc")),
+        ]);
+        let kept = headers_without_ours(&original);
+        let names: Vec<&str> = kept.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["traceparent"]);
+    }
 }

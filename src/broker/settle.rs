@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tracing::{Instrument, debug, info, warn};
 
 use super::inbound::Inbound;
-use super::publish::{self, DeadLetterInfo};
+use super::publish::{self, DeadLetterInfo, Seal};
 use super::topology::retry_queue;
 use super::{BrokerError, in_session};
 use crate::config::{AmqpSettings, RetrySettings};
@@ -52,6 +52,8 @@ impl Fate {
 
 /// Settles deliveries; one per daemon, shared by the workers and the supervisor.
 pub struct Settler {
+    /// Seals the attempt count of a delayed retry (see `publish::H_SEAL`).
+    pub(super) seal: Seal,
     amqp: AmqpSettings,
     retry: RetrySettings,
     /// `host:pid`, written into dead letters.
@@ -65,8 +67,10 @@ impl Settler {
         retry: RetrySettings,
         consumer: String,
         stats: Arc<Stats>,
+        seal: Seal,
     ) -> Settler {
         Settler {
+            seal,
             amqp,
             retry,
             consumer,
@@ -125,6 +129,9 @@ impl Settler {
             Fate::Retry { failed, reason } => {
                 let delay = self.retry.delay_after(failed);
                 let delay_queue = retry_queue(queue, delay);
+                let seal = self
+                    .seal
+                    .seal(failed, &d.body_sha256, d.message_id.as_deref());
                 let copy = publish::publish_retry(
                     &d.link.publisher,
                     &delay_queue,
@@ -132,6 +139,7 @@ impl Settler {
                     &d.properties,
                     failed,
                     &reason,
+                    &seal,
                 );
                 match self.op(&d, "delayed retry", copy).await {
                     Ok(()) => {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer};
 use crate::lane::Lane;
 
 mod secret;
-pub use secret::{Secret, SecretUrl, redact_url};
+pub use secret::{Secret, SecretUrl, nodes, read_secret_file, redact_url};
 
 /// The defaults, documented key by key in the file itself.
 pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
@@ -28,6 +28,26 @@ pub enum ConfigError {
     Load(String),
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// `*` matches any text (also none); every other character matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -70,6 +90,13 @@ pub struct Settings {
 }
 
 impl AmqpSettings {
+    /// Whether a message's `reply_to` may get its answer (see `reply_to_allowed`).
+    pub fn reply_allowed(&self, reply_to: &str) -> bool {
+        self.reply_to_allowed
+            .iter()
+            .any(|pattern| glob_match(pattern, reply_to))
+    }
+
     /// The queue of a lane.
     pub fn queue_of(&self, lane: Lane) -> &str {
         match lane {
@@ -106,6 +133,8 @@ impl RetrySettings {
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     pub url: SecretUrl,
+    /// A file holding the password of `url` (every node), instead of writing it there.
+    pub password_file: Option<PathBuf>,
     pub queue: String,
     /// The fast lane: serious adverse events and other urgent records; always taken first.
     pub urgent_queue: String,
@@ -113,6 +142,10 @@ pub struct AmqpSettings {
     pub events_exchange: String,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    /// The reply addresses (AMQP `reply_to`) that get an answer, as patterns where `*` stands for
+    /// any text. A reply_to is a routing key on the default exchange, so without this an uploader
+    /// could make the daemon publish into any queue of the vhost.
+    pub reply_to_allowed: Vec<String>,
     /// The quorum queue's own delivery limit: the broker's last backstop against a message that is
     /// delivered again and again. Part of the queue's declaration, so it must match an existing queue.
     pub delivery_limit: u32,
@@ -127,13 +160,39 @@ pub struct AmqpSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
+    /// The runtime role's connection.
     pub url: SecretUrl,
+    /// A file holding the password of `url` (and of `migrate_url`), instead of writing it there.
+    pub password_file: Option<PathBuf>,
+    /// The role that owns the schema and runs the migrations; none: `url`'s role does.
+    pub migrate_url: Option<SecretUrl>,
+    /// Apply pending migrations when the daemon starts. Off where a separate job runs
+    /// `edc-ingest migrate` with the owner role.
+    pub migrate_on_start: bool,
     pub pool_size: usize,
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// How long a worker waits for a pooled connection before it counts as a database failure.
     #[serde(deserialize_with = "duration")]
     pub acquire_timeout: Duration,
+    /// Set on every connection: a statement, a wait for a lock, a transaction left idle that runs
+    /// past them is ended by the server itself, even if the daemon that started it is gone.
+    #[serde(deserialize_with = "duration")]
+    pub statement_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub lock_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub idle_in_transaction_timeout: Duration,
+    /// The longest a start waits for another replica's migrations (their advisory lock).
+    #[serde(deserialize_with = "duration")]
+    pub migration_lock_timeout: Duration,
+}
+
+impl PostgresSettings {
+    /// The role that migrates: `migrate_url`, else `url`.
+    pub fn migration_url(&self) -> &SecretUrl {
+        self.migrate_url.as_ref().unwrap_or(&self.url)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -194,11 +253,32 @@ impl Settings {
             .try_deserialize()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         // The fast lane follows the work queue's name unless it is named itself.
+        settings.read_password_files()?;
         if settings.amqp.urgent_queue.trim().is_empty() {
             settings.amqp.urgent_queue = format!("{}.urgent", settings.amqp.queue);
         }
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Sets the passwords read from `amqp.password_file` and `postgres.password_file` in the URLs.
+    fn read_password_files(&mut self) -> Result<(), ConfigError> {
+        let set = |url: &SecretUrl, file: &Path, key: &str| {
+            let password =
+                read_secret_file(file).map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+            url.with_password(password.expose()).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "{key}: the URL ({url}) does not parse, so no password can be set in it"
+                ))
+            })
+        };
+        if let Some(file) = self.amqp.password_file.clone() {
+            self.amqp.url = set(&self.amqp.url, &file, "amqp.password_file")?;
+        }
+        if let Some(file) = self.postgres.password_file.clone() {
+            self.postgres.url = set(&self.postgres.url, &file, "postgres.password_file")?;
+        }
+        Ok(())
     }
 
     /// Checks that need no I/O: relations between settings and their ranges.
@@ -282,6 +362,20 @@ impl Settings {
             || self.amqp.reconnect_max < self.amqp.reconnect_initial
         {
             return invalid("amqp.reconnect_initial must be > 0 and <= amqp.reconnect_max".into());
+        }
+        let pg = &self.postgres;
+        for (key, value) in [
+            ("postgres.statement_timeout", pg.statement_timeout),
+            ("postgres.lock_timeout", pg.lock_timeout),
+            (
+                "postgres.idle_in_transaction_timeout",
+                pg.idle_in_transaction_timeout,
+            ),
+            ("postgres.migration_lock_timeout", pg.migration_lock_timeout),
+        ] {
+            if value < Duration::from_millis(1) {
+                return invalid(format!("{key} must be at least 1ms"));
+            }
         }
         if self.amqp.operation_timeout < Duration::from_secs(1) {
             return invalid("amqp.operation_timeout must be at least 1s".into());
@@ -422,6 +516,29 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("k3y-k3y-k3y"), "{shown}");
         assert!(shown.contains("postgres://edc:***@db/edc"), "{shown}");
+    }
+
+    #[test]
+    fn only_reply_addresses_matching_the_patterns_get_an_answer() {
+        let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+        for ok in [
+            "amq.rabbitmq.reply-to",
+            "amq.rabbitmq.reply-to.g1h2AA==.6ZfUTGEz8eE=",
+            "edc.reply.site-03",
+        ] {
+            assert!(s.amqp.reply_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "edc.records.dlq",
+            "edc.records",
+            "other.app.queue",
+            "edc.reply",
+            "",
+        ] {
+            assert!(!s.amqp.reply_allowed(refused), "{refused}");
+        }
+        assert!(glob_match("a*b*c", "aXXbYYc") && !glob_match("a*b*c", "aXXcYYb"));
+        assert!(glob_match("*", "") && glob_match("abc", "abc") && !glob_match("abc", "abcd"));
     }
 
     #[test]

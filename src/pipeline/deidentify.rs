@@ -6,101 +6,24 @@
 //! patient was 90 or older at capture (HIPAA Safe Harbor). Items the protocol marks `phi: true` are
 //! replaced by their pseudonym inside `items`. Nothing identifying survives this stage.
 
-use std::path::Path;
-
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate};
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
+use super::key::Pseudonymizer;
 use super::validate::{Finding, Validated};
-use crate::config::Settings;
-use crate::failure::Failure;
 
 /// Prefix of a pseudonymised item value inside `items`.
 pub const PSEUDONYM_PREFIX: &str = "psn:";
 
-/// The built-in key of `dev_insecure_pseudonym_key`. Public, so it protects nothing.
-const DEV_KEY: &[u8] = b"edc-ingest insecure development key: never use with real patients";
-
-/// Holds the pseudonymisation key. `Debug` does not show it.
-#[derive(Clone)]
-pub struct Pseudonymizer {
-    mac: Hmac<Sha256>,
-}
-
-impl std::fmt::Debug for Pseudonymizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pseudonymizer([key redacted])")
-    }
-}
-
-impl Pseudonymizer {
-    pub const MIN_KEY_BYTES: usize = 32;
-
-    pub fn new(key: &[u8]) -> Result<Self, String> {
-        if key.len() < Self::MIN_KEY_BYTES {
-            return Err(format!(
-                "the pseudonymisation key has {} bytes; at least {} are needed",
-                key.len(),
-                Self::MIN_KEY_BYTES
-            ));
-        }
-        Ok(Pseudonymizer {
-            mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length"),
-        })
-    }
-
-    pub fn insecure_dev() -> Self {
-        Self::new(DEV_KEY).expect("the dev key is long enough")
-    }
-
-    /// Reads a key file; surrounding whitespace (a trailing newline) is not part of the key.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))?;
-        let text = bytes.trim_ascii();
-        Self::new(text).map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))
-    }
-
-    /// The key the settings give: `pseudonym_key`, else `pseudonym_key_file`, else the public
-    /// development key if `dev_insecure_pseudonym_key` allows it (with a warning). None of them is
-    /// the operator's to fix.
-    pub fn from_settings(settings: &Settings) -> Result<Self, Failure> {
-        if let Some(key) = &settings.pseudonym_key {
-            return Pseudonymizer::new(key.expose().as_bytes())
-                .map_err(|e| Failure::setup(format!("pseudonym_key: {e}")));
-        }
-        if let Some(path) = &settings.pseudonym_key_file {
-            return Pseudonymizer::from_file(path).map_err(Failure::Setup);
-        }
-        if settings.dev_insecure_pseudonym_key {
-            tracing::warn!(
-                "using the built-in INSECURE development pseudonymisation key: pseudonyms protect nothing"
-            );
-            return Ok(Pseudonymizer::insecure_dev());
-        }
-        Err(Failure::setup(
-            "no pseudonymisation key: set pseudonym_key_file (or EDC__PSEUDONYM_KEY_FILE) to a file \
-             holding at least 32 bytes; for a local demo only, dev_insecure_pseudonym_key: true",
-        ))
-    }
-
-    /// The pseudonym of `value` in `field`, after normalising the value for that field.
-    pub fn pseudonym(&self, field: &str, value: &str) -> String {
-        let mut mac = self.mac.clone();
-        mac.update(field.as_bytes());
-        mac.update(&[0x1f]);
-        mac.update(normalise(field, value).as_bytes());
-        hex::encode(mac.finalize().into_bytes())
-    }
-}
-
-/// The same person written two ways must give one pseudonym: case, spacing and punctuation that do
-/// not change the meaning are folded per field.
+/// The same person written two ways must give one pseudonym: Unicode compatibility forms (NFKC: a
+/// composed and a decomposed accent, full-width digits), case, spacing and punctuation that do not
+/// change the meaning are folded per field. Plain ASCII and text already composed (NFC) normalise as
+/// they did before NFKC was applied, so their pseudonyms are unchanged.
 pub fn normalise(field: &str, value: &str) -> String {
-    let trimmed = value.trim();
+    let nfkc: String = value.nfkc().collect();
+    let trimmed = nfkc.trim();
     match field {
         "phone" => {
             let plus = if trimmed.starts_with('+') { "+" } else { "" };
@@ -245,12 +168,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_commands_that_pseudonymise_refuse_to_start_without_a_key() {
-        let settings = Settings::load_with_env(None, Vec::new()).unwrap();
-        let err = Pseudonymizer::from_settings(&settings).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("pseudonym_key_file"), "{err}");
+    fn the_same_name_composed_or_decomposed_links() {
+        let p = Pseudonymizer::insecure_dev();
+        let composed = "Jos\u{e9} Mu\u{f1}oz";
+        let decomposed = "Jose\u{301} Mun\u{303}oz";
+        assert_ne!(composed, decomposed);
+        assert_eq!(
+            p.pseudonym("full_name", composed),
+            p.pseudonym("full_name", decomposed)
+        );
+        // Full-width digits are digits.
+        assert_eq!(
+            p.pseudonym("phone", "+44 \u{ff12}\u{ff10} 7946 0000"),
+            p.pseudonym("phone", "+44 20 7946 0000")
+        );
+        // ASCII is untouched by NFKC: existing pseudonyms stay as they were.
+        assert_eq!(normalise("full_name", "  Ada   LOVELACE "), "ada lovelace");
     }
+
     use crate::protocol::Registry;
     use serde_json::json;
 

@@ -5,6 +5,8 @@
 
 use tokio_postgres::error::SqlState;
 
+use crate::failure::{Failure, runtime};
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
     /// The database is unreachable, restarting, refusing connections or out of room: not the
@@ -75,6 +77,66 @@ pub fn classify_code(code: Option<&SqlState>) -> PersistError {
     } else {
         PersistError::Retryable(what)
     }
+}
+
+/// Why a connection to PostgreSQL could not be made: worth waiting for (the server is not up yet,
+/// or full), or not (it refused who we are or how we connect: credentials, the database, TLS).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot reach PostgreSQL at {at}: {why}")]
+    Unreachable { at: String, why: String },
+    #[error("PostgreSQL at {at} refused the connection: {why}")]
+    Refused { at: String, why: String },
+}
+
+impl ConnectError {
+    /// Classifies a failed connect to `at` (already redacted).
+    pub fn of(at: String, e: &tokio_postgres::Error) -> ConnectError {
+        let why = first_line(&e.to_string());
+        let refused = match e.code() {
+            // Starting up, shutting down, too many connections: wait.
+            Some(code) if matches!(&code.code()[..2], "57" | "53" | "08") => false,
+            // Credentials, authorisation, an unknown database, anything else the server said.
+            Some(_) => true,
+            // No answer from a server: unreachable, unless the TLS handshake is what failed.
+            None => why.to_ascii_lowercase().contains("tls"),
+        };
+        if refused {
+            ConnectError::Refused { at, why }
+        } else {
+            ConnectError::Unreachable { at, why }
+        }
+    }
+}
+
+/// Migrations that could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(
+        "another replica held the migration lock for more than {0:?} (postgres.migration_lock_timeout); is a migration stuck?"
+    )]
+    LockTimeout(std::time::Duration),
+    #[error("migration failed: {0}")]
+    Failed(String),
+}
+
+impl MigrateError {
+    /// What it means for the command that ran the migrations: a database that refuses us is the
+    /// operator's to fix (exit 2); anything else failed while running (exit 1).
+    pub fn failure(self) -> Failure {
+        match self {
+            e @ MigrateError::Connect(ConnectError::Refused { .. }) => {
+                Failure::setup(e.to_string())
+            }
+            e => runtime(e),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use tokio_postgres::NoTls;
 use crate::config::{PostgresSettings, SecretUrl};
 
 pub use committer::Committer;
-pub use error::PersistError;
+pub use error::{ConnectError, MigrateError, PersistError};
 pub use gate::DbGate;
 pub use ingest::Stored;
 
@@ -38,21 +38,33 @@ mod embedded {
 /// Advisory-lock key held while migrating, so replicas starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x6564_635f_6d69_6772; // "edc_migr"
 
+/// The connection settings of `url`, with the daemon's timeouts: every session it opens has
+/// `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` set, so the server
+/// ends what a job that gave up left running.
 pub fn pg_config(
     url: &SecretUrl,
-    connect_timeout: Duration,
+    settings: &PostgresSettings,
 ) -> anyhow::Result<tokio_postgres::Config> {
     let mut cfg: tokio_postgres::Config = url
         .expose()
         .parse()
-        .map_err(|_| anyhow::anyhow!("postgres.url is not a valid PostgreSQL URL: {url}"))?;
-    cfg.connect_timeout(connect_timeout);
+        .map_err(|_| anyhow::anyhow!("not a valid PostgreSQL URL or connection string: {url}"))?;
+    cfg.connect_timeout(settings.connect_timeout);
     cfg.application_name("edc-ingest");
+    let ms = |d: Duration| d.as_millis();
+    let mut options = cfg.get_options().map(str::to_string).unwrap_or_default();
+    options.push_str(&format!(
+        " -c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        ms(settings.statement_timeout),
+        ms(settings.lock_timeout),
+        ms(settings.idle_in_transaction_timeout)
+    ));
+    cfg.options(options.trim());
     Ok(cfg)
 }
 
 pub fn pool(settings: &PostgresSettings) -> anyhow::Result<Pool> {
-    let cfg = pg_config(&settings.url, settings.connect_timeout)?;
+    let cfg = pg_config(&settings.url, settings)?;
     let manager = Manager::from_config(
         cfg,
         NoTls,
@@ -71,11 +83,18 @@ pub fn pool(settings: &PostgresSettings) -> anyhow::Result<Pool> {
 
 /// A connection of its own, outside the pool, whose I/O runs on a task of its own. The task ends
 /// when the client is dropped.
-pub async fn connect(url: &SecretUrl, settings: &PostgresSettings) -> anyhow::Result<Connected> {
-    let (client, connection) = pg_config(url, settings.connect_timeout)?
+pub async fn connect(
+    url: &SecretUrl,
+    settings: &PostgresSettings,
+) -> Result<Connected, ConnectError> {
+    let cfg = pg_config(url, settings).map_err(|e| ConnectError::Refused {
+        at: url.to_string(),
+        why: e.to_string(),
+    })?;
+    let (client, connection) = cfg
         .connect(NoTls)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {e}"))?;
+        .map_err(|e| ConnectError::of(url.to_string(), &e))?;
     let io = tokio::spawn(connection);
     Ok(Connected { client, io })
 }
@@ -107,12 +126,34 @@ impl std::ops::DerefMut for Connected {
     }
 }
 
-/// Applies pending migrations on a dedicated connection, under an advisory lock. Returns the names of
-/// the migrations applied now.
-pub async fn migrate(settings: &PostgresSettings) -> anyhow::Result<Vec<String>> {
-    let mut conn = connect(&settings.url, settings).await?;
-    conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+/// Applies pending migrations as the owner role (`postgres.migrate_url`, else `postgres.url`), on a
+/// dedicated connection, under an advisory lock so that replicas starting together migrate once.
+/// Waits at most `postgres.migration_lock_timeout` for another replica's migrations. Returns the
+/// names of the migrations applied now.
+pub async fn migrate(settings: &PostgresSettings) -> Result<Vec<String>, MigrateError> {
+    let url = settings.migration_url();
+    let mut conn = connect(url, settings).await?;
+    let lost = |e: tokio_postgres::Error| MigrateError::from(ConnectError::of(url.to_string(), &e));
+    // A migration may take longer than a job's statement; only the wait for the lock is bounded.
+    let lock_wait = format!(
+        "SET statement_timeout = 0; SET lock_timeout = {}",
+        settings.migration_lock_timeout.as_millis()
+    );
+    conn.batch_execute(&lock_wait).await.map_err(lost)?;
+    if let Err(e) = conn
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+    {
+        return Err(match e.code() {
+            Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                MigrateError::LockTimeout(settings.migration_lock_timeout)
+            }
+            _ => lost(e),
+        });
+    }
+    conn.batch_execute("SET lock_timeout = 0")
+        .await
+        .map_err(lost)?;
     let report = embedded::migrations::runner()
         .set_grouped(false)
         .run_async(&mut conn.client)
@@ -121,7 +162,7 @@ pub async fn migrate(settings: &PostgresSettings) -> anyhow::Result<Vec<String>>
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
     conn.close().await;
-    let report = report.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+    let report = report.map_err(|e| MigrateError::Failed(e.to_string()))?;
     Ok(report
         .applied_migrations()
         .iter()

@@ -476,7 +476,7 @@ pub async fn purge(
 }
 
 async fn connect_db(settings: &Settings) -> anyhow::Result<store::Connected> {
-    store::connect(&settings.postgres.url, &settings.postgres).await
+    Ok(store::connect(&settings.postgres.url, &settings.postgres).await?)
 }
 
 async fn record_action(

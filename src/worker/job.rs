@@ -31,13 +31,17 @@ use super::Context;
 use super::fate::{self, panic_reason, reject, unavailable, with_attempts};
 use crate::broker::{Fate, Inbound};
 use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
+use crate::printable::Printable;
 use crate::protocol::Registry;
 use crate::store::crash;
 use crate::store::ingest::Pending;
 use crate::store::with_retries;
 
 /// Runs a group of deliveries to their settlement.
-pub async fn run(ctx: &Context, group: Vec<Inbound>) {
+pub async fn run(ctx: &Context, mut group: Vec<Inbound>) {
+    for d in &mut group {
+        screen_reply(ctx, d);
+    }
     let (again, fresh): (Vec<_>, Vec<_>) = group.into_iter().partition(|d| d.redelivered);
     for d in again {
         alone(ctx, d).await;
@@ -45,6 +49,21 @@ pub async fn run(ctx: &Context, group: Vec<Inbound>) {
     if !fresh.is_empty() {
         shared(ctx, fresh).await;
     }
+}
+
+/// A `reply_to` that is not an allowed reply address gets no answer (see `amqp.reply_to_allowed`);
+/// the record itself is handled as any other.
+fn screen_reply(ctx: &Context, d: &mut Inbound) {
+    let Some(reply) = &d.reply else { return };
+    if ctx.settings.amqp.reply_allowed(&reply.to) {
+        return;
+    }
+    tracing::warn!(parent: &d.span, reply_to = %Printable(&reply.to),
+        "reply_to is not an allowed reply address (amqp.reply_to_allowed): no answer is sent");
+    ctx.stats
+        .reply_to_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    d.reply = None;
 }
 
 /// Deliveries seen for the first time: side by side with the other workers' jobs.
@@ -79,7 +98,8 @@ async fn alone(ctx: &Context, d: Inbound) {
                 let reason = format!(
                     "the process died {n} times while handling this message; it is not run again"
                 );
-                let poison = Rejected::new(RejectKind::Poison, reason);
+                let poison = Rejected::new(RejectKind::Poison, reason)
+                    .hinted(&d.body, ctx.settings.max_message_bytes);
                 let fate = reject(ctx, &d, poison, deadline)
                     .instrument(d.span.clone())
                     .await;
@@ -172,10 +192,10 @@ fn prepare(ctx: &Context, registry: &Registry, d: &Inbound) -> Result<Deidentifi
             Ok(record)
         }
         Ok(Err(rejected)) => Err(rejected),
-        Err(panic) => Err(Rejected::new(
-            RejectKind::Panic,
-            panic_reason(&*panic, &d.body),
-        )),
+        Err(panic) => Err(
+            Rejected::new(RejectKind::Panic, panic_reason(&*panic, &d.body))
+                .hinted(&d.body, ctx.settings.max_message_bytes),
+        ),
     }
 }
 

@@ -162,7 +162,8 @@ async fn every_outcome_of_a_batch_is_announced_and_its_receipt_completes_once() 
 #[tokio::test]
 async fn a_message_with_reply_to_gets_its_outcome_with_its_correlation_id() {
     let env = TestEnv::new().await;
-    let replies = format!("{}.replies", env.queue);
+    // An allowed reply address (amqp.reply_to_allowed: edc.reply.*).
+    let replies = format!("edc.reply.t{}", env.suffix);
     let conn = amqp().await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
@@ -230,5 +231,6 @@ async fn a_message_with_reply_to_gets_its_outcome_with_its_correlation_id() {
     assert_eq!(answers["c-bad"]["outcome"], "dead_lettered");
     assert_eq!(answers["c-bad"]["kind"], "invalid");
     assert_eq!(answers["c-again"]["outcome"], "duplicate");
+    env.delete_queue(&replies).await;
     env.cleanup().await;
 }

@@ -125,6 +125,32 @@ impl TestEnv {
         queue
     }
 
+    /// Declares a plain durable queue (for answers, say).
+    pub async fn declare_queue(&self, name: &str) {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            ShortString::from(name),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        conn.close(200, ShortString::from("bye")).await.unwrap();
+    }
+
+    pub async fn delete_queue(&self, name: &str) {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let _ = ch
+            .queue_delete(ShortString::from(name), QueueDeleteOptions::default())
+            .await;
+        let _ = conn.close(200, ShortString::from("bye")).await;
+    }
+
     /// Takes every message from a queue (acking them).
     pub async fn drain(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
         let conn = amqp().await;
@@ -214,6 +240,32 @@ impl TestEnv {
         conn.close(200, ShortString::from("bye")).await.unwrap();
     }
 
+    /// Publishes one body with the given properties to the work queue (the lane's queue if
+    /// `queue` is given), and waits for the broker's confirm.
+    pub async fn publish_with(&self, body: &[u8], props: BasicProperties) {
+        let conn = amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let settings = self.settings(&[]);
+        edc_ingest::broker::declare(&ch, &settings.amqp, &settings.retry)
+            .await
+            .unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        let confirm = ch
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(self.queue.as_str()),
+                BasicPublishOptions::default(),
+                body,
+                props.with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "broker confirmed the test message");
+        conn.close(200, ShortString::from("bye")).await.unwrap();
+    }
+
     /// Publishes NDJSON lines, message id = line number.
     pub async fn publish_lines(&self, lines: &[String]) {
         let bodies: Vec<(String, Vec<u8>)> = lines
@@ -290,6 +342,17 @@ impl TestEnv {
             ))
             .await;
     }
+}
+
+/// The real binary, pointed at this test's world (and nothing else of the environment).
+pub fn binary(env: &TestEnv, extra: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
+    cmd.env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env.env_vars(extra) {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 pub async fn amqp() -> Connection {

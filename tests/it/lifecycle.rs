@@ -7,16 +7,6 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn binary(env: &TestEnv, extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
-    cmd.env_clear();
-    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env.env_vars(extra) {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 /// Messages settled for good, from the daemon's summary line.
 fn settled_in(summary: &str) -> u64 {
     let field = |name: &str| -> u64 {
@@ -277,5 +267,95 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
         21
     );
     assert!(env.drain_dlq().await.is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_the_credentials_stops_the_start_at_once() {
+    let env = TestEnv::new().await;
+    let mut wrong = url::Url::parse(&env.db_url).unwrap();
+    wrong.set_password(Some("not-the-password")).unwrap();
+    let started = std::time::Instant::now();
+    let out = binary(&env, &[("EDC__POSTGRES__URL", wrong.as_str())])
+        .arg("run")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("refused the connection"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no retrying for ever"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn passwords_can_come_from_files_only_their_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = |name: &str, password: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.display().to_string()
+    };
+    let mut pg = url::Url::parse(&env.db_url).unwrap();
+    let pg_password = pg.password().unwrap().to_string();
+    pg.set_password(None).unwrap();
+    let mut broker = url::Url::parse(&amqp_url()).unwrap();
+    let broker_password = broker.password().unwrap().to_string();
+    broker.set_password(None).unwrap();
+    let pg_file = secret_file("pg", &pg_password, 0o400);
+    let broker_file = secret_file("amqp", &broker_password, 0o600);
+    let from_files = [
+        ("EDC__POSTGRES__URL", pg.as_str()),
+        ("EDC__POSTGRES__PASSWORD_FILE", pg_file.as_str()),
+        ("EDC__AMQP__URL", broker.as_str()),
+        ("EDC__AMQP__PASSWORD_FILE", broker_file.as_str()),
+    ];
+
+    let migrate = binary(&env, &from_files).arg("migrate").output().unwrap();
+    assert_eq!(
+        migrate.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let mut publish = binary(&env, &from_files)
+        .args(["publish", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let line = serde_json::to_string(&record(vs_items())).unwrap();
+    writeln!(publish.stdin.take().unwrap(), "{line}").unwrap();
+    assert!(publish.wait().unwrap().success());
+    wait_for("the published record", WAIT, || async {
+        env.ready(&env.queue).await == 1
+    })
+    .await;
+
+    // A password file others can read is refused, naming the file's mode.
+    let loose = secret_file("loose", &pg_password, 0o644);
+    let refused = binary(
+        &env,
+        &[
+            ("EDC__POSTGRES__URL", pg.as_str()),
+            ("EDC__POSTGRES__PASSWORD_FILE", loose.as_str()),
+        ],
+    )
+    .arg("migrate")
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("postgres.password_file") && err.contains("644"),
+        "{err}"
+    );
     env.cleanup().await;
 }

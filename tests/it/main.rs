@@ -3,8 +3,10 @@
 
 mod events;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod liveness;
 mod operations;
 mod outcomes;
 mod privacy;
+mod receipts;

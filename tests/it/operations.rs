@@ -12,13 +12,11 @@ use crate::helpers::*;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn edc(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env.env_vars(extra) {
-        cmd.env(k, v);
-    }
-    cmd.args(args).stdin(Stdio::null()).output().unwrap()
+    binary(env, extra)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
