@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::failure::{Failure, runtime};
 use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
-use crate::relay;
+use crate::relay::Relay;
 use crate::stats::{Stats, Summary};
 use crate::store::{self, Committer, ConnectError, DbGate, MigrateError};
 use crate::worker::{self, Context, Parts};
@@ -57,6 +57,7 @@ pub async fn run_with_stats(
         pool.clone(),
         settings.committers,
         settings.workers,
+        pseudonymizer.key_id().to_string(),
         stats.clone(),
     );
     let seal = Seal::new(&pseudonymizer.derive("header seal"));
@@ -84,11 +85,15 @@ pub async fn run_with_stats(
         let (gate, pool, shutdown) = (gate.clone(), pool.clone(), shutdown.clone());
         async move { gate.run_prober(pool, shutdown).await }
     });
-    let relay = tokio::spawn(relay::run(
-        settings.clone(),
-        format!("{name} outbox"),
-        shutdown.clone(),
-    ));
+    let relay = tokio::spawn(
+        Relay {
+            settings: settings.clone(),
+            name: format!("{name} outbox"),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
     let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
 
     let (intake, feed) = inbound::feed(settings.batch_size);

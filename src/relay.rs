@@ -1,7 +1,14 @@
-//! The outbox relay: publishes what `ingest_records` wrote to the `outbox` table (events and result
+//! The outbox relay: publishes what the transactions wrote to the `outbox` table (events and result
 //! callbacks) to RabbitMQ, with publisher confirms, then deletes it. Before each round it also
 //! completes the upload batches whose outcomes are all in (`complete_batches()`), which adds their
 //! `batch.completed` events.
+//!
+//! ```text
+//! outbox row (one per transaction: its events in order) ──> one AMQP message per event, in order
+//!   confirmed ──────────────────────────────────────────────> deleted with its round
+//!   refused by the broker (nack; a callback nobody can take) ─> parked in outbox_parked, counted
+//!   connection or channel lost ───────────────────────────────> the round rolls back, goes again
+//! ```
 //!
 //! Exactly one relay publishes at a time, whatever the number of replicas: the one holding a
 //! PostgreSQL advisory lock on its own connection (outside the pool). So rows go out in id order and
@@ -9,225 +16,330 @@
 //! the same rows again, with the same `event_id` (the AMQP `message_id`), so consumers can drop
 //! repeats. If the leader dies, its connection closes, the lock is released and another replica
 //! takes over.
+//!
+//! One refused event never holds back the later ones (an `alert.raised` for a serious adverse event
+//! behind a callback to a full queue, say): it is parked with its reason and counted, and the round
+//! goes on.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::future::maybe_done;
-
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, ExchangeKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::broker::{self, BrokerError};
 use crate::config::Settings;
-use crate::store;
+use crate::stats::Stats;
+use crate::store::{self, ConnectError};
 
 /// Advisory-lock key of the relay leader ("edc_outb").
 const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
-/// Rows published per round.
-const CHUNK: i64 = 500;
+/// Outbox rows (transactions) published per round.
+const ROWS: i64 = 32;
 
-/// What the relay needs: the settings, its connection name, and when to stop.
-struct Relay {
-    settings: Settings,
-    name: String,
-    shutdown: CancellationToken,
+/// Why a round or a leadership ended.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
-/// Runs until shutdown, then finishes the round in progress.
-pub async fn run(settings: Settings, name: String, shutdown: CancellationToken) {
-    let relay = Relay {
-        settings,
-        name,
-        shutdown,
-    };
-    let ctx = &relay;
-    let mut wait = Duration::from_millis(200);
-    while !ctx.shutdown.is_cancelled() {
-        match lead(ctx).await {
-            Ok(()) => wait = Duration::from_millis(200),
-            Err(e) => {
-                warn!(error = %e, retry_in = ?wait, "outbox relay interrupted; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = ctx.shutdown.cancelled() => return,
-                }
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+/// What the relay needs: the settings, its connection name, its counters and when to stop.
+pub struct Relay {
+    pub settings: Settings,
+    pub name: String,
+    pub stats: Arc<Stats>,
+    pub shutdown: CancellationToken,
 }
 
-/// Becomes the leader (or waits to), then relays until shutdown or an error.
-async fn lead(ctx: &Relay) -> Result<(), String> {
-    let pg = &ctx.settings.postgres;
-    let mut client = store::connect(&pg.url, pg)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let result = async {
-        loop {
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
-                .await
-                .map_err(|e| format!("database: {e}"))?
-                .get(0);
-            if locked {
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = ctx.shutdown.cancelled() => return Ok(()),
-            }
-        }
-        debug!("outbox relay: leading");
-        relay(ctx, &mut client.client).await
-    }
-    .await;
-    client.close().await;
-    result
-}
-
-async fn relay(ctx: &Relay, client: &mut tokio_postgres::Client) -> Result<(), String> {
-    let s = &ctx.settings.amqp;
-    let limit = s.operation_timeout;
-    let (connection, _) = broker::connect(&s.url, 0, &ctx.name, limit)
-        .await
-        .map_err(|e| e.to_string())?;
-    let channel = broker::within(limit, "channel", broker::confirm_channel(&connection)).await;
-    let result = async {
-        let channel = channel.as_ref().map_err(BrokerError::to_string)?;
-        let declare = channel.exchange_declare(
-            ShortString::from(s.events_exchange.as_str()),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        );
-        broker::within(limit, "declaring the events exchange", declare)
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            let sent = round(ctx, client, channel).await?;
-            if sent > 0 {
-                debug!(sent, "outbox relay: published");
-            }
-            if ctx.shutdown.is_cancelled() {
-                return Ok(());
-            }
-            if sent < CHUNK as usize {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = ctx.shutdown.cancelled() => {}
+impl Relay {
+    /// Runs until shutdown, then finishes the round in progress.
+    pub async fn run(self) {
+        let mut wait = Duration::from_millis(200);
+        while !self.shutdown.is_cancelled() {
+            match self.lead().await {
+                Ok(()) => wait = Duration::from_millis(200),
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?wait, "outbox relay interrupted; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
-    .await;
-    broker::close(&connection, limit, 200, "relay done").await;
-    // Only now: a channel dropped before its connection closes logs a spurious error.
-    drop(channel);
-    result
-}
 
-/// One round: claim up to CHUNK rows, publish them, wait for every confirm, delete them.
-async fn round(
-    ctx: &Relay,
-    client: &mut tokio_postgres::Client,
-    channel: &lapin::Channel,
-) -> Result<usize, String> {
-    // Batches whose last outcome has committed get their batch.completed event now, behind the
-    // events of their records.
-    client
-        .execute("SELECT complete_batches()", &[])
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    let rows = tx
-        .query(
-            "SELECT id, event_id, routing_key, reply_to, correlation_id,
-                    (body || jsonb_build_object('event_id', event_id, 'occurred_at', created_at))::text
-             FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            &[&CHUNK],
-        )
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let mut publishes = Vec::with_capacity(rows.len());
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: i64 = row.get(0);
-        let event_id: uuid::Uuid = row.get(1);
-        let routing_key: &str = row.get(2);
-        let reply_to: Option<&str> = row.get(3);
-        let correlation_id: Option<&str> = row.get(4);
-        let body: &str = row.get(5);
-        let mut props = BasicProperties::default()
-            .with_message_id(ShortString::from(event_id.to_string()))
-            .with_content_type(ShortString::from("application/json"))
-            .with_delivery_mode(2)
-            .with_type(ShortString::from(routing_key));
-        if let Some(c) = correlation_id {
-            props = props.with_correlation_id(ShortString::from(c));
+    /// Becomes the leader (or waits to), then relays until shutdown or an error.
+    async fn lead(&self) -> Result<(), RelayError> {
+        let pg = &self.settings.postgres;
+        let mut db = store::connect(&pg.url, pg).await?;
+        let result = async {
+            loop {
+                let locked: bool = db
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
+                    .await?
+                    .get(0);
+                if locked {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                }
+            }
+            debug!("outbox relay: leading");
+            self.relay(&mut db.client).await
         }
-        // A callback goes to its reply queue through the default exchange; an event to the topic.
-        let exchange = if reply_to.is_some() {
-            ""
-        } else {
-            ctx.settings.amqp.events_exchange.as_str()
-        };
-        let mut publish = maybe_done(Box::pin(channel.basic_publish(
-            ShortString::from(exchange),
-            ShortString::from(routing_key),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            props,
-        )));
-        // lapin queues a publish's frames on its first poll and completes it once its I/O thread
-        // has written them. Polling each once here, in row order, keeps the events in order and
-        // lets that thread write the whole round at once, instead of a thread round trip for each.
-        let _ = futures::poll!(&mut publish);
-        publishes.push(publish);
-        ids.push(id);
+        .await;
+        db.close().await;
+        result
     }
-    let confirmed = async {
-        let mut confirms = Vec::with_capacity(publishes.len());
-        for mut publish in publishes {
-            (&mut publish).await;
-            let written = Pin::new(&mut publish).take_output();
-            confirms.push(
-                written
-                    .expect("a completed publish")
-                    .map_err(|e| e.to_string())?,
+
+    async fn relay(&self, db: &mut tokio_postgres::Client) -> Result<(), RelayError> {
+        let s = &self.settings.amqp;
+        let limit = s.operation_timeout;
+        let (connection, _) = broker::connect(&s.url, 0, &self.name, limit).await?;
+        let channel = broker::within(limit, "channel", broker::confirm_channel(&connection)).await;
+        let result = async {
+            let channel = channel.as_ref().map_err(Clone::clone)?;
+            let declare = channel.exchange_declare(
+                ShortString::from(s.events_exchange.as_str()),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            );
+            broker::within(limit, "declaring the events exchange", declare).await?;
+            loop {
+                let (rows, events) = self.round(db, channel).await?;
+                if events > 0 {
+                    debug!(rows, events, "outbox relay: published");
+                }
+                if self.shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                if rows < ROWS as usize {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        .await;
+        broker::close(&connection, limit, 200, "relay done").await;
+        // Only now: a channel dropped before its connection closes logs a spurious error.
+        drop(channel);
+        result
+    }
+
+    /// One round: claim up to ROWS rows, publish their events, wait for every confirm, park what
+    /// was refused, delete the rows. Returns the rows and events done.
+    async fn round(
+        &self,
+        db: &mut tokio_postgres::Client,
+        channel: &lapin::Channel,
+    ) -> Result<(usize, usize), RelayError> {
+        // Batches whose last outcome has committed get their batch.completed event now, behind the
+        // events of their records.
+        db.execute("SELECT complete_batches()", &[]).await?;
+        let tx = db.transaction().await?;
+        // Rows of both forms: one per transaction (`events`, V7) or one per event (before V7).
+        let rows = tx
+            .query(
+                "WITH claimed AS (
+                    SELECT id, coalesce(events, jsonb_build_array(jsonb_build_object(
+                               'event_id', event_id, 'routing_key', routing_key,
+                               'reply_to', reply_to, 'correlation_id', correlation_id,
+                               'body', body || jsonb_build_object('event_id', event_id,
+                                                                  'occurred_at', created_at))))
+                           AS events
+                    FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                 SELECT c.id, e.event::text, e.event->>'event_id', e.event->>'routing_key',
+                        e.event->>'reply_to', e.event->>'correlation_id',
+                        (e.event->'headers')::text, (e.event->'body')::text
+                 FROM claimed c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
+                 ORDER BY c.id, e.n",
+                &[&ROWS],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.dedup();
+        let events: Vec<Event> = rows.iter().map(Event::of).collect();
+        let confirms = self.publish(channel, &events).await?;
+        let mut parked = 0;
+        for (event, confirm) in events.iter().zip(confirms) {
+            if let Some(reason) = refused(confirm, event) {
+                tx.execute(
+                    "INSERT INTO outbox_parked (reason, event) VALUES ($1, $2::text::jsonb)",
+                    &[&reason, &event.raw],
+                )
+                .await?;
+                warn!(%reason, event_id = %event.event_id, routing = event.kind(), "event refused by the broker: parked");
+                parked += 1;
+            }
+        }
+        tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+            .await?;
+        tx.commit().await?;
+        self.stats
+            .events_published
+            .fetch_add((events.len() - parked) as u64, Relaxed);
+        self.stats.events_parked.fetch_add(parked as u64, Relaxed);
+        if ids.len() as i64 == ROWS {
+            info!(
+                rows = ids.len(),
+                events = events.len(),
+                "outbox relay catching up"
             );
         }
-        for confirm in confirms {
-            match confirm.await.map_err(|e| e.to_string())? {
-                Confirmation::Ack(_) => {}
-                other => return Err(format!("the broker did not confirm an event: {other:?}")),
-            }
-        }
-        Ok::<_, String>(())
-    };
-    // Unconfirmed rows stay in the outbox (the transaction rolls back) and go out again.
-    broker::within(ctx.settings.amqp.operation_timeout, "confirm", confirmed)
-        .await
-        .map_err(|e| e.to_string())?;
-    tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    tx.commit().await.map_err(|e| format!("database: {e}"))?;
-    if ids.len() as i64 == CHUNK {
-        info!(published = ids.len(), "outbox relay catching up");
+        Ok((ids.len(), events.len()))
     }
-    Ok(ids.len())
+
+    /// Publishes every event, in order, and waits for all the confirms together.
+    async fn publish(
+        &self,
+        channel: &lapin::Channel,
+        events: &[Event],
+    ) -> Result<Vec<Confirmation>, RelayError> {
+        let exchange = self.settings.amqp.events_exchange.as_str();
+        let mut publishes = Vec::with_capacity(events.len());
+        for e in events {
+            // A callback goes to its reply queue through the default exchange, and must reach it
+            // (mandatory); an event goes to the topic, where no subscriber is no error.
+            let (exchange, mandatory) = match &e.reply_to {
+                Some(_) => ("", true),
+                None => (exchange, false),
+            };
+            let mut publish = maybe_done(Box::pin(channel.basic_publish(
+                ShortString::from(exchange),
+                ShortString::from(e.routing_key.as_str()),
+                BasicPublishOptions {
+                    mandatory,
+                    ..Default::default()
+                },
+                e.body.as_bytes(),
+                e.properties(),
+            )));
+            // lapin queues a publish's frames on its first poll and completes it once its I/O
+            // thread has written them. Polling each once here, in order, keeps the events in order
+            // and lets that thread write the whole round at once, instead of a thread round trip
+            // for each.
+            let _ = futures::poll!(&mut publish);
+            publishes.push(publish);
+        }
+        let confirmed = async {
+            let mut pending = Vec::with_capacity(publishes.len());
+            for mut publish in publishes {
+                (&mut publish).await;
+                let written = Pin::new(&mut publish).take_output();
+                pending.push(written.expect("a completed publish")?);
+            }
+            let mut confirms = Vec::with_capacity(pending.len());
+            for confirm in pending {
+                confirms.push(confirm.await?);
+            }
+            Ok::<_, lapin::Error>(confirms)
+        };
+        // Unconfirmed rows stay in the outbox (the transaction rolls back) and go out again.
+        let limit = self.settings.amqp.operation_timeout;
+        Ok(broker::within(limit, "publishing events", confirmed).await?)
+    }
+}
+
+/// One event of an outbox row, as it is published.
+struct Event {
+    /// The whole element, kept for parking.
+    raw: String,
+    event_id: String,
+    routing_key: String,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+    /// AMQP headers to carry (the record's trace context), as a JSON object.
+    headers: Option<String>,
+    body: String,
+}
+
+impl Event {
+    fn of(row: &tokio_postgres::Row) -> Event {
+        Event {
+            raw: row.get(1),
+            event_id: row.get::<_, Option<String>>(2).unwrap_or_default(),
+            routing_key: row.get::<_, Option<String>>(3).unwrap_or_default(),
+            reply_to: row.get(4),
+            correlation_id: row.get(5),
+            headers: row.get(6),
+            body: row.get::<_, Option<String>>(7).unwrap_or_default(),
+        }
+    }
+
+    /// Its kind, safe to log: `callback`, or the routing key of an event (ours, never an
+    /// uploader's value).
+    fn kind(&self) -> &str {
+        if self.reply_to.is_some() {
+            "callback"
+        } else {
+            &self.routing_key
+        }
+    }
+
+    fn properties(&self) -> BasicProperties {
+        let mut props = BasicProperties::default()
+            .with_message_id(ShortString::from(self.event_id.as_str()))
+            .with_content_type(ShortString::from("application/json"))
+            .with_delivery_mode(2)
+            .with_type(ShortString::from(if self.reply_to.is_some() {
+                "outcome"
+            } else {
+                self.routing_key.as_str()
+            }));
+        if let Some(c) = &self.correlation_id {
+            props = props.with_correlation_id(ShortString::from(c.as_str()));
+        }
+        let headers = self.headers.as_deref().and_then(|h| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(h).ok()
+        });
+        if let Some(headers) = headers {
+            let mut table = FieldTable::default();
+            for (k, v) in headers {
+                if let serde_json::Value::String(v) = v {
+                    table.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+                }
+            }
+            props = props.with_headers(table);
+        }
+        props
+    }
+}
+
+/// Why the broker refused an event, if it did: a `nack`, or a callback returned unroutable.
+fn refused(confirm: Confirmation, event: &Event) -> Option<String> {
+    match confirm {
+        Confirmation::Ack(None) | Confirmation::NotRequested => None,
+        Confirmation::Ack(Some(_)) => Some(format!(
+            "unroutable: no queue takes the {} (its reply queue does not exist)",
+            event.kind()
+        )),
+        Confirmation::Nack(_) => Some(format!(
+            "the broker refused the {} (nack: a full queue that rejects publishes, say)",
+            event.kind()
+        )),
+    }
 }

@@ -25,6 +25,10 @@ pub struct Stats {
     pub acks: AtomicU64,
     /// Messages whose `reply_to` is not an allowed reply address (no answer was sent).
     pub reply_to_refused: AtomicU64,
+    /// Events and callbacks the relay published (confirmed).
+    pub events_published: AtomicU64,
+    /// Events and callbacks the broker refused, parked in `outbox_parked`.
+    pub events_parked: AtomicU64,
     dead_lettered: [AtomicU64; RejectKind::ALL.len()],
 }
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::acks::Acks;
 use super::publish::Seal;
+use super::trace::TraceContext;
 use crate::lane::Lane;
 use crate::printable::Printable;
 use crate::stats::Stats;
@@ -36,6 +37,8 @@ pub struct Inbound {
     pub redelivered: bool,
     /// Where its outcome is answered, if the uploader asked.
     pub reply: Option<Reply>,
+    /// The uploader's trace context, if well-formed.
+    pub trace: TraceContext,
     /// Attempts that already failed, from our own sealed header on a message back from a delay
     /// queue (a count an uploader set is not believed).
     pub failed_attempts: u32,
@@ -67,6 +70,7 @@ impl Inbound {
                 correlation_id: properties.correlation_id().as_ref().map(|c| c.to_string()),
             });
         let body_sha256 = crate::pipeline::sha256_hex(&data);
+        let trace = TraceContext::of(&properties);
         let span = tracing::info_span!(
             "job",
             message_id = %Printable(message_id.as_deref().unwrap_or("-")),
@@ -88,6 +92,7 @@ impl Inbound {
             message_id,
             redelivered,
             reply,
+            trace,
             span,
             tag: delivery_tag,
             acker,

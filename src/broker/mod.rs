@@ -20,6 +20,7 @@ pub mod publish;
 mod pump;
 pub mod settle;
 pub mod topology;
+pub mod trace;
 
 use std::time::Duration;
 

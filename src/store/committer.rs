@@ -65,12 +65,15 @@ impl Committer {
     /// Starts `tasks` committer tasks on `pool`. `capacity` bounds the requests waiting (one per
     /// worker is enough: a worker waits for its answer before it hands over more). The tasks end
     /// once every `Committer` is dropped and the requests handed over are answered.
+    /// `key_id`: the pseudonymisation key's id, stored with every record.
     pub fn start(
         pool: Pool,
         tasks: usize,
         capacity: usize,
+        key_id: String,
         stats: Arc<Stats>,
     ) -> (Committer, Vec<JoinHandle<()>>) {
+        let key_id: Arc<str> = key_id.into();
         let (urgent, urgent_rx) = mpsc::channel(capacity.max(1));
         let (normal, normal_rx) = mpsc::channel(capacity.max(1));
         let queues: (Queue, Queue) = (
@@ -78,7 +81,14 @@ impl Committer {
             Arc::new(Mutex::new(normal_rx)),
         );
         let handles = (0..tasks.max(1))
-            .map(|_| tokio::spawn(run(pool.clone(), queues.clone(), stats.clone())))
+            .map(|_| {
+                let task = Task {
+                    pool: pool.clone(),
+                    key_id: key_id.clone(),
+                    stats: stats.clone(),
+                };
+                tokio::spawn(task.run(queues.clone()))
+            })
             .collect();
         (Committer { urgent, normal }, handles)
     }
@@ -111,13 +121,22 @@ fn failed(items: Vec<Pending>, why: &str) -> Vec<Outcome> {
         .collect()
 }
 
-async fn run(pool: Pool, (urgent, normal): (Queue, Queue), stats: Arc<Stats>) {
-    while let Some(requests) = take(&urgent, &normal).await {
-        // A panic here must not end the task: the requests it held are dropped, so their workers
-        // get an error back (see `Committer::commit`) and retry their deliveries.
-        let group = AssertUnwindSafe(commit_group(&pool, requests, &stats)).catch_unwind();
-        if group.await.is_err() {
-            error!("a group commit panicked; its records are retried");
+/// One committer task.
+struct Task {
+    pool: Pool,
+    key_id: Arc<str>,
+    stats: Arc<Stats>,
+}
+
+impl Task {
+    async fn run(self, (urgent, normal): (Queue, Queue)) {
+        while let Some(requests) = take(&urgent, &normal).await {
+            // A panic here must not end the task: the requests it held are dropped, so their
+            // workers get an error back (see `Committer::commit`) and retry their deliveries.
+            let group = AssertUnwindSafe(self.commit_group(requests)).catch_unwind();
+            if group.await.is_err() {
+                error!("a group commit panicked; its records are retried");
+            }
         }
     }
 }
@@ -154,35 +173,71 @@ async fn take(urgent: &Queue, normal: &Queue) -> Option<Vec<Request>> {
     Some(requests)
 }
 
-async fn commit_group(pool: &Pool, requests: Vec<Request>, stats: &Stats) {
-    let deadline = requests
-        .iter()
-        .map(|r| r.deadline)
-        .min()
-        .unwrap_or_else(Instant::now);
-    let items: Vec<&Pending> = requests.iter().flat_map(|r| &r.items).collect();
-    let mut results: Vec<Option<Result<Stored, PersistError>>> = vec![None; items.len()];
-    for round in rounds(&items) {
-        let batch: Vec<&Pending> = round.iter().map(|&i| items[i]).collect();
-        let stored = store_split(pool, &batch, deadline, stats).await;
-        for (i, outcome) in round.into_iter().zip(stored) {
-            results[i] = Some(outcome);
+impl Task {
+    async fn commit_group(&self, requests: Vec<Request>) {
+        let deadline = requests
+            .iter()
+            .map(|r| r.deadline)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let items: Vec<&Pending> = requests.iter().flat_map(|r| &r.items).collect();
+        let mut results: Vec<Option<Result<Stored, PersistError>>> = vec![None; items.len()];
+        for round in rounds(&items) {
+            let batch: Vec<&Pending> = round.iter().map(|&i| items[i]).collect();
+            let stored = self.store_split(&batch, deadline).await;
+            for (i, outcome) in round.into_iter().zip(stored) {
+                results[i] = Some(outcome);
+            }
+        }
+        let mut results = results.into_iter();
+        for request in requests {
+            let outcomes: Vec<Outcome> = request
+                .items
+                .into_iter()
+                .map(|p| {
+                    let result = results.next().flatten().unwrap_or_else(|| {
+                        Err(PersistError::Retryable("no outcome was decided".into()))
+                    });
+                    (p, result)
+                })
+                .collect();
+            // A worker that stopped waiting (its deadline passed) no longer needs the answer.
+            let _ = request.reply.send(outcomes);
         }
     }
-    let mut results = results.into_iter();
-    for request in requests {
-        let outcomes: Vec<Outcome> = request
-            .items
-            .into_iter()
-            .map(|p| {
-                let result = results.next().flatten().unwrap_or_else(|| {
-                    Err(PersistError::Retryable("no outcome was decided".into()))
-                });
-                (p, result)
+
+    /// Stores `items` with one statement; if it fails for anything but an outage, splits them in
+    /// halves and stores each, down to single records, so that one bad record fails alone.
+    fn store_split<'a>(
+        &'a self,
+        items: &'a [&'a Pending],
+        deadline: Instant,
+    ) -> futures::future::BoxFuture<'a, Vec<Result<Stored, PersistError>>> {
+        Box::pin(async move {
+            let stored = with_retries(deadline, || async {
+                let client = self.pool.get().await?;
+                ingest::store(&client, items, &self.key_id).await
             })
-            .collect();
-        // A worker that stopped waiting (its deadline passed) no longer needs the answer.
-        let _ = request.reply.send(outcomes);
+            .await;
+            match stored {
+                Ok(outcomes) => {
+                    self.stats.record_group(items.len());
+                    outcomes.into_iter().map(Ok).collect()
+                }
+                Err(e @ PersistError::Unavailable(_)) => {
+                    items.iter().map(|_| Err(e.clone())).collect()
+                }
+                Err(e) if items.len() == 1 => vec![Err(e)],
+                Err(e) => {
+                    debug!(error = %e, size = items.len(), "a group failed; splitting it");
+                    self.stats.group_splits.fetch_add(1, Relaxed);
+                    let (left, right) = items.split_at(items.len() / 2);
+                    let mut out = self.store_split(left, deadline).await;
+                    out.extend(self.store_split(right, deadline).await);
+                    out
+                }
+            }
+        })
     }
 }
 
@@ -202,39 +257,6 @@ fn rounds(items: &[&Pending]) -> Vec<Vec<usize>> {
         *n += 1;
     }
     rounds
-}
-
-/// Stores `items` with one statement; if it fails for anything but an outage, splits them in
-/// halves and stores each, down to single records, so that one bad record fails alone.
-fn store_split<'a>(
-    pool: &'a Pool,
-    items: &'a [&'a Pending],
-    deadline: Instant,
-    stats: &'a Stats,
-) -> futures::future::BoxFuture<'a, Vec<Result<Stored, PersistError>>> {
-    Box::pin(async move {
-        let stored = with_retries(deadline, || async {
-            let client = pool.get().await?;
-            ingest::store(&client, items).await
-        })
-        .await;
-        match stored {
-            Ok(outcomes) => {
-                stats.record_group(items.len());
-                outcomes.into_iter().map(Ok).collect()
-            }
-            Err(e @ PersistError::Unavailable(_)) => items.iter().map(|_| Err(e.clone())).collect(),
-            Err(e) if items.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                debug!(error = %e, size = items.len(), "a group failed; splitting it");
-                stats.group_splits.fetch_add(1, Relaxed);
-                let (left, right) = items.split_at(items.len() / 2);
-                let mut out = store_split(pool, left, deadline, stats).await;
-                out.extend(store_split(pool, right, deadline, stats).await);
-                out
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -267,6 +289,7 @@ mod tests {
             message_id: None,
             payload_sha256: String::new(),
             reply: None,
+            event_headers: serde_json::Value::Null,
         }
     }
 

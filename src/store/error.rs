@@ -59,8 +59,10 @@ pub fn classify_code(code: Option<&SqlState>) -> PersistError {
         || c.starts_with("57") // operator intervention: admin shutdown, cannot connect now
         || c.starts_with("58") // system error: I/O
         || *code == SqlState::READ_ONLY_SQL_TRANSACTION // a standby after a failover
+        // The schema is not (or no longer) the one this build needs: not migrated yet, or
+        // migrated by a newer version. Waiting is right; dead-lettering would not be.
         || *code == SqlState::UNDEFINED_TABLE
-    // schema not migrated yet
+        || *code == SqlState::UNDEFINED_FUNCTION
     {
         PersistError::Unavailable(what)
     } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -163,6 +165,7 @@ mod tests {
             (Some(SqlState::CANNOT_CONNECT_NOW), "unavailable"),
             (Some(SqlState::READ_ONLY_SQL_TRANSACTION), "unavailable"),
             (Some(SqlState::UNDEFINED_TABLE), "unavailable"),
+            (Some(SqlState::UNDEFINED_FUNCTION), "unavailable"),
             (Some(SqlState::T_R_SERIALIZATION_FAILURE), "contention"),
             (Some(SqlState::T_R_DEADLOCK_DETECTED), "contention"),
             (Some(SqlState::LOCK_NOT_AVAILABLE), "contention"),

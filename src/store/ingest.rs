@@ -40,6 +40,8 @@ pub struct Pending {
     /// SHA-256 of the message body as received.
     pub payload_sha256: String,
     pub reply: Option<Reply>,
+    /// AMQP headers the record's events and callback carry (its trace context), as a JSON object.
+    pub event_headers: serde_json::Value,
 }
 
 impl Pending {
@@ -57,7 +59,7 @@ impl Pending {
 const INGEST: &str =
     "SELECT ord, inserted, existing_sha256, existing_message_id FROM ingest_records(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-    $22, $23, $24, $25, $26, $27, $28)";
+    $22, $23, $24, $25, $26, $27, $28, $29, $30)";
 
 /// Stores records with one call of `ingest_records` (see the migrations): one statement, one
 /// transaction, one round trip, however many records. It writes each record with its audit row,
@@ -67,6 +69,7 @@ const INGEST: &str =
 pub async fn store(
     client: &deadpool_postgres::Client,
     items: &[&Pending],
+    key_id: &str,
 ) -> Result<Vec<Stored>, PersistError> {
     let stmt = client.prepare_cached(INGEST).await?;
     let n = items.len();
@@ -100,6 +103,7 @@ pub async fn store(
     let hashes: Vec<_> = items.iter().map(|i| i.payload_sha256.as_str()).collect();
     let reply_to: Vec<_> = items.iter().map(|i| i.reply_to()).collect();
     let correlation: Vec<_> = items.iter().map(|i| i.correlation_id()).collect();
+    let headers: Vec<_> = items.iter().map(|i| &i.event_headers).collect();
     let (mut q_ids, mut q_versions, mut q_checks, mut q_messages) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut a_ids, mut a_versions, mut a_alerts) = (Vec::new(), Vec::new(), Vec::new());
@@ -142,6 +146,8 @@ pub async fn store(
                 &hashes,
                 &reply_to,
                 &correlation,
+                &headers,
+                &key_id,
                 &q_ids,
                 &q_versions,
                 &q_checks,

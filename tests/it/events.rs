@@ -234,3 +234,130 @@ async fn a_message_with_reply_to_gets_its_outcome_with_its_correlation_id() {
     env.delete_queue(&replies).await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_refused_callback_is_parked_and_the_events_after_it_still_go_out() {
+    // Arrange: one record answers into a full queue that refuses publishes, one into a reply
+    // address no queue takes; a third has no reply address.
+    let env = TestEnv::new().await;
+    let events = env.listen_events("record.#").await;
+    let full = format!("edc.reply.t{}.full", env.suffix);
+    let missing = format!("edc.reply.t{}.missing", env.suffix);
+    let conn = amqp().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongLongInt(1),
+    );
+    args.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(ShortString::from(full.as_str()), Default::default(), args)
+        .await
+        .unwrap();
+    ch.basic_publish(
+        ShortString::from(""),
+        ShortString::from(full.as_str()),
+        BasicPublishOptions::default(),
+        b"already here",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    conn.close(200, ShortString::from("bye")).await.unwrap();
+    wait_for("the reply queue to be full", WAIT, || async {
+        env.ready(&full).await == 1
+    })
+    .await;
+    let to = |reply_to: &str| {
+        BasicProperties::default()
+            .with_reply_to(ShortString::from(reply_to))
+            .with_correlation_id(ShortString::from("c"))
+    };
+    env.publish_with(&bytes(&record(vs_items())), to(&full))
+        .await;
+    env.publish_with(&bytes(&record(vs_items())), to(&missing))
+        .await;
+    env.publish_with(&bytes(&record(vs_items())), BasicProperties::default())
+        .await;
+
+    // Act
+    let daemon = Daemon::start(env.settings(&[]));
+    daemon.wait_settled(3, WAIT).await;
+    wait_for("three record events", WAIT, || async {
+        env.ready(&events).await == 3
+    })
+    .await;
+    wait_for("the outbox to be empty", WAIT, || async {
+        env.count("SELECT count(*) FROM outbox").await == 0
+    })
+    .await;
+    let parked_count = daemon
+        .stats
+        .events_parked
+        .load(std::sync::atomic::Ordering::Relaxed);
+    daemon.stop().await;
+
+    // Assert: both callbacks parked with our reason; every record event went out.
+    let parked: Vec<String> = env
+        .db()
+        .await
+        .query("SELECT reason FROM outbox_parked ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(parked.iter().any(|r| r.contains("refused")), "{parked:?}");
+    assert!(
+        parked.iter().any(|r| r.contains("unroutable")),
+        "{parked:?}"
+    );
+    assert_eq!(parked_count, 2);
+    assert_eq!(env.drain(&events).await.len(), 3);
+    assert_eq!(env.ready(&full).await, 1, "the full queue got nothing more");
+    env.delete_queue(&full).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_event_carries_the_trace_id_of_the_message_that_caused_it() {
+    let env = TestEnv::new().await;
+    let events = env.listen_events("#").await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        lapin::types::AMQPValue::LongString(traceparent.into()),
+    );
+    let mut sae = record(json!({"AETERM": "Anaphylaxis", "AESER": "Y", "AESTDAT": "2026-11-20"}));
+    sae["form"] = json!("AE");
+    env.publish_with(
+        &bytes(&sae),
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+
+    let daemon = Daemon::start(env.settings(&[]));
+    wait_for("the record and alert events", WAIT, || async {
+        env.ready(&events).await == 2
+    })
+    .await;
+    daemon.stop().await;
+
+    let got = env.drain(&events).await;
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        let trace = header(m, "traceparent").expect("a traceparent on every event");
+        assert_eq!(
+            &trace[3..35],
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{}",
+            m.delivery.routing_key
+        );
+    }
+    env.cleanup().await;
+}

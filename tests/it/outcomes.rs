@@ -524,3 +524,23 @@ async fn a_batch_is_prefetched_workers_times_batch_size() {
     daemon.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn every_record_says_which_key_made_its_pseudonyms() {
+    let env = TestEnv::new().await;
+    env.publish(&[("k1", bytes(&record(vs_items())))]).await;
+    let daemon = Daemon::start(env.settings(&[]));
+    daemon.wait_settled(1, WAIT).await;
+    daemon.stop().await;
+
+    let key_id: String = env
+        .db()
+        .await
+        .query_one("SELECT pseudonym_key_id FROM crf_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let dev = edc_ingest::pipeline::Pseudonymizer::insecure_dev();
+    assert_eq!(key_id, dev.key_id(), "the id of the key in use");
+    env.cleanup().await;
+}
