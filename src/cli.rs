@@ -60,6 +60,14 @@ pub enum Command {
         #[arg(long)]
         urgent: bool,
     },
+    /// Remove what is older than the horizon from the working tables that only grow (counted
+    /// re-uploads, per-connection counters of completed batches, crash counts left behind). The
+    /// evidence (records, audit trail, data queries, alerts, rejections) is never touched.
+    Prune {
+        /// The horizon, like 30days or 12h (default: retention.working_tables).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
     /// Upload batch receipts.
     Batch {
         #[command(subcommand)]
@@ -195,6 +203,26 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             println!(
                 "published {sent} messages to {} (all confirmed)",
                 amqp.queue
+            );
+            Ok(())
+        }
+        Command::Prune { older_than } => {
+            let horizon = older_than
+                .or(settings.retention.working_tables)
+                .ok_or_else(|| {
+                    Failure::setup(
+                        "prune needs --older-than (or retention.working_tables in the settings)",
+                    )
+                })?;
+            let pg = &settings.postgres;
+            let mut db = store::connect(&pg.url, pg).await.map_err(runtime)?;
+            let pruned = store::retention::prune(&mut db.client, horizon)
+                .await
+                .map_err(runtime)?;
+            db.close().await;
+            println!(
+                "pruned what is older than {}: {pruned}",
+                humantime::format_duration(horizon)
             );
             Ok(())
         }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::broker::consume::Supervisor;
 use crate::broker::publish::Seal;
 use crate::broker::{Settler, inbound};
-use crate::config::Settings;
+use crate::config::{PostgresSettings, Settings};
 use crate::failure::{Failure, runtime};
 use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
@@ -95,6 +95,13 @@ pub async fn run_with_stats(
         .run(),
     );
     let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
+    let pruner = settings.retention.working_tables.map(|horizon| {
+        tokio::spawn(prune_every_hour(
+            settings.postgres.clone(),
+            horizon,
+            shutdown.clone(),
+        ))
+    });
 
     let (intake, feed) = inbound::feed(settings.batch_size);
     let mut workers = worker::spawn(&ctx, &feed);
@@ -142,6 +149,9 @@ pub async fn run_with_stats(
         session.close(settings.amqp.operation_timeout).await;
     }
     prober.abort();
+    if let Some(p) = pruner {
+        p.abort();
+    }
     // The relay finishes its round (it watches the same shutdown token) and closes its connection.
     let _ = relay.await;
     pool.close();
@@ -182,6 +192,29 @@ async fn migrate_when_reachable(
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
             Err(e) => return Err(e.failure()),
+        }
+    }
+}
+
+/// `retention.working_tables`: prunes the working tables every hour (and once at start).
+async fn prune_every_hour(pg: PostgresSettings, horizon: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let pruned = async {
+            let mut db = store::connect(&pg.url, &pg).await.map_err(runtime)?;
+            let pruned = store::retention::prune(&mut db.client, horizon)
+                .await
+                .map_err(runtime);
+            db.close().await;
+            pruned
+        };
+        match pruned.await {
+            Ok(p) => info!(pruned = %p, "working tables pruned (retention.working_tables)"),
+            Err(e) => warn!(error = %e, "pruning the working tables failed; next try in an hour"),
         }
     }
 }

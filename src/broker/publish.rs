@@ -41,6 +41,8 @@ pub struct DeadLetterInfo<'a> {
     pub rejected: &'a Rejected,
     pub attempts: i64,
     pub consumer: &'a str,
+    /// How long the dead letter is kept (`amqp.dead_letter_ttl`), as its AMQP `expiration`.
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// Publishes the original body, byte for byte, with the original properties plus our `x-edc-*`
@@ -63,7 +65,13 @@ pub async fn publish_dead_letter(
         text(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     );
     headers.insert(H_CONSUMER.into(), text(info.consumer));
-    let props = original.clone().with_headers(headers).with_delivery_mode(2);
+    // Our expiration only: an uploader's would make its dead letter vanish.
+    let mut props = without_expiration(original)
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    if let Some(ttl) = info.ttl {
+        props = props.with_expiration(ShortString::from(ttl.as_millis().max(1).to_string()));
+    }
     publish_to(channel, exchange, routing_key, body, props).await
 }
 
@@ -122,6 +130,32 @@ pub fn confirmed(confirm: Confirmation) -> Result<(), BrokerError> {
         Confirmation::NotRequested => "the channel is not in confirm mode",
     };
     Err(BrokerError::Refused(why))
+}
+
+/// The original properties, less the `expiration` (lapin has no way to unset one field).
+pub fn without_expiration(p: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    macro_rules! keep {
+        ($get:ident, $with:ident) => {
+            if let Some(v) = p.$get() {
+                out = out.$with(v.clone());
+            }
+        };
+    }
+    keep!(content_type, with_content_type);
+    keep!(content_encoding, with_content_encoding);
+    keep!(headers, with_headers);
+    keep!(delivery_mode, with_delivery_mode);
+    keep!(priority, with_priority);
+    keep!(correlation_id, with_correlation_id);
+    keep!(reply_to, with_reply_to);
+    keep!(message_id, with_message_id);
+    keep!(timestamp, with_timestamp);
+    keep!(kind, with_type);
+    keep!(user_id, with_user_id);
+    keep!(app_id, with_app_id);
+    keep!(cluster_id, with_cluster_id);
+    out
 }
 
 /// The original headers, less any that claim our prefix (see [`OUR_PREFIX`]).
@@ -244,6 +278,22 @@ mod tests {
         assert_eq!(
             Seal::new(&[8u8; 32]).failed_attempts(&ours, "abc", Some("m1")),
             0
+        );
+    }
+
+    #[test]
+    fn an_uploaders_expiration_is_not_copied_and_everything_else_is() {
+        let original = with(&[("h", text("v"))])
+            .with_expiration(ShortString::from("1"))
+            .with_message_id(ShortString::from("m"))
+            .with_reply_to(ShortString::from("r"))
+            .with_timestamp(7)
+            .with_priority(3);
+        let copy = without_expiration(&original);
+        assert_eq!(copy.expiration(), &None);
+        assert_eq!(
+            copy.clone().with_expiration(ShortString::from("1")),
+            original
         );
     }
 

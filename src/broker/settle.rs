@@ -104,6 +104,7 @@ impl Settler {
                     rejected: &rejected,
                     attempts: i64::from(attempts),
                     consumer: &self.consumer,
+                    ttl: self.amqp.dead_letter_ttl,
                 };
                 let copy = publish::publish_dead_letter(
                     &d.link.publisher,

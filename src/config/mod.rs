@@ -50,6 +50,20 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) if text.trim().is_empty() => Ok(None),
+        Some(text) => humantime::parse_duration(text.trim())
+            .map(Some)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration ({e}); write it like `30days` or `12h`"
+                ))
+            }),
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(text.trim()).map_err(|e| {
@@ -86,7 +100,19 @@ pub struct Settings {
     /// A redelivered message that was started this many times without being settled (each start
     /// ended by a crash of the process) is dead-lettered as `poison` instead of being run again.
     pub crash_limit: u32,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
+}
+
+/// How long data that is not evidence is kept. Records, audit rows, data queries, alerts and
+/// rejections are never removed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Prune the working tables (see `store::retention`) of what is older than this, every hour;
+    /// none: never (`edc-ingest prune` does it on demand).
+    #[serde(deserialize_with = "optional_duration")]
+    pub working_tables: Option<Duration>,
 }
 
 impl AmqpSettings {
@@ -146,6 +172,10 @@ pub struct AmqpSettings {
     /// any text. A reply_to is a routing key on the default exchange, so without this an uploader
     /// could make the daemon publish into any queue of the vhost.
     pub reply_to_allowed: Vec<String>,
+    /// How long a dead letter is kept in the dead-letter queue (it holds the original body, with
+    /// its patient identifiers); none: until it is replayed or purged.
+    #[serde(deserialize_with = "optional_duration")]
+    pub dead_letter_ttl: Option<Duration>,
     /// The quorum queue's own delivery limit: the broker's last backstop against a message that is
     /// delivered again and again. Part of the queue's declaration, so it must match an existing queue.
     pub delivery_limit: u32,

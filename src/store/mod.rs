@@ -7,6 +7,7 @@
 //! - [`error`]: every database error classified once, by SQLSTATE, into what the worker does next.
 //! - [`crash`]: the crash count of redelivered messages.
 //! - [`gate`]: whether the database is usable; consumption pauses while it is not.
+//! - [`retention`]: pruning of the working tables that would otherwise only grow.
 //!
 //! Connections come from here only: the pool ([`pool`]) for the daemon's work, a dedicated
 //! connection ([`connect`]) for the relay, the migrations and the command-line tools. The pool is
@@ -18,6 +19,7 @@ pub mod crash;
 pub mod error;
 pub mod gate;
 pub mod ingest;
+pub mod retention;
 
 use std::time::Duration;
 

@@ -10,3 +10,4 @@ mod operations;
 mod outcomes;
 mod privacy;
 mod receipts;
+mod retention;
