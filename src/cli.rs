@@ -179,8 +179,9 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
         }
         Command::CheckConfig => {
             let registry = Registry::open(&settings.studies_dir)?;
-            Pseudonymizer::from_settings(&settings)?;
+            let key = Pseudonymizer::from_settings(&settings)?;
             println!("configuration OK: {}", settings.describe());
+            println!("pseudonymisation key: id {}", key.key_id());
             println!("protocols: {}", registry.describe());
             for w in &registry.warnings {
                 println!("warning: {w}");

@@ -11,11 +11,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::lane::Lane;
 
+mod parse;
 mod secret;
+mod validate;
+
+use parse::{duration, glob_match, optional_duration};
 pub use secret::{Secret, SecretUrl, nodes, read_secret_file, redact_url};
 
 /// The defaults, documented key by key in the file itself.
@@ -28,49 +32,6 @@ pub enum ConfigError {
     Load(String),
     #[error("invalid configuration: {0}")]
     Invalid(String),
-}
-
-/// `*` matches any text (also none); every other character matches itself.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
-fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(text) if text.trim().is_empty() => Ok(None),
-        Some(text) => humantime::parse_duration(text.trim())
-            .map(Some)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({e}); write it like `30days` or `12h`"
-                ))
-            }),
-    }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a duration ({e}); write it like `25s` or `500ms`"
-        ))
-    })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -307,108 +268,6 @@ impl Settings {
         }
         if let Some(file) = self.postgres.password_file.clone() {
             self.postgres.url = set(&self.postgres.url, &file, "postgres.password_file")?;
-        }
-        Ok(())
-    }
-
-    /// Checks that need no I/O: relations between settings and their ranges.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.workers == 0 {
-            return invalid("workers must be at least 1".into());
-        }
-        if self.postgres.pool_size == 0 {
-            return invalid("postgres.pool_size must be at least 1".into());
-        }
-        if self.workers > self.postgres.pool_size {
-            return invalid(format!(
-                "workers ({}) must not exceed postgres.pool_size ({}): each worker holds one database connection while it stores a record",
-                self.workers, self.postgres.pool_size
-            ));
-        }
-        if self.committers == 0 || self.committers > self.postgres.pool_size {
-            return invalid(format!(
-                "committers ({}) must be between 1 and postgres.pool_size ({}): each holds a database connection while it commits",
-                self.committers, self.postgres.pool_size
-            ));
-        }
-        if self.batch_size == 0 || self.batch_size > 1000 {
-            return invalid(format!(
-                "batch_size ({}) must be between 1 and 1000",
-                self.batch_size
-            ));
-        }
-        if self.prefetch() > u16::MAX as usize {
-            return invalid(format!(
-                "workers x batch_size ({}) is above the AMQP prefetch limit of {}",
-                self.prefetch(),
-                u16::MAX
-            ));
-        }
-        if self.retry.max_attempts == 0 || self.retry.max_attempts > 20 {
-            return invalid("retry.max_attempts must be between 1 and 20".into());
-        }
-        if self.retry.initial_delay < Duration::from_millis(1)
-            || self.retry.max_delay < self.retry.initial_delay
-        {
-            return invalid("retry.initial_delay must be >= 1ms and <= retry.max_delay".into());
-        }
-        if self.crash_limit == 0 {
-            return invalid("crash_limit must be at least 1".into());
-        }
-        if self.max_message_bytes == 0 {
-            return invalid("max_message_bytes must be at least 1".into());
-        }
-        // RabbitMQ closes a channel whose delivery stays unacked past consumer_timeout (30 min by
-        // default); a job must always end well before that.
-        if self.job_timeout.is_zero() || self.job_timeout > Duration::from_secs(20 * 60) {
-            return invalid(
-                "job_timeout must be between 1ms and 20m (RabbitMQ's consumer_timeout is 30m)"
-                    .into(),
-            );
-        }
-        for (key, name) in [
-            ("amqp.queue", &self.amqp.queue),
-            ("amqp.urgent_queue", &self.amqp.urgent_queue),
-            ("amqp.events_exchange", &self.amqp.events_exchange),
-            ("amqp.dead_letter_exchange", &self.amqp.dead_letter_exchange),
-            ("amqp.dead_letter_queue", &self.amqp.dead_letter_queue),
-        ] {
-            if name.trim().is_empty() || name.len() > 255 {
-                return invalid(format!("{key} must be a name of 1 to 255 characters"));
-            }
-        }
-        let names = [
-            &self.amqp.queue,
-            &self.amqp.urgent_queue,
-            &self.amqp.dead_letter_queue,
-        ];
-        if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
-            return invalid(
-                "amqp.queue, amqp.urgent_queue and amqp.dead_letter_queue must all differ".into(),
-            );
-        }
-        if self.amqp.reconnect_initial.is_zero()
-            || self.amqp.reconnect_max < self.amqp.reconnect_initial
-        {
-            return invalid("amqp.reconnect_initial must be > 0 and <= amqp.reconnect_max".into());
-        }
-        let pg = &self.postgres;
-        for (key, value) in [
-            ("postgres.statement_timeout", pg.statement_timeout),
-            ("postgres.lock_timeout", pg.lock_timeout),
-            (
-                "postgres.idle_in_transaction_timeout",
-                pg.idle_in_transaction_timeout,
-            ),
-            ("postgres.migration_lock_timeout", pg.migration_lock_timeout),
-        ] {
-            if value < Duration::from_millis(1) {
-                return invalid(format!("{key} must be at least 1ms"));
-            }
-        }
-        if self.amqp.operation_timeout < Duration::from_secs(1) {
-            return invalid("amqp.operation_timeout must be at least 1s".into());
         }
         Ok(())
     }
