@@ -22,7 +22,12 @@ pub const PSEUDONYM_PREFIX: &str = "psn:";
 /// change the meaning are folded per field. Plain ASCII and text already composed (NFC) normalise as
 /// they did before NFKC was applied, so their pseudonyms are unchanged.
 pub fn normalise(field: &str, value: &str) -> String {
-    let nfkc: String = value.nfkc().collect();
+    // ASCII is its own NFKC form: most values skip the Unicode tables.
+    let nfkc: std::borrow::Cow<str> = if value.is_ascii() {
+        value.into()
+    } else {
+        value.nfkc().collect::<String>().into()
+    };
     let trimmed = nfkc.trim();
     match field {
         "phone" => {
