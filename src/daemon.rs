@@ -2,11 +2,13 @@
 //! call [`run_with_stats`] directly, with their own settings and token.
 //!
 //! ```text
-//! start  protocols, key (broken: exit 2) -> migrations (waits for the database) -> pool, committer,
-//!        settler, workers -> gate prober, outbox relay, SIGHUP reloader -> broker supervisor
-//! stop   token cancelled -> the supervisor cancels both consumers and gives back what it still held
-//!        -> the workers finish their jobs, within shutdown_grace -> what no worker took is given
-//!        back -> the committers finish -> acks flushed, connection closed -> the relay ends its round
+//! start  HTTP listener (port taken: exit 2) -> protocols, key (broken: exit 2) -> migrations (waits
+//!        for the database) -> pool, committer, settler, workers -> gate prober, outbox relay,
+//!        backlog gauges, SIGHUP reloader -> broker supervisor
+//! stop   token cancelled (/readyz: 503) -> the supervisor cancels both consumers and gives back what
+//!        it still held -> the workers finish their jobs, within shutdown_grace -> what no worker took
+//!        is given back -> the committers finish -> acks flushed, connection closed -> the relay ends
+//!        its round -> the HTTP listener stops
 //! ```
 
 use std::sync::Arc;
@@ -21,10 +23,10 @@ use crate::config::Settings;
 use crate::failure::{Failure, runtime};
 use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
-use crate::relay;
 use crate::stats::{Stats, Summary};
 use crate::store::{self, Committer, DbGate};
 use crate::worker::{self, Context, Parts};
+use crate::{http, relay};
 
 /// Runs the daemon until `shutdown` is cancelled; returns the counters.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Summary, Failure> {
@@ -37,6 +39,18 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> Result<Summary, Failure> {
+    // First, so that liveness answers while the rest starts (the migrations may wait long).
+    let listener = match settings.http.address()? {
+        Some(addr) => Some(http::Listener::start(addr, stats.clone()).await?),
+        None => None,
+    };
+    let draining = tokio::spawn({
+        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            stats.health.draining();
+        }
+    });
     let registry = Registry::open(&settings.studies_dir)?;
     for w in &registry.warnings {
         warn!(warning = %w, "protocol check");
@@ -46,8 +60,20 @@ pub async fn run_with_stats(
     migrate_when_reachable(&settings, &shutdown).await?;
 
     let pool = store::pool(&settings.postgres).map_err(runtime)?;
+    stats.before_scrape({
+        let (pool, gauges) = (pool.clone(), stats.pool.clone());
+        move || {
+            let status = pool.status();
+            gauges
+                .in_use
+                .set(status.size.saturating_sub(status.available) as i64);
+            gauges.idle.set(status.available as i64);
+            gauges.waiting.set(status.waiting as i64);
+            gauges.size.set(status.max_size as i64);
+        }
+    });
     let name = consumer_name();
-    let gate = Arc::new(DbGate::default());
+    let gate = Arc::new(DbGate::new(stats.clone()));
     let (committer, committers) = Committer::start(
         pool.clone(),
         settings.committers,
@@ -80,6 +106,12 @@ pub async fn run_with_stats(
     let relay = tokio::spawn(relay::run(
         settings.clone(),
         format!("{name} outbox"),
+        shutdown.clone(),
+        stats.clone(),
+    ));
+    let backlog = tokio::spawn(store::backlog::run(
+        pool.clone(),
+        stats.clone(),
         shutdown.clone(),
     ));
     let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
@@ -132,7 +164,12 @@ pub async fn run_with_stats(
     prober.abort();
     // The relay finishes its round (it watches the same shutdown token) and closes its connection.
     let _ = relay.await;
+    let _ = backlog.await;
     pool.close();
+    draining.abort();
+    if let Some(listener) = listener {
+        listener.stop().await;
+    }
     Ok(stats.summary())
 }
 

@@ -22,7 +22,9 @@
 //! - [`lane`], [`printable`], [`failure`]: vocabulary (the two lanes, values safe to print, how a
 //!   command fails and its exit code).
 //! - [`config`]: typed settings, layered defaults -> file -> `EDC__*` environment; secrets redacted.
-//! - [`stats`], [`telemetry`], [`shutdown`]: counters, logging, signals.
+//! - [`health`], [`stats`], [`telemetry`], [`shutdown`]: readiness and liveness; the metrics
+//!   (counters, gauges, histograms: one source for `/metrics`, the summary line and the tests);
+//!   logging; signals.
 //! - [`protocol`]: the study protocols (items, edit checks and alerts in CEL).
 //! - [`pipeline`]: the pure stages a body goes through.
 //! - [`store`]: PostgreSQL: pool and migrations, the ingest call, group commit, error classes, the
@@ -31,8 +33,9 @@
 //!   lane pumps, the hand-over to the workers, settlement and acks.
 //! - [`worker`]: the fixed worker set and what one job does.
 //! - [`relay`]: the outbox relay (events and result callbacks).
+//! - [`http`]: the HTTP listener: `/metrics`, `/livez`, `/readyz`.
 //! - [`daemon`]: wiring; [`daemon::run`] runs the daemon until its shutdown token is cancelled.
-//! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`.
+//! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`, `healthcheck`.
 
 pub mod broker;
 pub mod config;
@@ -40,6 +43,8 @@ pub mod daemon;
 pub mod failure;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod health;
+pub mod http;
 pub mod lane;
 pub mod pipeline;
 pub mod printable;

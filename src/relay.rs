@@ -11,6 +11,7 @@
 //! takes over.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::maybe_done;
@@ -23,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::{self, BrokerError};
 use crate::config::Settings;
+use crate::stats::{EventKind, Stats};
 use crate::store;
 
 /// Advisory-lock key of the relay leader ("edc_outb").
@@ -30,19 +32,21 @@ const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
 /// Rows published per round.
 const CHUNK: i64 = 500;
 
-/// What the relay needs: the settings, its connection name, and when to stop.
+/// What the relay needs: the settings, its connection name, when to stop, and where to count.
 struct Relay {
     settings: Settings,
     name: String,
     shutdown: CancellationToken,
+    stats: Arc<Stats>,
 }
 
 /// Runs until shutdown, then finishes the round in progress.
-pub async fn run(settings: Settings, name: String, shutdown: CancellationToken) {
+pub async fn run(settings: Settings, name: String, shutdown: CancellationToken, stats: Arc<Stats>) {
     let relay = Relay {
         settings,
         name,
         shutdown,
+        stats,
     };
     let ctx = &relay;
     let mut wait = Duration::from_millis(200);
@@ -164,6 +168,7 @@ async fn round(
     }
     let mut publishes = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
+    let mut callbacks = 0u64;
     for row in &rows {
         let id: i64 = row.get(0);
         let event_id: uuid::Uuid = row.get(1);
@@ -181,6 +186,7 @@ async fn round(
         }
         // A callback goes to its reply queue through the default exchange; an event to the topic.
         let exchange = if reply_to.is_some() {
+            callbacks += 1;
             ""
         } else {
             ctx.settings.amqp.events_exchange.as_str()
@@ -226,6 +232,9 @@ async fn round(
         .await
         .map_err(|e| format!("database: {e}"))?;
     tx.commit().await.map_err(|e| format!("database: {e}"))?;
+    let stats = &ctx.stats;
+    stats.events_published(EventKind::Callback, callbacks);
+    stats.events_published(EventKind::Event, ids.len() as u64 - callbacks);
     if ids.len() as i64 == CHUNK {
         info!(published = ids.len(), "outbox relay catching up");
     }

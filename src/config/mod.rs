@@ -67,6 +67,31 @@ pub struct Settings {
     /// ended by a crash of the process) is dead-lettered as `poison` instead of being run again.
     pub crash_limit: u32,
     pub log: LogSettings,
+    pub http: HttpSettings,
+}
+
+/// The HTTP listener: `/metrics`, `/livez`, `/readyz`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `IP:port` to listen on; port 0 takes a free port (logged at start); empty turns the listener
+    /// off.
+    pub listen: String,
+}
+
+impl HttpSettings {
+    /// The address to listen on; None when the listener is off.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "http.listen `{listen}` is not an IP address and port (like 127.0.0.1:9090 or [::]:9090); empty turns the listener off"
+            ))
+        })
+    }
 }
 
 impl AmqpSettings {
@@ -286,6 +311,7 @@ impl Settings {
         if self.amqp.operation_timeout < Duration::from_secs(1) {
             return invalid("amqp.operation_timeout must be at least 1s".into());
         }
+        self.http.address()?;
         Ok(())
     }
 
@@ -297,7 +323,7 @@ impl Settings {
     /// A one-line description safe to log: no secret appears in it.
     pub fn describe(&self) -> String {
         format!(
-            "amqp={} queue={} postgres={} pool_size={} workers={} committers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?}",
+            "amqp={} queue={} postgres={} pool_size={} workers={} committers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?} http={}",
             self.amqp.url,
             self.amqp.queue,
             self.postgres.url,
@@ -307,7 +333,12 @@ impl Settings {
             self.batch_size,
             self.prefetch(),
             self.job_timeout,
-            self.shutdown_grace
+            self.shutdown_grace,
+            if self.http.listen.trim().is_empty() {
+                "off"
+            } else {
+                self.http.listen.trim()
+            }
         )
     }
 }
@@ -422,6 +453,22 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("k3y-k3y-k3y"), "{shown}");
         assert!(shown.contains("postgres://edc:***@db/edc"), "{shown}");
+    }
+
+    #[test]
+    fn the_http_listener_takes_an_address_and_port_or_nothing() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(
+            s.http.address().unwrap(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let s = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "")])).unwrap();
+        assert_eq!(s.http.address().unwrap(), None);
+        let s = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "[::]:0")])).unwrap();
+        assert_eq!(s.http.address().unwrap(), Some("[::]:0".parse().unwrap()));
+        let err = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "localhost:9090")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("http.listen"), "{err}");
     }
 
     #[test]

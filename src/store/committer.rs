@@ -221,6 +221,11 @@ fn store_split<'a>(
         match stored {
             Ok(outcomes) => {
                 stats.record_group(items.len());
+                for outcome in &outcomes {
+                    if let Stored::Created(status) = outcome {
+                        stats.stored(*status);
+                    }
+                }
                 outcomes.into_iter().map(Ok).collect()
             }
             Err(e @ PersistError::Unavailable(_)) => items.iter().map(|_| Err(e.clone())).collect(),
