@@ -70,6 +70,14 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Ask a running daemon whether it is alive: exit 0 on a 200, 1 otherwise (a container's
+    /// HEALTHCHECK). Needs no key, broker or database.
+    Healthcheck {
+        /// What to GET, within 5 s [default: /livez on the port of http.listen, at 127.0.0.1 unless
+        /// it listens on one address: http://127.0.0.1:9090/livez with the defaults].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,6 +240,8 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             print!("{out}");
             Ok(())
         }
-        Command::Generate { .. } => unreachable!("handled before the runtime starts"),
+        Command::Generate { .. } | Command::Healthcheck { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

@@ -40,6 +40,31 @@ fn main() -> ExitCode {
             Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("generate: {e}"))),
         };
     }
+    if let Command::Healthcheck { url } = &cli.command {
+        // Settings only for the default URL: a broken setting this command does not use must not
+        // fail it.
+        let url = url.clone().unwrap_or_else(|| {
+            let settings = Settings::load(cli.config.as_deref()).ok();
+            tools::healthcheck::default_url(settings.as_ref())
+        });
+        return match tools::healthcheck::get(&url, tools::healthcheck::TIMEOUT) {
+            Ok(answer) if answer.status == 200 => {
+                println!("{url}: {} {}", answer.status, answer.body);
+                ExitCode::SUCCESS
+            }
+            Ok(answer) => {
+                eprintln!(
+                    "edc-ingest healthcheck: {url}: {} {}",
+                    answer.status, answer.body
+                );
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("edc-ingest healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e.into()),
