@@ -160,6 +160,9 @@ impl TestEnv {
             ("EDC__DEV_INSECURE_PSEUDONYM_KEY".into(), "true".into()),
             ("EDC__SHUTDOWN_GRACE".into(), "10s".into()),
             ("EDC__JOB_TIMEOUT".into(), "10s".into()),
+            // A free port each: daemons of parallel tests never share one. A test that asks the
+            // listener sets a port it knows (see `free_port`).
+            ("EDC__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ];
         for (k, v) in extra {
             vars.retain(|(name, _)| name != k);
