@@ -41,11 +41,11 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Healthcheck { url } = &cli.command {
-        // Settings only for the default URL: a broken setting this command does not use must not
-        // fail it.
+        // Only http.listen, for the default URL: a setting this command does not use, even a
+        // broken one, must not fail it.
         let url = url.clone().unwrap_or_else(|| {
-            let settings = Settings::load(cli.config.as_deref()).ok();
-            tools::healthcheck::default_url(settings.as_ref())
+            let listen = Settings::http_listen(cli.config.as_deref());
+            tools::healthcheck::default_url(listen.as_deref())
         });
         return match tools::healthcheck::get(&url, tools::healthcheck::TIMEOUT) {
             Ok(answer) if answer.status == 200 => {

@@ -187,35 +187,7 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULT_YAML,
-            config::FileFormat::Yaml,
-        ));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            builder = builder.add_source(
-                config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml),
-            );
-        }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("EDC__"))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("EDC")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(env)),
-        );
-        let mut settings: Settings = builder
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?
+        let mut settings: Settings = layered(file, env)?
             .try_deserialize()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         // The fast lane follows the work queue's name unless it is named itself.
@@ -226,6 +198,52 @@ impl Settings {
         Ok(settings)
     }
 
+    /// `http.listen` as the layers give it, whatever else they hold: for `healthcheck`, which must
+    /// not fail on a setting it does not use. None if the layers cannot be read at all.
+    pub fn http_listen(file: Option<&Path>) -> Option<String> {
+        layered(file, std::env::vars())
+            .ok()?
+            .get_string("http.listen")
+            .ok()
+    }
+}
+
+/// The defaults, then `file`, then the `EDC__*` variables of `env`, not yet checked.
+fn layered(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<config::Config, ConfigError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULT_YAML,
+        config::FileFormat::Yaml,
+    ));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        builder = builder
+            .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml));
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("EDC__"))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("EDC")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    builder
+        .build()
+        .map_err(|e| ConfigError::Load(e.to_string()))
+}
+
+impl Settings {
     /// Checks that need no I/O: relations between settings and their ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));

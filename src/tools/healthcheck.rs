@@ -1,8 +1,7 @@
 //! `edc-ingest healthcheck [--url URL]`: asks a running daemon's HTTP listener, for a container's
 //! HEALTHCHECK (the image has no curl). Exit 0 on a 200, 1 on anything else: another status, no
 //! answer within the timeout, no listener. It needs no key, broker or database, and reads no setting
-//! except `http.listen` for its default URL (and falls back to `http://127.0.0.1:9090/livez` when
-//! the settings do not load).
+//! but `http.listen`, for its default URL; the other settings may be anything.
 //!
 //! A plain HTTP/1.0 GET over a `TcpStream`, with one deadline over connecting, sending and reading.
 
@@ -10,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::config::Settings;
+use crate::config::HttpSettings;
 
 /// The whole check, from connecting to the status line.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,11 +18,14 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:9090/livez";
 /// Most of an answer that is read (the status line and the start of the body).
 const MAX_READ: usize = 4096;
 
-/// `/livez` of the daemon these settings describe: on its `http.listen` port, at the address it
-/// listens on (the loopback address when it listens on all of them). The default URL without
-/// settings, or with the listener off or on port 0.
-pub fn default_url(settings: Option<&Settings>) -> String {
-    let Some(addr) = settings.and_then(|s| s.http.address().ok().flatten()) else {
+/// `/livez` of the daemon whose `http.listen` is `listen`: on its port, at the address it listens
+/// on (the loopback address when it listens on all of them). [`DEFAULT_URL`] when `listen` is
+/// unknown, empty (the listener is off), not an address, or on port 0.
+pub fn default_url(listen: Option<&str>) -> String {
+    let http = HttpSettings {
+        listen: listen.unwrap_or_default().to_string(),
+    };
+    let Ok(Some(addr)) = http.address() else {
         return DEFAULT_URL.to_string();
     };
     if addr.port() == 0 {
@@ -131,32 +133,22 @@ fn parse(answer: &[u8]) -> Option<Answer> {
 mod tests {
     use super::*;
 
-    fn settings(listen: &str) -> Settings {
-        Settings::load_with_env(
-            None,
-            [("EDC__HTTP__LISTEN".to_string(), listen.to_string())],
-        )
-        .unwrap()
-    }
-
     #[test]
     fn the_default_url_follows_http_listen() {
         assert_eq!(default_url(None), DEFAULT_URL);
-        assert_eq!(default_url(Some(&settings("127.0.0.1:9090"))), DEFAULT_URL);
+        assert_eq!(default_url(Some("127.0.0.1:9090")), DEFAULT_URL);
         assert_eq!(
-            default_url(Some(&settings("0.0.0.0:9191"))),
+            default_url(Some("0.0.0.0:9191")),
             "http://127.0.0.1:9191/livez"
         );
+        assert_eq!(default_url(Some("[::]:9191")), "http://[::1]:9191/livez");
         assert_eq!(
-            default_url(Some(&settings("[::]:9191"))),
-            "http://[::1]:9191/livez"
-        );
-        assert_eq!(
-            default_url(Some(&settings("10.1.2.3:9090"))),
+            default_url(Some("10.1.2.3:9090")),
             "http://10.1.2.3:9090/livez"
         );
-        assert_eq!(default_url(Some(&settings(""))), DEFAULT_URL);
-        assert_eq!(default_url(Some(&settings("127.0.0.1:0"))), DEFAULT_URL);
+        assert_eq!(default_url(Some("")), DEFAULT_URL);
+        assert_eq!(default_url(Some("127.0.0.1:0")), DEFAULT_URL);
+        assert_eq!(default_url(Some("nonsense")), DEFAULT_URL);
     }
 
     #[test]

@@ -7,16 +7,6 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn binary(env: &TestEnv, extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
-    cmd.env_clear();
-    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env.env_vars(extra) {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 /// Messages settled for good, from the daemon's summary line.
 fn settled_in(summary: &str) -> u64 {
     let field = |name: &str| -> u64 {

@@ -8,3 +8,4 @@ mod liveness;
 mod operations;
 mod outcomes;
 mod privacy;
+mod probes;
