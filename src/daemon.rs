@@ -109,11 +109,14 @@ pub async fn run_with_stats(
         shutdown.clone(),
         stats.clone(),
     ));
-    let backlog = tokio::spawn(store::backlog::run(
-        pool.clone(),
-        stats.clone(),
-        shutdown.clone(),
-    ));
+    // Read for /metrics only: not without a listener.
+    let backlog = listener.as_ref().map(|_| {
+        tokio::spawn(store::backlog::run(
+            pool.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        ))
+    });
     let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
 
     let (intake, feed) = inbound::feed(settings.batch_size);
@@ -164,7 +167,9 @@ pub async fn run_with_stats(
     prober.abort();
     // The relay finishes its round (it watches the same shutdown token) and closes its connection.
     let _ = relay.await;
-    let _ = backlog.await;
+    if let Some(backlog) = backlog {
+        let _ = backlog.await;
+    }
     pool.close();
     draining.abort();
     if let Some(listener) = listener {
