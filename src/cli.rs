@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 )]
 pub struct Cli {
     /// YAML file layered over the defaults (then EDC__SECTION__KEY variables over it).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", env = "EDC_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -77,6 +77,14 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Ask a running daemon whether it is alive: exit 0 on a 200, 1 otherwise (a container's
+    /// HEALTHCHECK). Needs no key, broker or database.
+    Healthcheck {
+        /// What to GET, within 5 s [default: /livez on the port of http.listen, at 127.0.0.1 unless
+        /// it listens on one address: http://127.0.0.1:9090/livez with the defaults].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
 }
 
@@ -263,6 +271,8 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             print!("{out}");
             Ok(())
         }
-        Command::Generate { .. } => unreachable!("handled before the runtime starts"),
+        Command::Generate { .. } | Command::Healthcheck { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

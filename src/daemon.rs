@@ -2,11 +2,13 @@
 //! call [`run_with_stats`] directly, with their own settings and token.
 //!
 //! ```text
-//! start  protocols, key (broken: exit 2) -> migrations (waits for the database) -> pool, committer,
-//!        settler, workers -> gate prober, outbox relay, SIGHUP reloader -> broker supervisor
-//! stop   token cancelled -> the supervisor cancels both consumers and gives back what it still held
-//!        -> the workers finish their jobs, within shutdown_grace -> what no worker took is given
-//!        back -> the committers finish -> acks flushed, connection closed -> the relay ends its round
+//! start  HTTP listener (port taken: exit 2) -> protocols, key (broken: exit 2) -> migrations (waits
+//!        for the database) -> pool, committer, settler, workers -> gate prober, outbox relay,
+//!        backlog gauges, SIGHUP reloader -> broker supervisor
+//! stop   token cancelled (/readyz: 503) -> the supervisor cancels both consumers and gives back what
+//!        it still held -> the workers finish their jobs, within shutdown_grace -> what no worker took
+//!        is given back -> the committers finish -> acks flushed, connection closed -> the relay ends
+//!        its round -> the HTTP listener stops
 //! ```
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::broker::publish::Seal;
 use crate::broker::{Settler, inbound};
 use crate::config::{PostgresSettings, Settings};
 use crate::failure::{Failure, runtime};
+use crate::http;
 use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
 use crate::relay::Relay;
@@ -38,6 +41,18 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> Result<Summary, Failure> {
+    // First, so that liveness answers while the rest starts (the migrations may wait long).
+    let listener = match settings.http.address()? {
+        Some(addr) => Some(http::Listener::start(addr, stats.clone()).await?),
+        None => None,
+    };
+    let draining = tokio::spawn({
+        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            stats.health.draining();
+        }
+    });
     let registry = Registry::open(&settings.studies_dir)?;
     for w in &registry.warnings {
         warn!(warning = %w, "protocol check");
@@ -51,8 +66,20 @@ pub async fn run_with_stats(
     }
 
     let pool = store::pool(&settings.postgres).map_err(runtime)?;
+    stats.before_scrape({
+        let (pool, gauges) = (pool.clone(), stats.pool.clone());
+        move || {
+            let status = pool.status();
+            gauges
+                .in_use
+                .set(status.size.saturating_sub(status.available) as i64);
+            gauges.idle.set(status.available as i64);
+            gauges.waiting.set(status.waiting as i64);
+            gauges.size.set(status.max_size as i64);
+        }
+    });
     let name = consumer_name();
-    let gate = Arc::new(DbGate::default());
+    let gate = Arc::new(DbGate::new(stats.clone()));
     let (committer, committers) = Committer::start(
         pool.clone(),
         settings.committers,
@@ -94,6 +121,14 @@ pub async fn run_with_stats(
         }
         .run(),
     );
+    // Read for /metrics only: not without a listener.
+    let backlog = listener.as_ref().map(|_| {
+        tokio::spawn(store::backlog::run(
+            pool.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        ))
+    });
     let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
     let pruner = settings.retention.working_tables.map(|horizon| {
         tokio::spawn(prune_every_hour(
@@ -154,7 +189,14 @@ pub async fn run_with_stats(
     }
     // The relay finishes its round (it watches the same shutdown token) and closes its connection.
     let _ = relay.await;
+    if let Some(backlog) = backlog {
+        let _ = backlog.await;
+    }
     pool.close();
+    draining.abort();
+    if let Some(listener) = listener {
+        listener.stop().await;
+    }
     Ok(stats.summary())
 }
 

@@ -25,14 +25,17 @@
 //! - [`telemetry`], [`shutdown`]: logging, signals.
 //! - [`protocol`]: the study protocols (items, edit checks and alerts in CEL).
 //! - [`pipeline`]: the pure stages a body goes through.
-//! - [`stats`]: the counters of what became of each message.
+//! - [`health`]: readiness and liveness, set by the parts that know them.
+//! - [`stats`]: the metrics (counters, gauges, histograms): one source for `/metrics`, the summary
+//!   line and the tests.
 //! - [`store`]: PostgreSQL: pool and migrations, the ingest call, group commit, error classes, the
 //!   crash count, the database gate.
 //! - [`broker`]: RabbitMQ: connection, topology, publishing with confirms, the supervisor and its
 //!   lane pumps, the hand-over to the workers, settlement and acks.
 //! - [`worker`]: the fixed worker set and what one job does.
 //! - [`relay`]: the outbox relay (events and result callbacks).
-//! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`.
+//! - [`http`]: the HTTP listener: `/metrics`, `/livez`, `/readyz`.
+//! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`, `healthcheck`.
 //! - [`daemon`]: wiring; [`daemon::run`] runs the daemon until its shutdown token is cancelled.
 
 pub mod broker;
@@ -41,6 +44,8 @@ pub mod daemon;
 pub mod failure;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod health;
+pub mod http;
 pub mod lane;
 pub mod pipeline;
 pub mod printable;
@@ -55,23 +60,10 @@ pub mod worker;
 
 /// The modules in the order of the layout above, bottom first (`fault` is test-only vocabulary).
 #[cfg(test)]
+#[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "fault",
-    "lane",
-    "printable",
-    "config",
-    "failure",
-    "telemetry",
-    "shutdown",
-    "protocol",
-    "pipeline",
-    "stats",
-    "store",
-    "broker",
-    "worker",
-    "relay",
-    "tools",
-    "daemon",
+    "fault", "lane", "printable", "config", "failure", "telemetry", "shutdown", "protocol",
+    "pipeline", "health", "stats", "store", "broker", "worker", "relay", "http", "tools", "daemon",
 ];
 
 #[cfg(test)]

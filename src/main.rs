@@ -40,6 +40,31 @@ fn main() -> ExitCode {
             Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("generate: {e}"))),
         };
     }
+    if let Command::Healthcheck { url } = &cli.command {
+        // Only http.listen, for the default URL: a setting this command does not use, even a
+        // broken one, must not fail it.
+        let url = url.clone().unwrap_or_else(|| {
+            let listen = Settings::http_listen(cli.config.as_deref());
+            tools::healthcheck::default_url(listen.as_deref())
+        });
+        return match tools::healthcheck::get(&url, tools::healthcheck::TIMEOUT) {
+            Ok(answer) if answer.status == 200 => {
+                println!("{url}: {} {}", answer.status, answer.body);
+                ExitCode::SUCCESS
+            }
+            Ok(answer) => {
+                eprintln!(
+                    "edc-ingest healthcheck: {url}: {} {}",
+                    answer.status, answer.body
+                );
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("edc-ingest healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e.into()),

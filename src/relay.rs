@@ -23,7 +23,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::future::maybe_done;
@@ -35,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::{self, BrokerError};
 use crate::config::Settings;
-use crate::stats::Stats;
+use crate::stats::{EventKind, Stats};
 use crate::store::{self, ConnectError};
 
 /// Advisory-lock key of the relay leader ("edc_outb").
@@ -184,25 +183,28 @@ impl Relay {
         ids.dedup();
         let events: Vec<Event> = rows.iter().map(Event::of).collect();
         let confirms = self.publish(channel, &events).await?;
-        let mut parked = 0;
+        let (mut parked, mut callbacks) = (0, 0);
         for (event, confirm) in events.iter().zip(confirms) {
-            if let Some(reason) = refused(confirm, event) {
-                tx.execute(
-                    "INSERT INTO outbox_parked (reason, event) VALUES ($1, $2::text::jsonb)",
-                    &[&reason, &event.raw],
-                )
-                .await?;
-                warn!(%reason, event_id = %event.event_id, routing = event.kind(), "event refused by the broker: parked");
-                parked += 1;
-            }
+            let Some(reason) = refused(confirm, event) else {
+                callbacks += u64::from(event.reply_to.is_some());
+                continue;
+            };
+            tx.execute(
+                "INSERT INTO outbox_parked (reason, event) VALUES ($1, $2::text::jsonb)",
+                &[&reason, &event.raw],
+            )
+            .await?;
+            warn!(%reason, event_id = %event.event_id, routing = event.kind(), "event refused by the broker: parked");
+            parked += 1;
         }
         tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
             .await?;
         tx.commit().await?;
+        let published = (events.len() - parked) as u64;
+        self.stats.events_published(EventKind::Callback, callbacks);
         self.stats
-            .events_published
-            .fetch_add((events.len() - parked) as u64, Relaxed);
-        self.stats.events_parked.fetch_add(parked as u64, Relaxed);
+            .events_published(EventKind::Event, published - callbacks);
+        self.stats.events_parked.inc_by(parked as u64);
         if ids.len() as i64 == ROWS {
             info!(
                 rows = ids.len(),

@@ -168,6 +168,7 @@ impl World {
                 .iter()
                 .map(|(k, suffix, _)| (k.to_string(), format!("{}.{suffix}", self.queue))),
         )
+        .chain(http_listen())
         .collect()
     }
 
@@ -318,6 +319,20 @@ fn optional_names() -> &'static [(&'static str, &'static str, Kind)] {
             })
             .collect()
     })
+}
+
+/// The HTTP listener on a free port, on a build that has one: on as in production, and never in
+/// the way of another process on the default port.
+fn http_listen() -> Option<(String, String)> {
+    let var = ("EDC__HTTP__LISTEN".to_string(), "127.0.0.1:0".to_string());
+    let env = [
+        (
+            "EDC__DEV_INSECURE_PSEUDONYM_KEY".to_string(),
+            "true".to_string(),
+        ),
+        var.clone(),
+    ];
+    Settings::load_with_env(None, env).is_ok().then_some(var)
 }
 
 /// `DROP DATABASE`. With FORCE first (ends our own leftover connections); FORCE fails when an

@@ -68,13 +68,38 @@ pub struct Session {
 impl Supervisor {
     /// Consumes until shutdown. Returns the last session, its consumers cancelled, for the caller
     /// to close once the workers are done.
+    ///
+    /// Health: it says when it is connected and consuming (readiness), and beats as it turns
+    /// (liveness; see [`Supervisor::stall_limit`]).
     pub async fn run(&self, intake: Intake) -> Option<Session> {
+        self.stats.health.supervising(self.stall_limit());
+        let session = self.run_sessions(intake).await;
+        self.stats.health.supervisor_done();
+        session
+    }
+
+    /// The longest the supervisor may go without a beat and still be turning: a lost session
+    /// closed, the longest backoff, then a new one opened (a connect per node and the set-up), or
+    /// a pause's two cancels and its resume; every step is bounded by `amqp.operation_timeout`.
+    /// 155 s with the defaults and one node.
+    pub fn stall_limit(&self) -> Duration {
         let amqp = &self.settings.amqp;
+        let nodes = amqp.url.expose().split(',').count() as u32;
+        amqp.operation_timeout * (nodes + 4) + amqp.reconnect_max
+    }
+
+    async fn run_sessions(&self, intake: Intake) -> Option<Session> {
+        let amqp = &self.settings.amqp;
+        let health = &self.stats.health;
         let mut node = 0;
         let mut sessions = 0u64;
         let mut wait = amqp.reconnect_initial;
         while !self.shutdown.is_cancelled() {
+            health.beat();
             sessions += 1;
+            if sessions > 1 {
+                self.stats.broker_reconnects.inc();
+            }
             let mut session = match self.open(node, sessions).await {
                 Ok((s, idx)) => {
                     node = idx;
@@ -85,6 +110,7 @@ impl Supervisor {
                     let jittered = jitter(wait);
                     warn!(error = %e, retry_in = ?jittered, "cannot reach RabbitMQ; retrying");
                     node += 1;
+                    health.beat();
                     tokio::select! {
                         _ = tokio::time::sleep(jittered) => {}
                         _ = self.shutdown.cancelled() => break,
@@ -93,16 +119,21 @@ impl Supervisor {
                     continue;
                 }
             };
+            self.stats.broker_sessions.inc();
+            health.broker_connected(true);
+            health.consuming(true);
             info!(tags = ?session.tags, prefetch = self.settings.prefetch(), queue = %amqp.queue,
                   urgent_queue = %amqp.urgent_queue, "consuming");
             match self.consume(&mut session, &intake).await {
                 End::Shutdown => {
                     // Stop intake first; the caller drains.
+                    health.consuming(false);
                     self.stop_consumers(&mut session).await;
                     return Some(session);
                 }
                 End::Paused => unreachable!("pauses are handled in consume"),
                 End::Lost(e) => {
+                    health.broker_connected(false);
                     warn!(error = %e, "lost the broker session; reconnecting");
                     // Deliveries of this session stop waiting on it: they come back anyway.
                     session.link.broken.cancel();
@@ -129,6 +160,7 @@ impl Supervisor {
                     settings: &self.settings,
                     gate: &self.gate,
                     shutdown: &self.shutdown,
+                    health: &self.stats.health,
                 };
                 tokio::select! {
                     end = pump(&pumps, Lane::Urgent, &mut session.urgent, &intake.urgent, &link, channel) => end,
@@ -149,11 +181,21 @@ impl Supervisor {
     /// The database is unavailable: cancel the consumers, give back what was delivered but not
     /// handed over, wait for the gate to open, then consume again.
     async fn pause(&self, session: &mut Session) -> Result<(), End> {
+        let health = &self.stats.health;
+        health.consuming(false);
         self.stop_consumers(session).await;
         let mut gate = self.gate.clone();
-        tokio::select! {
-            _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-            opened = gate.wait_for(|open| *open) => if opened.is_err() { return Err(End::Shutdown) },
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            health.beat();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+                opened = gate.wait_for(|open| *open) => match opened {
+                    Ok(_) => break,
+                    Err(_) => return Err(End::Shutdown),
+                },
+                _ = heartbeat.tick() => {}
+            }
         }
         session.generation += 1;
         match self
@@ -164,6 +206,7 @@ impl Supervisor {
                 session.urgent = urgent;
                 session.normal = normal;
                 session.tags = tags;
+                health.consuming(true);
                 info!(tags = ?session.tags, "consuming again");
                 Ok(())
             }
@@ -273,6 +316,7 @@ impl Session {
     pub async fn close(self, limit: Duration) {
         self.link.acks.flush().await;
         close(&self.connection, limit, 200, "shutdown").await;
+        self.link.stats.health.broker_connected(false);
     }
 }
 

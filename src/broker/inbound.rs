@@ -10,19 +10,20 @@
 //! delivery tag and the session it came from). Only [`super::settle`] can settle it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::message::Delivery;
+use lapin::types::AMQPValue;
 use lapin::{Acker, BasicProperties, Channel};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::acks::Acks;
-use super::publish::Seal;
+use super::publish::{H_TIMESTAMP_MS, Seal};
 use super::trace::TraceContext;
 use crate::lane::Lane;
 use crate::printable::Printable;
-use crate::stats::Stats;
+use crate::stats::{Held, Stats};
 use crate::store::ingest::Reply;
 
 /// A delivery, as the workers see it.
@@ -44,6 +45,10 @@ pub struct Inbound {
     pub failed_attempts: u32,
     /// The job's span: the message id and delivery tag now, the record id once it is known.
     pub span: tracing::Span,
+    /// When it was published, if its publisher or the broker stamped it (see [`published_at`]).
+    pub published_at: Option<SystemTime>,
+    /// Counted in `edc_deliveries_in_flight` until it is settled (dropped).
+    _in_flight: Held,
     pub(super) tag: u64,
     pub(super) acker: Acker,
     pub(super) link: Arc<Link>,
@@ -81,6 +86,8 @@ impl Inbound {
         );
         Inbound {
             lane,
+            published_at: published_at(&properties),
+            _in_flight: link.stats.in_flight(lane),
             failed_attempts: link.seal.failed_attempts(
                 &properties,
                 &body_sha256,
@@ -107,6 +114,29 @@ impl Inbound {
     }
 }
 
+/// The time a message was published, when its publisher or the broker stamped it: the
+/// `timestamp_in_ms` header (milliseconds, as RabbitMQ's incoming-message interceptor and
+/// `edc-ingest publish` set it), else the AMQP `timestamp` property (whole seconds, as AMQP defines
+/// it, so a latency read from it is up to a second long).
+fn published_at(properties: &BasicProperties) -> Option<SystemTime> {
+    let header_ms = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| match h.inner().get(H_TIMESTAMP_MS)? {
+            AMQPValue::LongLongInt(n) => Some(*n),
+            AMQPValue::LongInt(n) => Some(i64::from(*n)),
+            AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+            AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
+            _ => None,
+        })
+        .filter(|ms| *ms > 0);
+    match (header_ms, *properties.timestamp()) {
+        (Some(ms), _) => Some(UNIX_EPOCH + Duration::from_millis(ms as u64)),
+        (None, Some(s)) if s > 0 => Some(UNIX_EPOCH + Duration::from_secs(s)),
+        _ => None,
+    }
+}
+
 /// What a delivery keeps of the session it came from, to be settled on it.
 pub struct Link {
     /// Confirm-mode channel for dead letters, delayed retries and postponed messages.
@@ -124,6 +154,8 @@ pub struct Link {
     pub(super) acks: Acks,
     /// Checks the attempt count of a message back from a delay queue.
     pub(super) seal: Seal,
+    /// Where its deliveries are counted while in flight.
+    pub(super) stats: Arc<Stats>,
 }
 
 impl Link {
@@ -137,9 +169,10 @@ impl Link {
         Link {
             publisher,
             operation_timeout,
-            acks: Acks::start(broken.clone(), operation_timeout, stats),
+            acks: Acks::start(broken.clone(), operation_timeout, stats.clone()),
             broken,
             seal,
+            stats,
         }
     }
 }
@@ -217,5 +250,30 @@ impl Feed {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{FieldTable, ShortString};
+
+    #[test]
+    fn publication_time_prefers_the_millisecond_header() {
+        let at = |ms: u64| Some(UNIX_EPOCH + Duration::from_millis(ms));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(H_TIMESTAMP_MS),
+            AMQPValue::LongLongInt(1_700_000_000_123),
+        );
+        let both = BasicProperties::default()
+            .with_timestamp(1_700_000_000)
+            .with_headers(headers);
+        assert_eq!(published_at(&both), at(1_700_000_000_123));
+        let seconds = BasicProperties::default().with_timestamp(1_700_000_000);
+        assert_eq!(published_at(&seconds), at(1_700_000_000_000));
+        assert_eq!(published_at(&BasicProperties::default()), None);
+        let zero = BasicProperties::default().with_timestamp(0);
+        assert_eq!(published_at(&zero), None);
     }
 }

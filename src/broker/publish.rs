@@ -21,6 +21,10 @@ pub const H_RETRY_REASON: &str = "x-edc-retry-reason";
 /// Seals `x-edc-retries` on a message parked in a delay queue: an HMAC of the count, the body's hash
 /// and the message id, so that only a count written by edc-ingest is believed.
 pub const H_SEAL: &str = "x-edc-seal";
+/// When a message was published, in milliseconds since the epoch: RabbitMQ's incoming-message
+/// interceptor (`message_interceptors.incoming.set_header_timestamp`) adds it, and so does
+/// `edc-ingest publish`. The daemon reads it for `edc_publish_to_commit_seconds`.
+pub const H_TIMESTAMP_MS: &str = "timestamp_in_ms";
 /// The prefix of every header edc-ingest writes. Headers with it that arrive from an uploader are
 /// not ours: they are dropped from every copy we publish, so they can never pass for ours.
 pub const OUR_PREFIX: &str = "x-edc-";
@@ -30,6 +34,22 @@ pub async fn confirm_channel(conn: &Connection) -> lapin::Result<Channel> {
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok(ch)
+}
+
+/// The properties with the time of publication: the AMQP `timestamp` (whole seconds) and the
+/// `timestamp_in_ms` header (milliseconds), from which the daemon measures publish-to-commit.
+pub fn stamped(properties: BasicProperties) -> BasicProperties {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        H_TIMESTAMP_MS.into(),
+        AMQPValue::LongLongInt(i64::try_from(now.as_millis()).unwrap_or(i64::MAX)),
+    );
+    properties
+        .with_timestamp(now.as_secs())
+        .with_headers(headers)
 }
 
 pub(crate) fn text(s: &str) -> AMQPValue {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::inbound::{Inbound, Link};
 use super::within;
 use crate::config::Settings;
+use crate::health::Health;
 use crate::lane::Lane;
 
 /// What every pump of the daemon shares.
@@ -21,6 +22,8 @@ pub(super) struct Pumps<'a> {
     /// Whether the database is usable: a pump stops when it closes.
     pub gate: &'a watch::Receiver<bool>,
     pub shutdown: &'a CancellationToken,
+    /// Beaten every second: the supervisor is turning.
+    pub health: &'a Health,
 }
 
 /// Why a pump stopped.
@@ -72,6 +75,11 @@ pub(super) async fn pump(
                 Ok(p) => p,
                 Err(_) => return End::Shutdown,
             },
+            // Every worker busy: still turning.
+            _ = watchdog.tick() => {
+                sup.health.beat();
+                continue;
+            }
         };
         let next = tokio::select! {
             biased;
@@ -81,6 +89,7 @@ pub(super) async fn pump(
                 return End::Lost("a broker operation overran amqp.operation_timeout".into());
             }
             _ = watchdog.tick() => {
+                sup.health.beat();
                 if !channel.status().connected() {
                     return End::Lost("the broker connection is down".into());
                 }

@@ -13,7 +13,6 @@
 //! by the session's ack task ([`super::acks`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use tracing::{Instrument, debug, info, warn};
 
@@ -96,7 +95,10 @@ impl Settler {
                     Stored::Created(Status::Queried) => &stats.queried,
                     Stored::Duplicate { .. } | Stored::Conflict => &stats.duplicate,
                 };
-                counter.fetch_add(1, Relaxed);
+                counter.inc();
+                if let Stored::Created(_) = stored {
+                    stats.committed(d.published_at);
+                }
                 debug!(outcome = ?stored, "stored");
             }
             Fate::DeadLetter { rejected, attempts } => {
@@ -145,7 +147,7 @@ impl Settler {
                 match self.op(&d, "delayed retry", copy).await {
                     Ok(()) => {
                         d.link.acks.ack_now(&d.acker, d.tag);
-                        stats.retried.fetch_add(1, Relaxed);
+                        stats.retried.inc();
                         warn!(%reason, attempt = failed, retry_in = ?delay, "failed; retrying later through the delay queue");
                     }
                     Err(e) => {
@@ -167,7 +169,7 @@ impl Settler {
                 match self.op(&d, "postponing", copy).await {
                     Ok(()) => {
                         d.link.acks.ack_now(&d.acker, d.tag);
-                        stats.postponed.fetch_add(1, Relaxed);
+                        stats.postponed.inc();
                         debug!(%reason, retry_in = ?delay, "postponed");
                     }
                     Err(e) => {
@@ -182,7 +184,7 @@ impl Settler {
     /// Gives a delivery back to its queue unstarted (nack with requeue). The broker delivers it
     /// again, to this daemon or another.
     pub fn give_back(&self, d: Inbound) {
-        self.stats.requeued.fetch_add(1, Relaxed);
+        self.stats.requeued.inc();
         debug!(parent: &d.span, message_id = %Printable(d.message_id.as_deref().unwrap_or("-")), "given back");
         d.link.acks.requeue(&d.acker, d.tag);
     }

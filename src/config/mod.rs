@@ -63,6 +63,31 @@ pub struct Settings {
     pub crash_limit: u32,
     pub retention: RetentionSettings,
     pub log: LogSettings,
+    pub http: HttpSettings,
+}
+
+/// The HTTP listener: `/metrics`, `/livez`, `/readyz`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `IP:port` to listen on; port 0 takes a free port (logged at start); empty turns the listener
+    /// off.
+    pub listen: String,
+}
+
+impl HttpSettings {
+    /// The address to listen on; None when the listener is off.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "http.listen `{listen}` is not an IP address and port (like 127.0.0.1:9090 or [::]:9090); empty turns the listener off"
+            ))
+        })
+    }
 }
 
 /// How long data that is not evidence is kept. Records, audit rows, data queries, alerts and
@@ -212,44 +237,25 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULT_YAML,
-            config::FileFormat::Yaml,
-        ));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            builder = builder.add_source(
-                config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml),
-            );
-        }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("EDC__"))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("EDC")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(env)),
-        );
-        let mut settings: Settings = builder
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?
+        let mut settings: Settings = layered(file, env)?
             .try_deserialize()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        // The fast lane follows the work queue's name unless it is named itself.
         settings.read_password_files()?;
+        // The fast lane follows the work queue's name unless it is named itself.
         if settings.amqp.urgent_queue.trim().is_empty() {
             settings.amqp.urgent_queue = format!("{}.urgent", settings.amqp.queue);
         }
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// `http.listen` as the layers give it, whatever else they hold: for `healthcheck`, which must
+    /// not fail on a setting it does not use. None if the layers cannot be read at all.
+    pub fn http_listen(file: Option<&Path>) -> Option<String> {
+        layered(file, std::env::vars())
+            .ok()?
+            .get_string("http.listen")
+            .ok()
     }
 
     /// Sets the passwords read from `amqp.password_file` and `postgres.password_file` in the URLs.
@@ -269,6 +275,7 @@ impl Settings {
         if let Some(file) = self.postgres.password_file.clone() {
             self.postgres.url = set(&self.postgres.url, &file, "postgres.password_file")?;
         }
+        self.http.address()?;
         Ok(())
     }
 
@@ -280,7 +287,7 @@ impl Settings {
     /// A one-line description safe to log: no secret appears in it.
     pub fn describe(&self) -> String {
         format!(
-            "amqp={} queue={} postgres={} pool_size={} workers={} committers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?}",
+            "amqp={} queue={} postgres={} pool_size={} workers={} committers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?} http={}",
             self.amqp.url,
             self.amqp.queue,
             self.postgres.url,
@@ -290,9 +297,49 @@ impl Settings {
             self.batch_size,
             self.prefetch(),
             self.job_timeout,
-            self.shutdown_grace
+            self.shutdown_grace,
+            if self.http.listen.trim().is_empty() {
+                "off"
+            } else {
+                self.http.listen.trim()
+            }
         )
     }
+}
+
+/// The defaults, then `file`, then the `EDC__*` variables of `env`, not yet checked.
+fn layered(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<config::Config, ConfigError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULT_YAML,
+        config::FileFormat::Yaml,
+    ));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        builder = builder
+            .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml));
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("EDC__"))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("EDC")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    builder
+        .build()
+        .map_err(|e| ConfigError::Load(e.to_string()))
 }
 
 #[cfg(test)]
@@ -428,6 +475,22 @@ mod tests {
         }
         assert!(glob_match("a*b*c", "aXXbYYc") && !glob_match("a*b*c", "aXXcYYb"));
         assert!(glob_match("*", "") && glob_match("abc", "abc") && !glob_match("abc", "abcd"));
+    }
+
+    #[test]
+    fn the_http_listener_takes_an_address_and_port_or_nothing() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(
+            s.http.address().unwrap(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let s = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "")])).unwrap();
+        assert_eq!(s.http.address().unwrap(), None);
+        let s = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "[::]:0")])).unwrap();
+        assert_eq!(s.http.address().unwrap(), Some("[::]:0".parse().unwrap()));
+        let err = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "localhost:9090")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("http.listen"), "{err}");
     }
 
     #[test]

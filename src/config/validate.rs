@@ -104,6 +104,7 @@ impl Settings {
         if self.amqp.operation_timeout < Duration::from_secs(1) {
             return invalid("amqp.operation_timeout must be at least 1s".into());
         }
+        self.http.address()?;
         Ok(())
     }
 }

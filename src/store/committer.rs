@@ -222,6 +222,11 @@ impl Task {
             match stored {
                 Ok(outcomes) => {
                     self.stats.record_group(items.len());
+                    for outcome in &outcomes {
+                        if let Stored::Created(status) = outcome {
+                            self.stats.stored(*status);
+                        }
+                    }
                     outcomes.into_iter().map(Ok).collect()
                 }
                 Err(e @ PersistError::Unavailable(_)) => {

@@ -6,6 +6,7 @@
 //! database answers, and consumption resumes. Nothing is dead-lettered for an outage and nothing is
 //! held unacked while it lasts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -13,19 +14,24 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::stats::Stats;
+
 pub struct DbGate {
     open: watch::Sender<bool>,
-}
-
-impl Default for DbGate {
-    fn default() -> Self {
-        DbGate {
-            open: watch::Sender::new(true),
-        }
-    }
+    /// Told of every change: readiness, `edc_db_gate_open` and the time spent closed.
+    stats: Arc<Stats>,
 }
 
 impl DbGate {
+    /// An open gate.
+    pub fn new(stats: Arc<Stats>) -> DbGate {
+        stats.health.gate(true);
+        DbGate {
+            open: watch::Sender::new(true),
+            stats,
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         *self.open.borrow()
     }
@@ -33,6 +39,7 @@ impl DbGate {
     /// Closes the gate; logs once per outage.
     pub fn close(&self, reason: &str) {
         if self.open.send_replace(false) {
+            self.stats.health.gate(false);
             warn!(%reason, "database unavailable: pausing consumption until it answers");
         }
     }
@@ -68,6 +75,7 @@ impl DbGate {
                 match tokio::time::timeout(Duration::from_secs(5), probe).await {
                     Ok(Ok(())) => {
                         self.open.send_replace(true);
+                        self.stats.health.gate(true);
                         info!(down_for = ?started.elapsed(), "database answers again: resuming consumption");
                         break;
                     }

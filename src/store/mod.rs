@@ -8,12 +8,14 @@
 //! - [`crash`]: the crash count of redelivered messages.
 //! - [`gate`]: whether the database is usable; consumption pauses while it is not.
 //! - [`retention`]: pruning of the working tables that would otherwise only grow.
+//! - [`backlog`]: the outbox backlog, the relay lag and the open batches, read for `/metrics`.
 //!
 //! Connections come from here only: the pool ([`pool`]) for the daemon's work, a dedicated
 //! connection ([`connect`]) for the relay, the migrations and the command-line tools. The pool is
 //! built from a `tokio_postgres::Config` parsed from the URL, not from deadpool's own `Config`,
 //! whose `Debug` output would print the password.
 
+pub mod backlog;
 pub mod committer;
 pub mod crash;
 pub mod error;

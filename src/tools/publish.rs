@@ -1,5 +1,6 @@
 //! `edc-ingest publish`: the uploader's side. Sends each NDJSON line as one persistent message to the
-//! work queue, with publisher confirms; a line is only counted once the broker confirmed it.
+//! work queue, with publisher confirms; a line is only counted once the broker confirmed it. Each
+//! message carries its time of publication (see [`stamped`]).
 
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -10,6 +11,7 @@ use lapin::types::ShortString;
 use lapin::{Confirmation, PublisherConfirm};
 
 use crate::broker;
+use crate::broker::publish::stamped;
 use crate::config::{AmqpSettings, RetrySettings};
 
 /// Confirms awaited at once: enough to keep the broker busy, bounded so memory stays flat.
@@ -42,10 +44,12 @@ pub async fn publish(
             if line.trim().is_empty() {
                 continue;
             }
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()));
+            let props = stamped(
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type(ShortString::from("application/json"))
+                    .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string())),
+            );
             let confirm = channel
                 .basic_publish(
                     ShortString::from(""),

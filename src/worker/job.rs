@@ -60,9 +60,7 @@ fn screen_reply(ctx: &Context, d: &mut Inbound) {
     }
     tracing::warn!(parent: &d.span, reply_to = %Printable(&reply.to),
         "reply_to is not an allowed reply address (amqp.reply_to_allowed): no answer is sent");
-    ctx.stats
-        .reply_to_refused
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.stats.reply_to_refused.inc();
     d.reply = None;
 }
 

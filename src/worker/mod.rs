@@ -109,15 +109,37 @@ impl Context {
 
 /// Starts the fixed worker set. Each worker runs until shutdown is asked or the feed closes, and
 /// always finishes the group it holds.
+///
+/// Metrics: `edc_workers` (configured), `edc_workers_busy` and `edc_job_duration_seconds` (a job:
+/// from taking the group to the outcome of its last delivery). A worker loop that ends before
+/// shutdown (a panic outside a job's own guard) is reported to liveness.
 pub fn spawn(ctx: &Arc<Context>, feed: &Feed) -> JoinSet<()> {
     let mut workers = JoinSet::new();
+    ctx.stats.workers.set(ctx.settings.workers as i64);
     for _ in 0..ctx.settings.workers {
         let (ctx, feed) = (ctx.clone(), feed.clone());
         workers.spawn(async move {
+            let _watch = WorkerWatch(&ctx);
             while let Some(group) = feed.next(&ctx.shutdown).await {
+                let _busy = ctx.stats.worker_busy();
+                let started = std::time::Instant::now();
                 job::run(&ctx, group).await;
+                ctx.stats
+                    .job_duration
+                    .observe(started.elapsed().as_secs_f64());
             }
         });
     }
     workers
+}
+
+/// Tells liveness when a worker loop ends before shutdown (it is dropped on a panic too).
+struct WorkerWatch<'a>(&'a Context);
+
+impl Drop for WorkerWatch<'_> {
+    fn drop(&mut self) {
+        if !self.0.shutdown.is_cancelled() {
+            self.0.stats.health.worker_lost();
+        }
+    }
 }

@@ -294,10 +294,7 @@ async fn a_refused_callback_is_parked_and_the_events_after_it_still_go_out() {
         env.count("SELECT count(*) FROM outbox").await == 0
     })
     .await;
-    let parked_count = daemon
-        .stats
-        .events_parked
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let parked_count = daemon.stats.events_parked.get();
     daemon.stop().await;
 
     // Assert: both callbacks parked with our reason; every record event went out.

@@ -186,6 +186,9 @@ impl TestEnv {
             ("EDC__DEV_INSECURE_PSEUDONYM_KEY".into(), "true".into()),
             ("EDC__SHUTDOWN_GRACE".into(), "10s".into()),
             ("EDC__JOB_TIMEOUT".into(), "10s".into()),
+            // A free port each: daemons of parallel tests never share one. A test that asks the
+            // listener sets a port it knows (see `free_port`).
+            ("EDC__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ];
         for (k, v) in extra {
             vars.retain(|(name, _)| name != k);
@@ -419,6 +422,86 @@ where
             "timed out after {within:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port nothing listens on now: bound, noted, freed. For a daemon whose HTTP listener a test asks.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` on the daemon's HTTP listener at `port`: the status and the whole body; None if
+/// nothing answers (not listening yet, or any more).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `/metrics` of the daemon at `port`; panics if it does not answer 200.
+pub async fn scrape(port: u16) -> Metrics {
+    match http_get(port, "/metrics").await {
+        Some((200, body)) => Metrics(body),
+        other => panic!("/metrics on port {port}: {other:?}"),
+    }
+}
+
+/// One scrape, in the Prometheus text format.
+#[derive(Clone, Debug)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of one series, written as in the text: `edc_ready`, `edc_messages_total{outcome="accepted"}`.
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// As [`Metrics::get`], as a count; panics if the series is missing.
+    pub fn count(&self, series: &str) -> i64 {
+        let v = self
+            .get(series)
+            .unwrap_or_else(|| panic!("{series} not in the scrape:\n{}", self.0));
+        v as i64
+    }
+
+    /// Every sample line's labels, as (name, value) pairs.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for line in self.0.lines().filter(|l| !l.starts_with('#')) {
+            let Some((_, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let Some((labels, _)) = rest.rsplit_once('}') else {
+                continue;
+            };
+            for pair in labels.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').expect("label=value");
+                out.push((k.to_string(), v.trim_matches('"').to_string()));
+            }
+        }
+        out
     }
 }
 

@@ -1,7 +1,6 @@
 //! What an uploader controls, treated as hostile: the reply address, headers that claim the daemon's
 //! own prefix or the broker's redelivery count, and batch sizes. Against the real broker and database.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use lapin::BasicProperties;
@@ -49,7 +48,7 @@ async fn a_reply_to_outside_the_allowed_addresses_gets_no_answer_and_the_record_
         env.ready(&allowed).await == 1
     })
     .await;
-    let refused = daemon.stats.reply_to_refused.load(Relaxed);
+    let refused = daemon.stats.reply_to_refused.get();
     let summary = daemon.stop().await;
 
     // Assert: all three stored; nothing published into the queues the uploader named; counted.

@@ -9,5 +9,6 @@ mod liveness;
 mod operations;
 mod outcomes;
 mod privacy;
+mod probes;
 mod receipts;
 mod retention;

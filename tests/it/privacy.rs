@@ -1,4 +1,4 @@
-//! No patient identifier reaches the database, a log line or a dead-letter header.
+//! No patient identifier reaches the database, a log line, a dead-letter header or `/metrics`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::probes::assert_labels_bounded;
 
 /// Every identifier value and `phi` item value in the generated lines (the needles to look for).
 fn planted(lines: &[String]) -> Vec<String> {
@@ -41,7 +42,13 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env.env_vars(&[("EDC__LOG__FORMAT", "json"), ("EDC__LOG__LEVEL", "debug")]) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    for (k, v) in env.env_vars(&[
+        ("EDC__LOG__FORMAT", "json"),
+        ("EDC__LOG__LEVEL", "debug"),
+        ("EDC__HTTP__LISTEN", &listen),
+    ]) {
         cmd.env(k, v);
     }
     // Logs go to files: a pipe nobody reads would fill up and block the daemon.
@@ -61,6 +68,9 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
             == 400
     })
     .await;
+    // The metrics once every outcome is in: their labels are fixed values only.
+    let metrics = scrape(port).await;
+    assert_labels_bounded(&metrics);
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -104,6 +114,11 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
         headers.contains("x-edc-error-kind"),
         "dead letters were produced"
     );
+    assert!(
+        metrics.count(r#"edc_messages_total{outcome="dead_lettered"}"#) > 0
+            && metrics.count(r#"edc_messages_total{outcome="accepted"}"#) > 0,
+        "the metrics counted the outcomes"
+    );
     for needle in &needles {
         assert!(
             !dump.contains(needle.as_str()),
@@ -116,6 +131,10 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
         assert!(
             !headers.contains(needle.as_str()),
             "dead-letter headers contain an identifier"
+        );
+        assert!(
+            !metrics.0.contains(needle.as_str()),
+            "/metrics contains an identifier"
         );
     }
     env.cleanup().await;
