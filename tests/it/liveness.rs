@@ -148,9 +148,9 @@ async fn a_node_that_accepts_but_never_answers_is_skipped() {
 
 #[tokio::test]
 async fn a_connection_that_goes_silent_mid_flood_is_replaced() {
-    // Arrange: the daemon reaches the broker through a proxy; 2,000 records wait.
+    // Arrange: the daemon reaches the broker through a proxy; 1,200 records wait.
     let env = TestEnv::new().await;
-    let lines = generated(2000, 11, 0.0, 0.0);
+    let lines = generated(1200, 11, 0.0, 0.0);
     env.publish_lines(&lines).await;
     let (host, port) = broker_addr();
     let proxy = Proxy::start(format!("{host}:{port}")).await;
@@ -160,7 +160,7 @@ async fn a_connection_that_goes_silent_mid_flood_is_replaced() {
         ("EDC__AMQP__OPERATION_TIMEOUT", "2s"),
     ]));
     wait_for("a third stored", WAIT, || async {
-        stored(&env).await >= 600
+        stored(&env).await >= 400
     })
     .await;
 
@@ -169,15 +169,14 @@ async fn a_connection_that_goes_silent_mid_flood_is_replaced() {
 
     // Assert: the daemon notices, connects again and finishes; nothing twice, nothing lost. Missed
     // heartbeats (60 s negotiated, so two minutes of silence) are far slower than the deadline, and
-    // the broker never gives back what it sent into the silence while the connection lives.
-    wait_for(
-        "all 2,000 stored after the cut",
-        Duration::from_secs(45),
-        || async { stored(&env).await == 2000 },
-    )
+    // the broker never gives back what it sent into the silence while the connection lives. The
+    // deadline leaves room for a slow drain on a loaded machine: detection itself takes about 12 s.
+    wait_for("all 1,200 stored after the cut", WAIT, || async {
+        stored(&env).await == 1200
+    })
     .await;
     let summary = daemon.stop().await;
-    each_stored_once(&env, 2000).await;
-    assert_eq!(summary.settled(), 2000 + summary.duplicate, "{summary}");
+    each_stored_once(&env, 1200).await;
+    assert_eq!(summary.settled(), 1200 + summary.duplicate, "{summary}");
     env.cleanup().await;
 }
