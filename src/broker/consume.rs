@@ -198,10 +198,9 @@ impl Supervisor {
             }
         }
         session.generation += 1;
-        match self
-            .start_consumers(&session.channel, &session.base_tag, session.generation)
-            .await
-        {
+        let resume = self.start_consumers(&session.channel, &session.base_tag, session.generation);
+        let limit = self.settings.amqp.operation_timeout;
+        match within(limit, "resuming the consumers", resume).await {
             Ok((urgent, normal, tags)) => {
                 session.urgent = urgent;
                 session.normal = normal;
@@ -210,7 +209,7 @@ impl Supervisor {
                 info!(tags = ?session.tags, "consuming again");
                 Ok(())
             }
-            Err(e) => Err(End::Lost(format!("resuming the consumers failed: {e}"))),
+            Err(e) => Err(End::Lost(e.to_string())),
         }
     }
 
