@@ -69,7 +69,10 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e.into()),
     };
-    telemetry::init(&settings.log);
+    let telemetry = match telemetry::init(&settings.log, &settings.otel) {
+        Ok(t) => t,
+        Err(e) => return fail(&Failure::Setup(e)),
+    };
     // One thread: the daemon waits on the broker and the database, and its own work per record is a
     // few microseconds; a single thread saves the wake-ups between worker threads (measured with
     // `perf`: they were most of the daemon's CPU time). lapin runs its I/O on a thread of its own.
@@ -80,6 +83,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(cli::run(cli.command, settings));
     // lapin's I/O is closed by the command itself before this point; the runtime then shuts down.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    // The spans still held go out now, outside the runtime (the exporter blocks).
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

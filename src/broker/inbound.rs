@@ -84,6 +84,9 @@ impl Inbound {
             record_id = tracing::field::Empty,
             version = tracing::field::Empty,
         );
+        if let Some(parent) = &trace.traceparent {
+            crate::telemetry::set_remote_parent(&span, parent, trace.tracestate.as_deref());
+        }
         Inbound {
             lane,
             published_at: published_at(&properties),
@@ -105,6 +108,11 @@ impl Inbound {
             acker,
             link,
         }
+    }
+
+    /// The trace context what is published for this delivery carries (see `TraceContext::onward`).
+    pub fn onward_trace(&self) -> TraceContext {
+        self.trace.onward(&self.span)
     }
 
     /// The session this delivery came from is gone: its ack can no longer be sent, and the broker

@@ -85,6 +85,8 @@ impl Settler {
 
     async fn settle_in_span(&self, d: Inbound, fate: Fate) {
         let queue = self.amqp.queue_of(d.lane);
+        // A copy carries the job's trace context on (the uploader's, when traces are not exported).
+        let copied = || d.onward_trace().stamp(d.properties.clone());
         let stats = &self.stats;
         match fate {
             Fate::Done(stored) => {
@@ -108,12 +110,13 @@ impl Settler {
                     consumer: &self.consumer,
                     ttl: self.amqp.dead_letter_ttl,
                 };
+                let props = copied();
                 let copy = publish::publish_dead_letter(
                     &d.link.publisher,
                     &self.amqp.dead_letter_exchange,
                     queue,
                     &d.body,
-                    &d.properties,
+                    &props,
                     &info,
                 );
                 match self.op(&d, "dead letter", copy).await {
@@ -135,11 +138,12 @@ impl Settler {
                 let seal = self
                     .seal
                     .seal(failed, &d.body_sha256, d.message_id.as_deref());
+                let props = copied();
                 let copy = publish::publish_retry(
                     &d.link.publisher,
                     &delay_queue,
                     &d.body,
-                    &d.properties,
+                    &props,
                     failed,
                     &reason,
                     &seal,
@@ -159,13 +163,8 @@ impl Settler {
             Fate::Postpone(reason) => {
                 let delay = self.retry.initial_delay;
                 let delay_queue = retry_queue(queue, delay);
-                let copy = publish::publish_to(
-                    &d.link.publisher,
-                    "",
-                    &delay_queue,
-                    &d.body,
-                    d.properties.clone(),
-                );
+                let props = copied();
+                let copy = publish::publish_to(&d.link.publisher, "", &delay_queue, &d.body, props);
                 match self.op(&d, "postponing", copy).await {
                     Ok(()) => {
                         d.link.acks.ack_now(&d.acker, d.tag);

@@ -42,6 +42,46 @@ impl TraceContext {
         }
     }
 
+    /// The context to carry on to what is published for a message handled in `span`: the span's
+    /// own context when traces are exported (a child of this one), else this one as it came.
+    pub fn onward(&self, span: &tracing::Span) -> TraceContext {
+        match crate::telemetry::context_of(span) {
+            Some((traceparent, tracestate)) => TraceContext {
+                traceparent: Some(traceparent),
+                tracestate,
+            },
+            None => self.clone(),
+        }
+    }
+
+    /// `properties` with this context in their headers (replacing any there); as they are if there
+    /// is none.
+    pub fn stamp(&self, properties: BasicProperties) -> BasicProperties {
+        let Some(traceparent) = &self.traceparent else {
+            return properties;
+        };
+        // Rebuilt without the old context: FieldTable has no remove.
+        let mut headers = lapin::types::FieldTable::default();
+        if let Some(old) = properties.headers() {
+            for (k, v) in old.inner() {
+                if k.as_str() != TRACEPARENT && k.as_str() != TRACESTATE {
+                    headers.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        headers.insert(
+            TRACEPARENT.into(),
+            AMQPValue::LongString(traceparent.as_str().into()),
+        );
+        if let Some(state) = &self.tracestate {
+            headers.insert(
+                TRACESTATE.into(),
+                AMQPValue::LongString(state.as_str().into()),
+            );
+        }
+        properties.with_headers(headers)
+    }
+
     /// The trace id, if there is a context.
     pub fn trace_id(&self) -> Option<&str> {
         self.traceparent.as_deref().map(|t| &t[3..35])
@@ -102,6 +142,37 @@ mod tests {
             c.as_headers(),
             serde_json::json!({"traceparent": PARENT, "tracestate": "vendor=x"})
         );
+    }
+
+    #[test]
+    fn a_copy_carries_the_context_and_no_other_one() {
+        let old = props(&[
+            (
+                TRACEPARENT,
+                "00-11111111111111111111111111111111-2222222222222222-01",
+            ),
+            (TRACESTATE, "old=1"),
+            ("x-site", "kept"),
+        ]);
+        let c = TraceContext {
+            traceparent: Some(PARENT.into()),
+            tracestate: None,
+        };
+        let stamped = c.stamp(old.clone());
+        assert_eq!(
+            TraceContext::of(&stamped),
+            c,
+            "the old tracestate goes with the old parent"
+        );
+        let h = stamped.headers().as_ref().unwrap().inner();
+        assert!(h.contains_key("x-site"));
+        assert_eq!(
+            TraceContext::default().stamp(old.clone()),
+            old,
+            "no context: as it was"
+        );
+        // Traces not exported: the uploader's context is what is carried on.
+        assert_eq!(c.onward(&tracing::Span::none()), c);
     }
 
     #[test]

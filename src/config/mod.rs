@@ -64,6 +64,18 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub log: LogSettings,
     pub http: HttpSettings,
+    pub otel: OtelSettings,
+}
+
+/// Trace export over OTLP/HTTP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelSettings {
+    /// The collector's base URL (`http://host:4318`; spans go to `/v1/traces`); empty: traces are
+    /// not exported, and nothing of it is set up.
+    pub endpoint: String,
+    /// The `service.name` of the spans.
+    pub service_name: String,
 }
 
 /// The HTTP listener: `/metrics`, `/livez`, `/readyz`.

@@ -105,6 +105,12 @@ impl Settings {
             return invalid("amqp.operation_timeout must be at least 1s".into());
         }
         self.http.address()?;
+        let endpoint = self.otel.endpoint.trim();
+        if !endpoint.is_empty() && !endpoint.starts_with("http://") {
+            return invalid(format!(
+                "otel.endpoint `{endpoint}` must be an http:// URL (a collector beside the daemon); empty turns traces off"
+            ));
+        }
         Ok(())
     }
 }

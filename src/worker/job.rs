@@ -203,7 +203,7 @@ fn pending(d: &Inbound, record: Deidentified) -> Pending {
         message_id: d.message_id.clone(),
         payload_sha256: d.body_sha256.clone(),
         reply: d.reply.clone(),
-        event_headers: d.trace.as_headers(),
+        event_headers: d.onward_trace().as_headers(),
     }
 }
 

@@ -358,3 +358,91 @@ async fn an_event_carries_the_trace_id_of_the_message_that_caused_it() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn with_traces_exported_the_job_is_a_child_of_the_uploaders_span_and_its_events_carry_the_job()
+ {
+    // Arrange: a collector, a listener on every event, a serious adverse event sent under a trace.
+    let env = TestEnv::new().await;
+    let collector = Collector::start().await;
+    let events = env.listen_events("#").await;
+    let (trace_id, uploader_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        lapin::types::AMQPValue::LongString(format!("00-{trace_id}-{uploader_span}-01").into()),
+    );
+    let mut sae = record(json!({"AETERM": "Anaphylaxis", "AESER": "Y", "AESTDAT": "2026-11-20"}));
+    sae["form"] = json!("AE");
+    env.publish_with(
+        &bytes(&sae),
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+
+    // Act: the real binary, exporting its spans; stopped, so that it flushes them.
+    let endpoint = collector.endpoint();
+    let mut child = binary(
+        &env,
+        &[
+            ("EDC__OTEL__ENDPOINT", &endpoint),
+            ("EDC__HTTP__LISTEN", ""),
+        ],
+    )
+    .arg("run")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let _reaper = Reaper(child.id());
+    wait_for("the record and alert events", WAIT, || async {
+        env.ready(&events).await == 2
+    })
+    .await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    wait_for("the job span exported", WAIT, || async {
+        collector.spans().iter().any(|s| s.name == "job")
+    })
+    .await;
+
+    // Assert: the job span is a child of the uploader's span, in its trace; both events carry the
+    // trace and name the job span as their parent; no attribute holds a value of the record.
+    let spans = collector.spans();
+    let job = spans.iter().find(|s| s.name == "job").unwrap();
+    assert_eq!(hex::encode(&job.trace_id), trace_id);
+    assert_eq!(hex::encode(&job.parent_span_id), uploader_span);
+    let job_span = hex::encode(&job.span_id);
+    for m in env.drain(&events).await {
+        let tp = header(&m, "traceparent").expect("a traceparent on every event");
+        assert_eq!(
+            tp,
+            format!("00-{trace_id}-{job_span}-01"),
+            "{}",
+            m.delivery.routing_key
+        );
+    }
+    for span in &spans {
+        for value in attribute_values(span) {
+            for planted in [
+                "Anaphylaxis",
+                "Ada Lovelace",
+                "1961-03-02",
+                "MRN-778899",
+                "ada@example.org",
+            ] {
+                assert!(!value.contains(planted), "span attribute {value}");
+            }
+        }
+    }
+    env.cleanup().await;
+}

@@ -1,4 +1,5 @@
-//! No patient identifier reaches the database, a log line, a dead-letter header or `/metrics`.
+//! No patient identifier reaches the database, a log line, a dead-letter header, `/metrics` or a
+//! span attribute.
 
 use std::process::Command;
 use std::time::Duration;
@@ -44,10 +45,13 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let collector = Collector::start().await;
+    let endpoint = collector.endpoint();
     for (k, v) in env.env_vars(&[
         ("EDC__LOG__FORMAT", "json"),
         ("EDC__LOG__LEVEL", "debug"),
         ("EDC__HTTP__LISTEN", &listen),
+        ("EDC__OTEL__ENDPOINT", &endpoint),
     ]) {
         cmd.env(k, v);
     }
@@ -83,6 +87,12 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
         .unwrap();
     let logs =
         std::fs::read_to_string(&out_path).unwrap() + &std::fs::read_to_string(&err_path).unwrap();
+    let attributes: String = collector
+        .spans()
+        .iter()
+        .flat_map(attribute_values)
+        .collect::<Vec<_>>()
+        .join("\n");
     let dump = Command::new("pg_dump")
         .args(["--data-only", "--no-owner", &env.db_url])
         .output()
@@ -105,6 +115,10 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
     assert!(
         logs.contains("\"level\":\"DEBUG\"") || logs.contains("DEBUG"),
         "debug logs captured"
+    );
+    assert!(
+        attributes.contains("record_id"),
+        "span attributes were exported"
     );
     assert!(
         dump.contains("COPY public.crf_records"),
@@ -135,6 +149,10 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
         assert!(
             !metrics.0.contains(needle.as_str()),
             "/metrics contains an identifier"
+        );
+        assert!(
+            !attributes.contains(needle.as_str()),
+            "a span attribute contains an identifier"
         );
     }
     env.cleanup().await;
