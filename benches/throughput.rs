@@ -185,10 +185,11 @@ pub struct Results {
 }
 
 const USAGE: &str = "\
-usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B]
+usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
   --only STAGES      run only these of: broker,db,e2e,fastlane,sustained,memory,workers
-  --best W,P,B       the best configuration: workers, pool_size, batch_size (default 8,16,64)
+  --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
+                     (default 16,16,64,2)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
   EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's)";
 
@@ -196,9 +197,10 @@ fn parse_args() -> Result<Params> {
     let mut quick = false;
     let mut stages: Vec<String> = STAGES.iter().map(|s| s.to_string()).collect();
     let mut best = DaemonConfig {
-        workers: 8,
+        workers: 16,
         pool_size: 16,
         batch_size: 64,
+        committers: daemon::DEFAULT_COMMITTERS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -214,23 +216,30 @@ fn parse_args() -> Result<Params> {
                 }
             }
             "--best" => {
-                let v = args.next().context("--best needs W,P,B")?;
+                let v = args.next().context("--best needs W,P,B[,C]")?;
                 let n: Vec<usize> = v
                     .split(',')
                     .map(|x| x.trim().parse())
                     .collect::<Result<_, _>>()
-                    .context("--best needs three numbers: W,P,B")?;
-                let [workers, pool_size, batch_size] = n[..] else {
-                    bail!("--best needs three numbers: W,P,B");
+                    .context("--best needs three or four numbers: W,P,B[,C]")?;
+                let (workers, pool_size, batch_size, committers) = match n[..] {
+                    [w, p, b] => (w, p, b, daemon::DEFAULT_COMMITTERS),
+                    [w, p, b, c] => (w, p, b, c),
+                    _ => bail!("--best needs three or four numbers: W,P,B[,C]"),
                 };
                 anyhow::ensure!(
-                    workers >= 1 && workers <= pool_size && batch_size >= 1,
-                    "--best: need 1 <= workers <= pool_size and batch_size >= 1"
+                    workers >= 1
+                        && workers <= pool_size
+                        && batch_size >= 1
+                        && committers >= 1
+                        && committers <= pool_size,
+                    "--best: need 1 <= workers <= pool_size, batch_size >= 1 and 1 <= committers <= pool_size"
                 );
                 best = DaemonConfig {
                     workers,
                     pool_size,
                     batch_size,
+                    committers,
                 };
             }
             "-h" | "--help" => {
@@ -309,6 +318,7 @@ async fn run(p: Params) -> Result<()> {
     daemon::probe(p.default)
         .await
         .context("the daemon refuses the default configuration")?;
+    daemon::identify_servers().await;
     let mut machine = machine::machine().await;
     eprintln!(
         "[bench] generating and preparing {} DEMO-001 records",
@@ -318,8 +328,9 @@ async fn run(p: Params) -> Result<()> {
     let data = tokio::task::spawn_blocking(move || data::generate(records)).await??;
     let mix = data::mix(&data);
     let (default, best) = (p.default, p.best);
-    // A build without `batch_size` refuses EDC__BATCH_SIZE (exit code 2): find out once, up front,
-    // instead of preloading backlogs for a daemon that cannot start.
+    // A build without `batch_size` or `committers` refuses EDC__BATCH_SIZE or EDC__COMMITTERS
+    // (exit code 2): find out once, up front, instead of preloading backlogs for a daemon that
+    // cannot start.
     let best_unsupported = match daemon::probe(best).await {
         Ok(()) => None,
         Err(e) => match e.downcast_ref::<Unsupported>() {
