@@ -6,10 +6,12 @@
 //!
 //! 1. broker ceiling: a bare lapin consumer that only acks a preloaded quorum-queue backlog;
 //! 2. database ceiling: the daemon's rows written straight to PostgreSQL, 1 and 64 per transaction;
-//! 3. end to end: the real daemon binary draining a preloaded backlog, default and best config;
-//! 4. sustained: the highest paced publish rate the daemon keeps up with, and the latency at half;
-//! 5. memory: peak RSS on a small backlog and on a large one;
-//! 6. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`.
+//! 3. plain consumer baseline: the same backlog as end to end, drained by a straightforward Python
+//!    consumer (`benches/baseline/consumer.py`); the daemon's drain rates are shown against it;
+//! 4. end to end: the real daemon binary draining a preloaded backlog, default and best config;
+//! 5. sustained: the highest paced publish rate the daemon keeps up with, and the latency at half;
+//! 6. memory: peak RSS on a small backlog and on a large one;
+//! 7. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`.
 //!
 //! Prints one table (figures, targets, ratios) and writes `results.json`, `results.md`,
 //! `workers.svg` and the daemons' logs to `target/bench/<UTC timestamp>/`. Each stage uses its own
@@ -18,6 +20,8 @@
 //! The modules live in `benches/throughput/`: a `benches/*.rs` file would be auto-discovered by
 //! cargo as a bench target of its own.
 
+#[path = "throughput/baseline.rs"]
+mod baseline;
 #[path = "throughput/broker.rs"]
 mod broker;
 #[path = "throughput/daemon.rs"]
@@ -83,9 +87,10 @@ impl<T> Measured<T> {
     }
 }
 
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 8] = [
     "broker",
     "db",
+    "baseline",
     "e2e",
     "fastlane",
     "sustained",
@@ -109,6 +114,7 @@ pub struct Params {
     pub db_connections: usize,
     pub db_batch: usize,
     pub db_cap_seconds: u64,
+    pub baseline_messages: usize,
     pub e2e_messages: usize,
     pub fastlane_backlog: usize,
     pub fastlane_samples: usize,
@@ -140,6 +146,8 @@ impl Params {
             db_connections: default.workers,
             db_batch: 64,
             db_cap_seconds: 120,
+            // The end-to-end stage's backlog: the same records.
+            baseline_messages: 100_000,
             e2e_messages: 100_000,
             fastlane_backlog: 20_000,
             fastlane_samples: 10,
@@ -171,6 +179,7 @@ pub struct Results {
     pub broker: Measured<broker::Broker>,
     pub db_single: Measured<database::DbRun>,
     pub db_batched: Measured<database::DbRun>,
+    pub baseline: Measured<baseline::Baseline>,
     pub e2e_default: Measured<endtoend::EndToEnd>,
     pub e2e_best: Measured<endtoend::EndToEnd>,
     pub fastlane_default: Measured<fastlane::FastLane>,
@@ -187,11 +196,13 @@ pub struct Results {
 const USAGE: &str = "\
 usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
-  --only STAGES      run only these of: broker,db,e2e,fastlane,sustained,memory,workers
+  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,sustained,memory,workers
   --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
                      (default 16,16,64,2)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
-  EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's)";
+  EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's);
+  EDC_BENCH_PYTHON=PATH the Python with aio-pika and asyncpg for the baseline (scripts/bench.sh sets
+  it; default target/bench-venv/bin/python)";
 
 fn parse_args() -> Result<Params> {
     let mut quick = false;
@@ -362,6 +373,12 @@ async fn run(p: Params) -> Result<()> {
         db_batched = Measured::from_result(database::run(&data, conns, p.db_batch, cap).await);
     }
 
+    let baseline = if p.runs("baseline") {
+        Measured::from_result(baseline::run(&data, p.baseline_messages, &logs).await)
+    } else {
+        Measured::Skipped
+    };
+
     let (mut e2e_default, mut e2e_best) = (Measured::Skipped, Measured::Skipped);
     if p.runs("e2e") {
         let n = p.e2e_messages;
@@ -434,6 +451,7 @@ async fn run(p: Params) -> Result<()> {
         broker,
         db_single,
         db_batched,
+        baseline,
         e2e_default,
         e2e_best,
         fastlane_default,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # edc-ingest throughput benchmark: one command, one table, one results folder.
 #
-# Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B]
+# Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B[,C]]
 #
 # In one run, on the same 100,000 generated DEMO-001 records (1 % invalid, 5 % queried), against the
 # local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts:
@@ -10,6 +10,9 @@
 #                         individual and with `multiple` acks (msg/s);
 #   2. database ceiling   the daemon's rows written straight to PostgreSQL by 8 connections, one
 #                         record per transaction and 64 per transaction (records/s);
+#   2b. baseline          the plain consumer (benches/baseline/consumer.py: Python, aio-pika and
+#                         asyncpg, prefetch 16, pool 16, a transaction per record, untuned) draining
+#                         the end-to-end stage's 100,000-message backlog (records/s);
 #   3. end to end         the release daemon draining a 100,000-message backlog, default
 #                         (workers 8, pool 16, batch 1) and best (workers 8, pool 16, batch 64)
 #                         configuration: records/s, the daemon's CPU time per record, and that of
@@ -23,6 +26,10 @@
 # It prints one table (figures, targets met or not, ratios end to end / ceiling) and writes
 # results.json, results.md, workers.svg and the daemons' logs to target/bench/<UTC timestamp>/.
 #
+# The baseline's Python packages (benches/baseline/requirements.txt, pinned) go into a virtual
+# environment under target/bench-venv; only Debian's python3-venv is installed system-wide, and only
+# if it is missing.
+#
 # Takes 7 to 8 minutes on the 2-core development machine (--quick, which uses a 200,000 backlog
 # for the memory stage instead of 1,000,000, saves up to a minute of publishing); the slower the
 # daemon, the longer the drains. Every stage uses its own database and queues (edc_bench_*,
@@ -34,6 +41,26 @@ cd "$REPO_ROOT"
 
 scripts/services.sh start >/dev/null
 eval "$(scripts/services.sh env)"
+
+# The plain consumer's interpreter: a virtual environment with the pinned packages, made again
+# whenever the requirements file changes.
+venv=${CARGO_TARGET_DIR:-target}/bench-venv
+requirements=benches/baseline/requirements.txt
+if ! [ -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/requirements.txt"; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "[bench] installing python3-venv (Debian package)" >&2
+        [ "$(id -u)" = 0 ] || { echo "[bench] run as root to install python3-venv" >&2; exit 1; }
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    fi
+    echo "[bench] installing the baseline's Python packages into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/requirements.txt"
+fi
+EDC_BENCH_PYTHON=$(cd "$venv" && pwd -P)/bin/python
+export EDC_BENCH_PYTHON
 
 started=$(date +%s)
 log=$(mktemp)

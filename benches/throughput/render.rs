@@ -93,6 +93,13 @@ const NOTES: &str = "
   prefetch/2 deliveries.
 - Database ceiling: the rows the daemon writes (record, audit row, data queries, rejections), with
   column values from `pipeline::prepare`; timed from the first statement to the last commit.
+- Plain consumer: `benches/baseline/consumer.py` (aio-pika `connect_robust`, prefetch 16, an asyncpg
+  pool of 16; per message one transaction inserting the record and its audit row, then the ack; a
+  body it cannot store is rejected without requeue and dead-lettered by the queue). No validation,
+  de-identification, events or batch receipts, and no tuning. It drains the same preloaded records
+  as the end-to-end stage, timed like the daemon's drain: from its start until it has handled every
+  message. Its CPU is its own `process_time()`, start-up included. The end-to-end rows show the
+  daemon's drain rate as a multiple of this rate.
 - End to end: the release binary, from its start until `count(crf_records) + count(rejections)`
   equals the backlog (polled every 50 ms); CPU time is utime+stime from `/proc/<pid>/stat` just
   before SIGTERM, so it includes start-up.
