@@ -9,7 +9,9 @@
 //! 3. plain consumer baseline: the same backlog as end to end, drained by a straightforward Python
 //!    consumer (`benches/baseline/consumer.py`); the daemon's drain rates are shown against it;
 //! 4. end to end: the real daemon binary draining a preloaded backlog, default and best config;
-//! 5. sustained: the highest paced publish rate the daemon keeps up with, and the latency at half;
+//!    the SAE fast lane behind a backlog; a lone record on an idle daemon;
+//! 5. sustained: the highest paced publish rate the daemon keeps up with, the latency at half, and
+//!    the outbox relay's lag throughout;
 //! 6. memory: peak RSS on a small backlog and on a large one;
 //! 7. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`.
 //!
@@ -34,10 +36,16 @@ mod database;
 mod endtoend;
 #[path = "throughput/fastlane.rs"]
 mod fastlane;
+#[path = "throughput/latency.rs"]
+mod latency;
+#[path = "throughput/lone.rs"]
+mod lone;
 #[path = "throughput/machine.rs"]
 mod machine;
 #[path = "throughput/memory.rs"]
 mod memory;
+#[path = "throughput/relay.rs"]
+mod relay;
 #[path = "throughput/render.rs"]
 mod render;
 #[path = "throughput/report.rs"]
@@ -87,12 +95,13 @@ impl<T> Measured<T> {
     }
 }
 
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 9] = [
     "broker",
     "db",
     "baseline",
     "e2e",
     "fastlane",
+    "lone",
     "sustained",
     "memory",
     "workers",
@@ -118,6 +127,7 @@ pub struct Params {
     pub e2e_messages: usize,
     pub fastlane_backlog: usize,
     pub fastlane_samples: usize,
+    pub lone_samples: usize,
     pub sustained_rates: Vec<u64>,
     pub sustained_step_seconds: u64,
     pub memory_small: usize,
@@ -151,7 +161,8 @@ impl Params {
             e2e_messages: 100_000,
             fastlane_backlog: 20_000,
             fastlane_samples: 10,
-            sustained_rates: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000],
+            lone_samples: 20,
+            sustained_rates: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 18_000],
             sustained_step_seconds: 10,
             memory_small: 10_000,
             memory_large: if quick { 200_000 } else { 1_000_000 },
@@ -184,6 +195,8 @@ pub struct Results {
     pub e2e_best: Measured<endtoend::EndToEnd>,
     pub fastlane_default: Measured<fastlane::FastLane>,
     pub fastlane_best: Measured<fastlane::FastLane>,
+    pub lone_default: Measured<lone::Lone>,
+    pub lone_best: Measured<lone::Lone>,
     pub sustained_default: Measured<sustained::Sustained>,
     pub sustained_best: Measured<sustained::Sustained>,
     pub memory_default: Measured<memory::Memory>,
@@ -196,7 +209,7 @@ pub struct Results {
 const USAGE: &str = "\
 usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
-  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,sustained,memory,workers
+  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,workers
   --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
                      (default 16,16,64,2)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
@@ -401,6 +414,16 @@ async fn run(p: Params) -> Result<()> {
         };
     }
 
+    let (mut lone_default, mut lone_best) = (Measured::Skipped, Measured::Skipped);
+    if p.runs("lone") {
+        let k = p.lone_samples;
+        lone_default = Measured::from_result(lone::run(&data, k, default, &logs, "default").await);
+        lone_best = match &best_unsupported {
+            Some(why) => Measured::Unsupported(why.clone()),
+            None => Measured::from_result(lone::run(&data, k, best, &logs, "best").await),
+        };
+    }
+
     let (mut sustained_default, mut sustained_best) = (Measured::Skipped, Measured::Skipped);
     if p.runs("sustained") {
         let step = Duration::from_secs(p.sustained_step_seconds);
@@ -456,6 +479,8 @@ async fn run(p: Params) -> Result<()> {
         e2e_best,
         fastlane_default,
         fastlane_best,
+        lone_default,
+        lone_best,
         sustained_default,
         sustained_best,
         memory_default,

@@ -4,36 +4,42 @@
 # Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B[,C]]
 #
 # In one run, on the same 100,000 generated DEMO-001 records (1 % invalid, 5 % queried), against the
-# local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts:
+# local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts. Default
+# configuration: workers 16, pool 16, batch 1 (committers 2); best: workers 16, pool 16, batch 64
+# (committers 2), or --best W,P,B[,C].
 #   1. broker ceiling     a bare lapin consumer that only acks a preloaded 50,000-message quorum-queue
-#                         backlog, at prefetch 8 and at the best configuration's prefetch (512), with
-#                         individual and with `multiple` acks (msg/s);
-#   2. database ceiling   the daemon's rows written straight to PostgreSQL by 8 connections, one
+#                         backlog, at the default and the best configuration's prefetch (16, 1024),
+#                         with individual and with `multiple` acks (msg/s);
+#   2. database ceiling   the daemon's rows written straight to PostgreSQL by 16 connections, one
 #                         record per transaction and 64 per transaction (records/s);
-#   2b. baseline          the plain consumer (benches/baseline/consumer.py: Python, aio-pika and
+#   3. baseline           the plain consumer (benches/baseline/consumer.py: Python, aio-pika and
 #                         asyncpg, prefetch 16, pool 16, a transaction per record, untuned) draining
 #                         the end-to-end stage's 100,000-message backlog (records/s);
-#   3. end to end         the release daemon draining a 100,000-message backlog, default
-#                         (workers 8, pool 16, batch 1) and best (workers 8, pool 16, batch 64)
-#                         configuration: records/s, the daemon's CPU time per record, and that of
-#                         RabbitMQ, PostgreSQL and the whole machine during the drain;
-#   3b. fast lane         a 20,000 backlog being drained, then 10 serious adverse events published to
+#   4. end to end         the release daemon draining that backlog, default and best configuration:
+#                         records/s and its multiple of the baseline's, the daemon's CPU time per
+#                         record, and that of RabbitMQ, PostgreSQL and the whole machine;
+#   4b. fast lane         a 20,000 backlog being drained, then 10 serious adverse events published to
 #                         the urgent queue one after another: publish-to-commit p50 and max (ms);
-#   4. sustained          paced publishing at 2k..15k msg/s, 10 s a step: the highest rate kept up
-#                         with, then p50/p99/max publish-to-commit latency at half that rate;
-#   5. memory             peak RSS on a 10,000 backlog (drained) and on a 1,000,000 backlog (30 s);
-#   6. workers sweep      drain rate for 1..64 workers, drawn as workers.svg.
-# It prints one table (figures, targets met or not, ratios end to end / ceiling) and writes
-# results.json, results.md, workers.svg and the daemons' logs to target/bench/<UTC timestamp>/.
+#   4c. lone              an idle daemon, 20 records sent one at a time: publish-to-commit p50 and
+#                         max (ms);
+#   5. sustained          paced publishing at 2k..18k msg/s, 10 s a step: the highest rate kept up
+#                         with, then p50/p99/max publish-to-commit latency at half that rate; all
+#                         along, the outbox relay's lag (commit to event delivered, p50/p99/max);
+#   6. memory             peak RSS on a 10,000 backlog (drained) and on a 1,000,000 backlog (30 s);
+#   7. workers sweep      drain rate for 1..64 workers, drawn as workers.svg.
+# It prints one table (figures, targets met or not, multiples of the baseline, ratios end to end /
+# ceiling) and writes results.json, results.md, workers.svg and the logs to
+# target/bench/<UTC timestamp>/.
 #
 # The baseline's Python packages (benches/baseline/requirements.txt, pinned) go into a virtual
-# environment under target/bench-venv; only Debian's python3-venv is installed system-wide, and only
-# if it is missing.
+# environment under target/bench-venv; only Debian's python3 and python3-venv are installed
+# system-wide, and only if they are missing.
 #
-# Takes 7 to 8 minutes on the 2-core development machine (--quick, which uses a 200,000 backlog
-# for the memory stage instead of 1,000,000, saves up to a minute of publishing); the slower the
-# daemon, the longer the drains. Every stage uses its own database and queues (edc_bench_*,
-# edc.bench.*) and removes them, also on Ctrl-C. Other load on the machine skews the figures.
+# Takes 10 to 11 minutes on the 2-core development machine, of which the baseline's drain is about
+# two (--quick, which uses a 200,000 backlog for the memory stage instead of 1,000,000, saves up to
+# a minute of publishing); the slower the daemon and the baseline, the longer the drains. Every
+# stage uses its own database and queues (edc_bench_*, edc.bench.*) and removes them, also on
+# Ctrl-C. Other load on the machine skews the figures.
 set -euo pipefail
 
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
