@@ -22,7 +22,7 @@
 #                         the urgent queue one after another: publish-to-commit p50 and max (ms);
 #   4c. lone              an idle daemon, 20 records sent one at a time: publish-to-commit p50 and
 #                         max (ms);
-#   5. sustained          paced publishing at 2k..18k msg/s, 10 s a step: the highest rate kept up
+#   5. sustained          paced publishing at 1k..18k msg/s, 10 s a step: the highest rate kept up
 #                         with, then p50/p99/max publish-to-commit latency at half that rate; all
 #                         along, the outbox relay's lag (commit to event delivered, p50/p99/max);
 #   6. memory             peak RSS on a 10,000 backlog (drained) and on a 1,000,000 backlog (30 s);
@@ -35,9 +35,10 @@
 # environment under target/bench-venv; only Debian's python3 and python3-venv are installed
 # system-wide, and only if they are missing.
 #
-# Takes 10 to 11 minutes on the 2-core development machine, of which the baseline's drain is about
-# two (--quick, which uses a 200,000 backlog for the memory stage instead of 1,000,000, saves up to
-# a minute of publishing); the slower the daemon and the baseline, the longer the drains. Every
+# Takes 12 to 14 minutes on the 2-core development machine, of which the baseline's drain is two
+# to three (--quick, which uses a 200,000 backlog for the memory stage instead of 1,000,000, saves
+# up to a minute of publishing; one took 13 minutes with a load average of 4 to 7 beside it); the
+# slower the daemon and the baseline, the longer the drains. Every
 # stage uses its own database and queues (edc_bench_*, edc.bench.*) and removes them, also on
 # Ctrl-C. Other load on the machine skews the figures.
 set -euo pipefail
@@ -49,24 +50,43 @@ scripts/services.sh start >/dev/null
 eval "$(scripts/services.sh env)"
 
 # The plain consumer's interpreter: a virtual environment with the pinned packages, made again
-# whenever the requirements file changes.
+# whenever the requirements file changes. Only when the baseline stage runs; if the packages cannot
+# be installed, the run goes on and the baseline's rows say why they have no figure.
 venv=${CARGO_TARGET_DIR:-target}/bench-venv
 requirements=benches/baseline/requirements.txt
-if ! [ -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/requirements.txt"; then
+baseline_python() {
+    if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$venv/requirements.txt"; then
+        return 0
+    fi
     if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
         echo "[bench] installing python3-venv (Debian package)" >&2
-        [ "$(id -u)" = 0 ] || { echo "[bench] run as root to install python3-venv" >&2; exit 1; }
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+        [ "$(id -u)" = 0 ] || { echo "[bench] run as root to install python3-venv" >&2; return 1; }
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null ||
+            return 1
     fi
     echo "[bench] installing the baseline's Python packages into $venv" >&2
     rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    python3 -m venv "$venv" || return 1
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" || return 1
     cp "$requirements" "$venv/requirements.txt"
-fi
-EDC_BENCH_PYTHON=$(cd "$venv" && pwd -P)/bin/python
-export EDC_BENCH_PYTHON
+}
+only=
+previous=
+for arg in "$@"; do
+    if [ "$previous" = --only ]; then only=$arg; fi
+    previous=$arg
+done
+case ",${only:-baseline}," in
+*,baseline,*)
+    if baseline_python; then
+        EDC_BENCH_PYTHON=$(cd "$venv" && pwd -P)/bin/python
+        export EDC_BENCH_PYTHON
+    else
+        echo "[bench] warning: no Python with aio-pika and asyncpg; the baseline will fail" >&2
+    fi
+    ;;
+esac
 
 started=$(date +%s)
 log=$(mktemp)
