@@ -102,7 +102,9 @@ const NOTES: &str = "
   daemon's drain rate as a multiple of this rate.
 - End to end: the release binary, from its start until `count(crf_records) + count(rejections)`
   equals the backlog (polled every 50 ms); CPU time is utime+stime from `/proc/<pid>/stat` just
-  before SIGTERM, so it includes start-up.
+  before SIGTERM, so it includes start-up. RabbitMQ's and PostgreSQL's CPU is that of the node and
+  the cluster the bench uses (its `beam.smp`; the postmaster and its children), the whole machine's
+  is the busy time in `/proc/stat`, whoever used it.
 - Publish-to-commit (fast lane, lone record, sustained): the record's `received_at` (the storing
   transaction's `now()`, so without the statement and the commit's own flush) minus the wall clock
   read just before its `basic.publish`. The fast lane and the lone record send one record at a time,
