@@ -6,10 +6,14 @@
 //!
 //! 1. broker ceiling: a bare lapin consumer that only acks a preloaded quorum-queue backlog;
 //! 2. database ceiling: the daemon's rows written straight to PostgreSQL, 1 and 64 per transaction;
-//! 3. end to end: the real daemon binary draining a preloaded backlog, default and best config;
-//! 4. sustained: the highest paced publish rate the daemon keeps up with, and the latency at half;
-//! 5. memory: peak RSS on a small backlog and on a large one;
-//! 6. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`.
+//! 3. plain consumer baseline: the same backlog as end to end, drained by a straightforward Python
+//!    consumer (`benches/baseline/consumer.py`); the daemon's drain rates are shown against it;
+//! 4. end to end: the real daemon binary draining a preloaded backlog, default and best config;
+//!    the SAE fast lane behind a backlog; a lone record on an idle daemon;
+//! 5. sustained: the highest paced publish rate the daemon keeps up with, the latency at half, and
+//!    the outbox relay's lag throughout;
+//! 6. memory: peak RSS on a small backlog and on a large one;
+//! 7. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`.
 //!
 //! Prints one table (figures, targets, ratios) and writes `results.json`, `results.md`,
 //! `workers.svg` and the daemons' logs to `target/bench/<UTC timestamp>/`. Each stage uses its own
@@ -18,6 +22,8 @@
 //! The modules live in `benches/throughput/`: a `benches/*.rs` file would be auto-discovered by
 //! cargo as a bench target of its own.
 
+#[path = "throughput/baseline.rs"]
+mod baseline;
 #[path = "throughput/broker.rs"]
 mod broker;
 #[path = "throughput/daemon.rs"]
@@ -30,10 +36,16 @@ mod database;
 mod endtoend;
 #[path = "throughput/fastlane.rs"]
 mod fastlane;
+#[path = "throughput/latency.rs"]
+mod latency;
+#[path = "throughput/lone.rs"]
+mod lone;
 #[path = "throughput/machine.rs"]
 mod machine;
 #[path = "throughput/memory.rs"]
 mod memory;
+#[path = "throughput/relay.rs"]
+mod relay;
 #[path = "throughput/render.rs"]
 mod render;
 #[path = "throughput/report.rs"]
@@ -83,11 +95,13 @@ impl<T> Measured<T> {
     }
 }
 
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 9] = [
     "broker",
     "db",
+    "baseline",
     "e2e",
     "fastlane",
+    "lone",
     "sustained",
     "memory",
     "workers",
@@ -109,9 +123,11 @@ pub struct Params {
     pub db_connections: usize,
     pub db_batch: usize,
     pub db_cap_seconds: u64,
+    pub baseline_messages: usize,
     pub e2e_messages: usize,
     pub fastlane_backlog: usize,
     pub fastlane_samples: usize,
+    pub lone_samples: usize,
     pub sustained_rates: Vec<u64>,
     pub sustained_step_seconds: u64,
     pub memory_small: usize,
@@ -140,10 +156,16 @@ impl Params {
             db_connections: default.workers,
             db_batch: 64,
             db_cap_seconds: 120,
+            // The end-to-end stage's backlog: the same records.
+            baseline_messages: 100_000,
             e2e_messages: 100_000,
             fastlane_backlog: 20_000,
             fastlane_samples: 10,
-            sustained_rates: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000],
+            lone_samples: 20,
+            // From 1,000/s, so that a configuration slower than 2,000/s has a rate to report.
+            sustained_rates: vec![
+                1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 18_000,
+            ],
             sustained_step_seconds: 10,
             memory_small: 10_000,
             memory_large: if quick { 200_000 } else { 1_000_000 },
@@ -171,10 +193,13 @@ pub struct Results {
     pub broker: Measured<broker::Broker>,
     pub db_single: Measured<database::DbRun>,
     pub db_batched: Measured<database::DbRun>,
+    pub baseline: Measured<baseline::Baseline>,
     pub e2e_default: Measured<endtoend::EndToEnd>,
     pub e2e_best: Measured<endtoend::EndToEnd>,
     pub fastlane_default: Measured<fastlane::FastLane>,
     pub fastlane_best: Measured<fastlane::FastLane>,
+    pub lone_default: Measured<lone::Lone>,
+    pub lone_best: Measured<lone::Lone>,
     pub sustained_default: Measured<sustained::Sustained>,
     pub sustained_best: Measured<sustained::Sustained>,
     pub memory_default: Measured<memory::Memory>,
@@ -185,20 +210,24 @@ pub struct Results {
 }
 
 const USAGE: &str = "\
-usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B]
+usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
-  --only STAGES      run only these of: broker,db,e2e,fastlane,sustained,memory,workers
-  --best W,P,B       the best configuration: workers, pool_size, batch_size (default 8,16,64)
+  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,workers
+  --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
+                     (default 16,16,64,2)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
-  EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's)";
+  EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's);
+  EDC_BENCH_PYTHON=PATH the Python with aio-pika and asyncpg for the baseline (scripts/bench.sh sets
+  it; default target/bench-venv/bin/python)";
 
 fn parse_args() -> Result<Params> {
     let mut quick = false;
     let mut stages: Vec<String> = STAGES.iter().map(|s| s.to_string()).collect();
     let mut best = DaemonConfig {
-        workers: 8,
+        workers: 16,
         pool_size: 16,
         batch_size: 64,
+        committers: daemon::DEFAULT_COMMITTERS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -214,23 +243,30 @@ fn parse_args() -> Result<Params> {
                 }
             }
             "--best" => {
-                let v = args.next().context("--best needs W,P,B")?;
+                let v = args.next().context("--best needs W,P,B[,C]")?;
                 let n: Vec<usize> = v
                     .split(',')
                     .map(|x| x.trim().parse())
                     .collect::<Result<_, _>>()
-                    .context("--best needs three numbers: W,P,B")?;
-                let [workers, pool_size, batch_size] = n[..] else {
-                    bail!("--best needs three numbers: W,P,B");
+                    .context("--best needs three or four numbers: W,P,B[,C]")?;
+                let (workers, pool_size, batch_size, committers) = match n[..] {
+                    [w, p, b] => (w, p, b, daemon::DEFAULT_COMMITTERS),
+                    [w, p, b, c] => (w, p, b, c),
+                    _ => bail!("--best needs three or four numbers: W,P,B[,C]"),
                 };
                 anyhow::ensure!(
-                    workers >= 1 && workers <= pool_size && batch_size >= 1,
-                    "--best: need 1 <= workers <= pool_size and batch_size >= 1"
+                    workers >= 1
+                        && workers <= pool_size
+                        && batch_size >= 1
+                        && committers >= 1
+                        && committers <= pool_size,
+                    "--best: need 1 <= workers <= pool_size, batch_size >= 1 and 1 <= committers <= pool_size"
                 );
                 best = DaemonConfig {
                     workers,
                     pool_size,
                     batch_size,
+                    committers,
                 };
             }
             "-h" | "--help" => {
@@ -309,6 +345,7 @@ async fn run(p: Params) -> Result<()> {
     daemon::probe(p.default)
         .await
         .context("the daemon refuses the default configuration")?;
+    daemon::identify_servers().await;
     let mut machine = machine::machine().await;
     eprintln!(
         "[bench] generating and preparing {} DEMO-001 records",
@@ -318,8 +355,9 @@ async fn run(p: Params) -> Result<()> {
     let data = tokio::task::spawn_blocking(move || data::generate(records)).await??;
     let mix = data::mix(&data);
     let (default, best) = (p.default, p.best);
-    // A build without `batch_size` refuses EDC__BATCH_SIZE (exit code 2): find out once, up front,
-    // instead of preloading backlogs for a daemon that cannot start.
+    // A build without `batch_size` or `committers` refuses EDC__BATCH_SIZE or EDC__COMMITTERS
+    // (exit code 2): find out once, up front, instead of preloading backlogs for a daemon that
+    // cannot start.
     let best_unsupported = match daemon::probe(best).await {
         Ok(()) => None,
         Err(e) => match e.downcast_ref::<Unsupported>() {
@@ -351,6 +389,12 @@ async fn run(p: Params) -> Result<()> {
         db_batched = Measured::from_result(database::run(&data, conns, p.db_batch, cap).await);
     }
 
+    let baseline = if p.runs("baseline") {
+        Measured::from_result(baseline::run(&data, p.baseline_messages, &logs).await)
+    } else {
+        Measured::Skipped
+    };
+
     let (mut e2e_default, mut e2e_best) = (Measured::Skipped, Measured::Skipped);
     if p.runs("e2e") {
         let n = p.e2e_messages;
@@ -370,6 +414,16 @@ async fn run(p: Params) -> Result<()> {
         fastlane_best = match &best_unsupported {
             Some(why) => Measured::Unsupported(why.clone()),
             None => Measured::from_result(fastlane::run(&data, n, k, best, &logs, "best").await),
+        };
+    }
+
+    let (mut lone_default, mut lone_best) = (Measured::Skipped, Measured::Skipped);
+    if p.runs("lone") {
+        let k = p.lone_samples;
+        lone_default = Measured::from_result(lone::run(&data, k, default, &logs, "default").await);
+        lone_best = match &best_unsupported {
+            Some(why) => Measured::Unsupported(why.clone()),
+            None => Measured::from_result(lone::run(&data, k, best, &logs, "best").await),
         };
     }
 
@@ -423,10 +477,13 @@ async fn run(p: Params) -> Result<()> {
         broker,
         db_single,
         db_batched,
+        baseline,
         e2e_default,
         e2e_best,
         fastlane_default,
         fastlane_best,
+        lone_default,
+        lone_best,
         sustained_default,
         sustained_best,
         memory_default,

@@ -1,32 +1,46 @@
 #!/usr/bin/env bash
 # edc-ingest throughput benchmark: one command, one table, one results folder.
 #
-# Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B]
+# Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B[,C]]
 #
 # In one run, on the same 100,000 generated DEMO-001 records (1 % invalid, 5 % queried), against the
-# local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts:
+# local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts. Default
+# configuration: workers 16, pool 16, batch 1 (committers 2); best: workers 16, pool 16, batch 64
+# (committers 2), or --best W,P,B[,C].
 #   1. broker ceiling     a bare lapin consumer that only acks a preloaded 50,000-message quorum-queue
-#                         backlog, at prefetch 8 and at the best configuration's prefetch (512), with
-#                         individual and with `multiple` acks (msg/s);
-#   2. database ceiling   the daemon's rows written straight to PostgreSQL by 8 connections, one
+#                         backlog, at the default and the best configuration's prefetch (16, 1024),
+#                         with individual and with `multiple` acks (msg/s);
+#   2. database ceiling   the daemon's rows written straight to PostgreSQL by 16 connections, one
 #                         record per transaction and 64 per transaction (records/s);
-#   3. end to end         the release daemon draining a 100,000-message backlog, default
-#                         (workers 8, pool 16, batch 1) and best (workers 8, pool 16, batch 64)
-#                         configuration: records/s, the daemon's CPU time per record, and that of
-#                         RabbitMQ, PostgreSQL and the whole machine during the drain;
-#   3b. fast lane         a 20,000 backlog being drained, then 10 serious adverse events published to
+#   3. baseline           the plain consumer (benches/baseline/consumer.py: Python, aio-pika and
+#                         asyncpg, prefetch 16, pool 16, a transaction per record, untuned) draining
+#                         the end-to-end stage's 100,000-message backlog (records/s);
+#   4. end to end         the release daemon draining that backlog, default and best configuration:
+#                         records/s and its multiple of the baseline's, the daemon's CPU time per
+#                         record, and that of RabbitMQ, PostgreSQL and the whole machine;
+#   4b. fast lane         a 20,000 backlog being drained, then 10 serious adverse events published to
 #                         the urgent queue one after another: publish-to-commit p50 and max (ms);
-#   4. sustained          paced publishing at 2k..15k msg/s, 10 s a step: the highest rate kept up
-#                         with, then p50/p99/max publish-to-commit latency at half that rate;
-#   5. memory             peak RSS on a 10,000 backlog (drained) and on a 1,000,000 backlog (30 s);
-#   6. workers sweep      drain rate for 1..64 workers, drawn as workers.svg.
-# It prints one table (figures, targets met or not, ratios end to end / ceiling) and writes
-# results.json, results.md, workers.svg and the daemons' logs to target/bench/<UTC timestamp>/.
+#   4c. lone              an idle daemon, 20 records sent one at a time: publish-to-commit p50 and
+#                         max (ms);
+#   5. sustained          paced publishing at 1k..18k msg/s, 10 s a step: the highest rate kept up
+#                         with, then p50/p99/max publish-to-commit latency at half that rate; all
+#                         along, the outbox relay's lag (commit to event delivered, p50/p99/max);
+#   6. memory             peak RSS on a 10,000 backlog (drained) and on a 1,000,000 backlog (30 s);
+#   7. workers sweep      drain rate for 1..64 workers, drawn as workers.svg.
+# It prints one table (figures, targets met or not, multiples of the baseline, ratios end to end /
+# ceiling) and writes results.json, results.md, workers.svg and the logs to
+# target/bench/<UTC timestamp>/.
 #
-# Takes 7 to 8 minutes on the 2-core development machine (--quick, which uses a 200,000 backlog
-# for the memory stage instead of 1,000,000, saves up to a minute of publishing); the slower the
-# daemon, the longer the drains. Every stage uses its own database and queues (edc_bench_*,
-# edc.bench.*) and removes them, also on Ctrl-C. Other load on the machine skews the figures.
+# The baseline's Python packages (benches/baseline/requirements.txt, pinned) go into a virtual
+# environment under target/bench-venv; only Debian's python3 and python3-venv are installed
+# system-wide, and only if they are missing.
+#
+# Takes 12 to 14 minutes on the 2-core development machine, of which the baseline's drain is two
+# to three (--quick, which uses a 200,000 backlog for the memory stage instead of 1,000,000, saves
+# up to a minute of publishing; one took 13 minutes with a load average of 4 to 7 beside it); the
+# slower the daemon and the baseline, the longer the drains. Every
+# stage uses its own database and queues (edc_bench_*, edc.bench.*) and removes them, also on
+# Ctrl-C. Other load on the machine skews the figures.
 set -euo pipefail
 
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -34,6 +48,45 @@ cd "$REPO_ROOT"
 
 scripts/services.sh start >/dev/null
 eval "$(scripts/services.sh env)"
+
+# The plain consumer's interpreter: a virtual environment with the pinned packages, made again
+# whenever the requirements file changes. Only when the baseline stage runs; if the packages cannot
+# be installed, the run goes on and the baseline's rows say why they have no figure.
+venv=${CARGO_TARGET_DIR:-target}/bench-venv
+requirements=benches/baseline/requirements.txt
+baseline_python() {
+    if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$venv/requirements.txt"; then
+        return 0
+    fi
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "[bench] installing python3-venv (Debian package)" >&2
+        [ "$(id -u)" = 0 ] || { echo "[bench] run as root to install python3-venv" >&2; return 1; }
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null ||
+            return 1
+    fi
+    echo "[bench] installing the baseline's Python packages into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" || return 1
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" || return 1
+    cp "$requirements" "$venv/requirements.txt"
+}
+only=
+previous=
+for arg in "$@"; do
+    if [ "$previous" = --only ]; then only=$arg; fi
+    previous=$arg
+done
+case ",${only:-baseline}," in
+*,baseline,*)
+    if baseline_python; then
+        EDC_BENCH_PYTHON=$(cd "$venv" && pwd -P)/bin/python
+        export EDC_BENCH_PYTHON
+    else
+        echo "[bench] warning: no Python with aio-pika and asyncpg; the baseline will fail" >&2
+    fi
+    ;;
+esac
 
 started=$(date +%s)
 log=$(mktemp)

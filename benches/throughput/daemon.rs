@@ -20,14 +20,18 @@ pub struct DaemonConfig {
     pub workers: usize,
     pub pool_size: usize,
     pub batch_size: usize,
+    /// Committer tasks (group commit); the daemon's own default is 2.
+    pub committers: usize,
 }
 
 impl DaemonConfig {
-    /// The shipped defaults (config/default.yaml).
+    /// The default configuration, the shape of the deployment card: workers 16, pool 16, batch 1,
+    /// committers 2 (the daemon's default).
     pub const DEFAULT: DaemonConfig = DaemonConfig {
-        workers: 8,
+        workers: 16,
         pool_size: 16,
         batch_size: 1,
+        committers: DEFAULT_COMMITTERS,
     };
 
     /// The broker prefetch the daemon applies: workers x batch_size.
@@ -37,13 +41,14 @@ impl DaemonConfig {
 
     pub fn describe(&self) -> String {
         format!(
-            "workers {}, pool {}, batch {}",
-            self.workers, self.pool_size, self.batch_size
+            "workers {}, pool {}, batch {}, committers {}",
+            self.workers, self.pool_size, self.batch_size, self.committers
         )
     }
 
-    /// `EDC__BATCH_SIZE` is passed only when it is not 1: a build without the setting refuses the
-    /// unknown key (exit code 2), and the default configuration must run on every build.
+    /// `EDC__BATCH_SIZE` is passed only when it is not 1, and `EDC__COMMITTERS` only when it is not
+    /// the daemon's default 2: a build without the setting refuses the unknown key (exit code 2),
+    /// and the default configuration must run on every build.
     fn env(&self) -> Vec<(String, String)> {
         let mut v = vec![
             ("EDC__WORKERS".to_string(), self.workers.to_string()),
@@ -55,9 +60,15 @@ impl DaemonConfig {
         if self.batch_size != 1 {
             v.push(("EDC__BATCH_SIZE".into(), self.batch_size.to_string()));
         }
+        if self.committers != DEFAULT_COMMITTERS {
+            v.push(("EDC__COMMITTERS".into(), self.committers.to_string()));
+        }
         v
     }
 }
+
+/// The daemon's own default number of committer tasks (config/default.yaml).
+pub const DEFAULT_COMMITTERS: usize = 2;
 
 /// The build under test does not accept this configuration (it exited with code 2 at start).
 #[derive(Debug)]
@@ -109,8 +120,8 @@ impl Daemon {
         })
     }
 
-    /// Fails if the daemon has exited. Exit code 2 over `batch_size` means the build does not know
-    /// the setting: [`Unsupported`].
+    /// Fails if the daemon has exited. Exit code 2 over `batch_size` or `committers` means the build
+    /// does not know the setting: [`Unsupported`].
     pub fn check_alive(&mut self) -> Result<()> {
         let Some(status) = self.child.try_wait()? else {
             return Ok(());
@@ -173,14 +184,17 @@ impl Daemon {
     }
 }
 
-/// Exit code 2 (a configuration error) about `batch_size`: the build does not have the setting.
-/// Any other configuration error is a failure to report, not a missing feature.
+/// Exit code 2 (a configuration error) about `batch_size` or `committers` while the configuration
+/// sets it: the build does not have the setting. Any other configuration error is a failure to
+/// report, not a missing feature.
 fn config_refused(code: Option<i32>, config: DaemonConfig, output: &str) -> bool {
-    code == Some(2) && config.batch_size != 1 && output.contains("batch_size")
+    code == Some(2)
+        && ((config.batch_size != 1 && output.contains("batch_size"))
+            || (config.committers != DEFAULT_COMMITTERS && output.contains("committers")))
 }
 
 /// Whether this build accepts `config`: runs `edc-ingest check-config` with its variables (no
-/// connection is made). Exit code 2 for a configuration with `batch_size` > 1 is [`Unsupported`].
+/// connection is made). Exit code 2 over a setting the build lacks is [`Unsupported`].
 pub async fn probe(config: DaemonConfig) -> Result<()> {
     let mut cmd = Command::new(crate::world::binary());
     cmd.arg("check-config").current_dir(crate::world::repo());
@@ -325,9 +339,82 @@ fn stat_cpu_seconds(path: &Path) -> Option<f64> {
     Some((utime + stime) as f64 / clock_ticks() as f64)
 }
 
-/// CPU seconds used so far by the broker (`beam.smp`), by PostgreSQL (every `postgres` process) and
-/// by the whole machine (busy time in `/proc/stat`). A process that starts and ends between two
-/// samples (an autovacuum worker) is missed; the machine figure catches everything.
+/// The processes of the servers under test, where they could be told apart from other RabbitMQ
+/// nodes and PostgreSQL clusters on the same machine.
+#[derive(Clone, Copy, Debug, Default)]
+struct Servers {
+    /// The `beam.smp` whose `RABBITMQ_NODE_PORT` is the AMQP URL's port.
+    broker: Option<u32>,
+    /// The postmaster: the parent of one of our backends.
+    postmaster: Option<u32>,
+}
+
+static SERVERS: std::sync::OnceLock<Servers> = std::sync::OnceLock::new();
+
+/// Finds the broker and the PostgreSQL cluster the bench talks to, so that [`CpuSample`] counts
+/// theirs alone. Without it (or if one is not found) every process of that name counts.
+pub async fn identify_servers() {
+    let port = url::Url::parse(&crate::world::amqp_url())
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(5672)
+        .to_string();
+    let wanted = format!("RABBITMQ_NODE_PORT={port}");
+    let broker = procs()
+        .filter(|(_, comm)| comm == "beam.smp")
+        .find(|(pid, _)| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            env.split(|b| *b == 0).any(|v| v == wanted.as_bytes())
+        })
+        .map(|(pid, _)| pid);
+    let postmaster = async {
+        let db = crate::world::pg(&crate::world::pg_url()).await.ok()?;
+        let backend: i32 = db
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .ok()?
+            .get(0);
+        stat_ppid(backend as u32)
+    }
+    .await;
+    if broker.is_none() || postmaster.is_none() {
+        eprintln!(
+            "[bench] warning: the CPU figures count every RabbitMQ node (ours found: {}) and PostgreSQL cluster (ours found: {}) on this machine",
+            broker.is_some(),
+            postmaster.is_some()
+        );
+    }
+    let _ = SERVERS.set(Servers { broker, postmaster });
+}
+
+/// (pid, command name) of every process.
+fn procs() -> impl Iterator<Item = (u32, String)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            Some((pid, comm.trim().to_string()))
+        })
+}
+
+/// The parent of a process (`/proc/<pid>/stat` field 4).
+fn stat_ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU seconds used so far by the broker (`beam.smp`), by PostgreSQL (the postmaster and its
+/// children) and by the whole machine (busy time in `/proc/stat`). A process that starts and ends
+/// between two samples (an autovacuum worker) is missed; the machine figure catches everything,
+/// other users of the machine included.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuSample {
     pub broker: f64,
@@ -337,15 +424,21 @@ pub struct CpuSample {
 
 impl CpuSample {
     pub fn now() -> CpuSample {
+        let servers = SERVERS.get().copied().unwrap_or_default();
         let mut s = CpuSample::default();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            let slot = match comm.trim() {
-                "beam.smp" => &mut s.broker,
-                "postgres" => &mut s.postgres,
+        for (pid, comm) in procs() {
+            let slot = match comm.as_str() {
+                "beam.smp" if servers.broker.is_none_or(|b| b == pid) => &mut s.broker,
+                "postgres"
+                    if servers
+                        .postmaster
+                        .is_none_or(|pm| pm == pid || stat_ppid(pid) == Some(pm)) =>
+                {
+                    &mut s.postgres
+                }
                 _ => continue,
             };
-            *slot += stat_cpu_seconds(&entry.path().join("stat")).unwrap_or(0.0);
+            *slot += stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat"))).unwrap_or(0.0);
         }
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         if let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) {

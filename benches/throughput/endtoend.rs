@@ -57,8 +57,9 @@ pub struct SweepPoint {
     pub result: Measured<Drain>,
 }
 
-/// Drain throughput for each worker count (pool_size = workers, batch_size 1), each on a fresh
-/// world preloaded with `messages` records.
+/// Drain throughput for each worker count (pool_size = workers, batch_size 1, the default 2
+/// committers, or 1 where the pool has a single connection), each on a fresh world preloaded with
+/// `messages` records.
 pub async fn sweep(
     data: &[Message],
     messages: usize,
@@ -71,6 +72,7 @@ pub async fn sweep(
             workers: w,
             pool_size: w,
             batch_size: 1,
+            committers: daemon::DEFAULT_COMMITTERS.min(w),
         };
         let r = async {
             let world = World::full("sweep").await?;

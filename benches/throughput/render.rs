@@ -93,13 +93,33 @@ const NOTES: &str = "
   prefetch/2 deliveries.
 - Database ceiling: the rows the daemon writes (record, audit row, data queries, rejections), with
   column values from `pipeline::prepare`; timed from the first statement to the last commit.
+- Plain consumer: `benches/baseline/consumer.py` (aio-pika `connect_robust`, prefetch 16, an asyncpg
+  pool of 16; per message one transaction inserting the record and its audit row, then the ack; a
+  body it cannot store is rejected without requeue and dead-lettered by the queue). No validation,
+  de-identification, events or batch receipts, and no tuning. It drains the same preloaded records
+  as the end-to-end stage, timed like the daemon's drain: from its start until it has handled every
+  message. Its CPU is its own `process_time()`, start-up included. The end-to-end rows show the
+  daemon's drain rate as a multiple of this rate.
 - End to end: the release binary, from its start until `count(crf_records) + count(rejections)`
   equals the backlog (polled every 50 ms); CPU time is utime+stime from `/proc/<pid>/stat` just
-  before SIGTERM, so it includes start-up.
+  before SIGTERM, so it includes start-up. RabbitMQ's and PostgreSQL's CPU is that of the node and
+  the cluster the bench uses (its `beam.smp`; the postmaster and its children), the whole machine's
+  is the busy time in `/proc/stat`, whoever used it.
+- Publish-to-commit (fast lane, lone record, sustained): the record's `received_at` (the storing
+  transaction's `now()`, so without the statement and the commit's own flush) minus the wall clock
+  read just before its `basic.publish`. The fast lane and the lone record send one record at a time,
+  each once the previous one is stored (polled every 2 ms): the fast lane to the urgent queue once 2 %
+  of a backlog is done, with 50 ms between records; the lone record to the work queue of a daemon
+  with nothing else queued, 250 ms after the previous one was stored.
 - Sustained: a step is kept up with when the publisher sent >= 95 % of the rate and fewer than one
-  second's worth of messages lacked an outcome at the step's end. Latency is `received_at` (the
-  storing transaction's `now()`, so without the commit's own flush) minus the send time, for every
-  valid record sent during the latency run.
+  second's worth of messages lacked an outcome at the step's end. Latency is publish-to-commit for
+  every valid record sent during the latency run, at half the highest rate kept up with.
+- Outbox relay lag: during the whole sustained stage, an exclusive queue bound to the world's events
+  exchange (`record.*`, no acks) notes when each record event arrives and subtracts its
+  `occurred_at` (the storing transaction's `now()`). So it spans the commit, the relay's next round
+  (it polls every 100 ms when idle), the publish and the delivery. Shown for the events of the
+  transactions that started during the highest step kept up with, and the maximum over the stage;
+  the target counts as met only if every record event arrived.
 - Memory: `VmHWM` from `/proc/<pid>/status` just before SIGTERM.
 - The machine is shared: other processes (tests, builds) compete for its two cores, and the bench's
   own publisher and poller run on it too. Compare figures from one run with each other.

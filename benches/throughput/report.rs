@@ -1,5 +1,6 @@
-//! The one table: every figure, its target and whether it is met, and the ratios end to end /
-//! ceiling. Rendered by `render.rs`, stored in `results.json` as `rows`.
+//! The one table: every figure, its target and whether it is met, the drain rates as multiples of
+//! the plain consumer baseline, and the ratios end to end / ceiling. Rendered by `render.rs`, stored
+//! in `results.json` as `rows`.
 
 use serde::Serialize;
 
@@ -86,8 +87,10 @@ pub fn rows(r: &Results) -> Vec<Row> {
     };
     machine(&mut t, r);
     ceilings(&mut t, r);
+    baseline(&mut t, r);
     end_to_end(&mut t, r);
     fast_lane(&mut t, r);
+    lone(&mut t, r);
     sustained(&mut t, r);
     memory(&mut t, r);
     t.section("workers sweep");
@@ -201,12 +204,62 @@ fn ceilings(t: &mut Table, r: &Results) {
     }
 }
 
+fn baseline(t: &mut Table, r: &Results) {
+    let n = int(r.params.baseline_messages as f64);
+    let b = &r.baseline;
+    t.section("plain consumer");
+    t.info(
+        format!(
+            "Python, aio-pika + asyncpg, prefetch 16, pool 16, a transaction per record: drain of {n} preloaded msgs"
+        ),
+        show(b, |b| format!("{} rec/s ({:.1} s)", int(b.rate), b.seconds)),
+    );
+    t.info(
+        "its CPU per record; of RabbitMQ / PostgreSQL / the whole machine",
+        show(b, |b| {
+            format!(
+                "{:.0} us; {:.0} / {:.0} / {:.0} us (machine: {:.0} % of its cores busy)",
+                b.cpu_us_per_record,
+                b.broker_cpu_us_per_record,
+                b.postgres_cpu_us_per_record,
+                b.machine_cpu_us_per_record,
+                b.machine_cpu_us_per_record * b.rate / 1e6 / r.machine.nproc as f64 * 100.0
+            )
+        }),
+    );
+    t.info(
+        "its outcomes; preload rate",
+        show(b, |b| {
+            format!(
+                "{} stored + {} rejected (dead-lettered, no reason); {} msg/s",
+                int(b.consumer.stored as f64),
+                int(b.consumer.rejected as f64),
+                int(b.publish.rate)
+            )
+        }),
+    );
+}
+
+/// A drain rate as a multiple of the plain consumer's; a missing figure on either side keeps its
+/// status (so a target on it counts as not met).
+fn over_baseline(e2e: &Measured<EndToEnd>, r: &Results) -> Measured<(f64, f64, f64)> {
+    match (e2e, &r.baseline) {
+        (Measured::Ok(e), Measured::Ok(b)) if b.rate > 0.0 => {
+            Measured::Ok((e.drain.rate / b.rate, e.drain.rate, b.rate))
+        }
+        (Measured::Unsupported(w), _) => Measured::Unsupported(w.clone()),
+        (Measured::Failed(w), _) => Measured::Failed(w.clone()),
+        (_, Measured::Failed(w)) => Measured::Failed(format!("plain consumer: {w}")),
+        _ => Measured::Skipped,
+    }
+}
+
 fn end_to_end(t: &mut Table, r: &Results) {
     let n = int(r.params.e2e_messages as f64);
     t.section("end to end");
-    for (label, e, rate_min, cpu_max) in [
-        ("default", &r.e2e_default, 4_500.0, 100.0),
-        ("best", &r.e2e_best, 18_000.0, 40.0),
+    for (label, e, rate_min, times_min, cpu_max) in [
+        ("default", &r.e2e_default, 4_000.0, 3.5, 60.0),
+        ("best", &r.e2e_best, 18_000.0, 14.0, 30.0),
     ] {
         t.judged(
             format!("{label}: drain of {n} preloaded msgs"),
@@ -215,6 +268,15 @@ fn end_to_end(t: &mut Table, r: &Results) {
             }),
             &format!(">= {} rec/s", int(rate_min)),
             meets(e, |e| e.drain.rate >= rate_min),
+        );
+        let x = over_baseline(e, r);
+        t.judged(
+            format!("{label}: drain rate / the plain consumer's"),
+            show(&x, |(x, e, b)| {
+                format!("{x:.2}x ({} / {} rec/s)", int(*e), int(*b))
+            }),
+            &format!(">= {times_min}x"),
+            meets(&x, |(x, _, _)| *x >= times_min),
         );
         t.judged(
             format!("{label}: daemon CPU (utime+stime) per record"),
@@ -268,7 +330,7 @@ fn fast_lane(t: &mut Table, r: &Results) {
             ),
             show(m, |x| {
                 format!(
-                    "{:.0} / {:.0} ms ({} of the backlog still waiting)",
+                    "{:.1} / {:.1} ms ({} of the backlog still waiting)",
                     x.p50_ms,
                     x.max_ms,
                     int(x.backlog_left as f64)
@@ -276,6 +338,24 @@ fn fast_lane(t: &mut Table, r: &Results) {
             }),
             "max <= 1,000 ms",
             meets(m, |x| x.max_ms <= 1000.0),
+        );
+    }
+}
+
+fn lone(t: &mut Table, r: &Results) {
+    let p: &Params = &r.params;
+    t.section("lone record");
+    for (label, m) in [("default", &r.lone_default), ("best", &r.lone_best)] {
+        t.judged(
+            format!(
+                "{label}: a lone record on an idle daemon, publish-to-commit p50 / max of {}",
+                p.lone_samples
+            ),
+            show(m, |x| {
+                format!("{:.1} / {:.1} ms", x.latency.p50_ms, x.latency.max_ms)
+            }),
+            "max <= 20 ms",
+            meets(m, |x| x.latency.max_ms <= 20.0),
         );
     }
 }
@@ -290,7 +370,7 @@ fn sustained(t: &mut Table, r: &Results) {
     t.section("sustained");
     for (label, m, target) in [
         ("default", &r.sustained_default, None),
-        ("best", &r.sustained_best, Some(10_000)),
+        ("best", &r.sustained_best, Some(12_000)),
     ] {
         t.judged(
             format!(
@@ -314,26 +394,65 @@ fn sustained(t: &mut Table, r: &Results) {
                     stop.unwrap_or_default()
                 )
             }),
-            target.map_or("", |_| ">= 10,000 msg/s"),
+            target.map_or("", |_| ">= 12,000 msg/s"),
             target.and_then(|v| meets(m, |x| x.max_rate >= v)),
         );
         t.judged(
             format!("{label}: publish-to-commit latency at half that rate, p50 / p99 / max"),
             show(m, |x| {
-                let l = &x.latency;
+                let l = &x.latency.publish_to_commit;
                 format!(
                     "{:.1} / {:.1} / {:.1} ms at {}/s ({} records)",
                     l.p50_ms,
                     l.p99_ms,
                     l.max_ms,
-                    int(l.rate as f64),
+                    int(x.latency.rate as f64),
                     int(l.samples as f64)
                 )
             }),
             "p99 <= 50 ms",
-            meets(m, |x| x.latency.p99_ms <= 50.0),
+            meets(m, |x| x.latency.publish_to_commit.p99_ms <= 50.0),
+        );
+        t.judged(
+            format!(
+                "{label}: outbox relay lag (commit to event delivered) at the highest rate kept up with, p50 / p99 / max"
+            ),
+            show(m, |x| {
+                let at = match x.relay.at_max_rate.as_ref().and_then(|l| l.lag.as_ref()) {
+                    Some(l) => format!(
+                        "{:.1} / {:.1} / {:.1} ms at {}/s ({} events)",
+                        l.p50_ms,
+                        l.p99_ms,
+                        l.max_ms,
+                        int(x.max_rate as f64),
+                        int(l.samples as f64)
+                    ),
+                    None => "no rate kept up with".to_string(),
+                };
+                let whole = x
+                    .relay
+                    .whole
+                    .lag
+                    .as_ref()
+                    .map_or("-".to_string(), |l| format!("{:.1} ms", l.max_ms));
+                let missing = x.relay.expected - x.relay.received as i64;
+                let missing = if missing > 0 {
+                    format!("; {} events never arrived", int(missing as f64))
+                } else {
+                    String::new()
+                };
+                format!("{at}; whole stage max {whole}{missing}")
+            }),
+            "max < 1,000 ms",
+            meets(m, relay_lag_met),
         );
     }
+}
+
+/// The relay's lag stayed under 1 s at the highest rate kept up with, and every event arrived.
+fn relay_lag_met(x: &crate::sustained::Sustained) -> bool {
+    let at = x.relay.at_max_rate.as_ref().and_then(|l| l.lag.as_ref());
+    at.is_some_and(|l| l.max_ms < 1000.0) && x.relay.received as i64 >= x.relay.expected
 }
 
 fn memory(t: &mut Table, r: &Results) {
@@ -381,6 +500,8 @@ fn ratio(e2e: &Measured<EndToEnd>, ceiling: Option<f64>) -> Measured<f64> {
     }
 }
 
+/// The ratios to the ceilings: for reading, not targets (issue 14's targets are the multiples of the
+/// plain consumer's rate, in the end-to-end section).
 fn ratios(t: &mut Table, r: &Results) {
     let p = &r.params;
     let broker = |prefetch: usize, multiple: bool| {
@@ -392,7 +513,6 @@ fn ratios(t: &mut Table, r: &Results) {
         (
             "e2e default / DB ceiling, 1 record per transaction".to_string(),
             ratio(&r.e2e_default, r.db_single.ok().map(|d| d.rate)),
-            Some(0.70),
         ),
         (
             format!(
@@ -400,23 +520,18 @@ fn ratios(t: &mut Table, r: &Results) {
                 p.db_batch
             ),
             ratio(&r.e2e_best, r.db_batched.ok().map(|d| d.rate)),
-            None,
         ),
         (
             format!("e2e default / broker ceiling, prefetch {dp}, individual acks"),
             ratio(&r.e2e_default, broker(dp, false)),
-            None,
         ),
         (
             format!("e2e best / broker ceiling, prefetch {bp}, multiple acks"),
             ratio(&r.e2e_best, broker(bp, true)),
-            None,
         ),
     ];
     t.section("ratios");
-    for (label, m, min) in rows {
-        let target = min.map_or(String::new(), |v| format!(">= {v:.2}"));
-        let met = min.and_then(|v| meets(&m, |x| *x >= v));
-        t.judged(label, show(&m, |x| format!("{x:.2}")), &target, met);
+    for (label, m) in rows {
+        t.info(label, show(&m, |x| format!("{x:.2}")));
     }
 }

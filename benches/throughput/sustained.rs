@@ -2,16 +2,15 @@
 //! steps its rate up while the daemon consumes. A step is kept up with when the publisher reached
 //! its rate (>= 95 %) and the backlog at the step's end (messages sent but without an outcome in the
 //! database) is under one second's worth. Then, at half the highest rate kept up with, the
-//! publish-to-commit latency of every valid record: its send time (remembered per record id) against
-//! its `received_at`.
+//! publish-to-commit latency (`latency.rs`) of every valid record sent.
 //!
-//! `received_at` is `now()`, the start of the storing transaction, so the latency excludes the commit
-//! itself (one WAL flush, about a millisecond), and with batching it is the batch statement's start.
+//! Throughout, a subscriber of the events exchange measures the outbox relay's lag (`relay.rs`), for
+//! each step and for the latency run.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use lapin::options::BasicPublishOptions;
@@ -25,6 +24,8 @@ use uuid::Uuid;
 
 use crate::daemon::{self, Daemon, DaemonConfig};
 use crate::data::{Message, with_record_id};
+use crate::latency::{self, Percentiles, unix_micros};
+use crate::relay::{Lag, Tap};
 use crate::world::{self, World};
 
 /// Confirms outstanding at once.
@@ -41,6 +42,11 @@ pub struct Step {
     pub kept_up: bool,
     /// Why not: "publisher" (could not send at the rate) or "daemon" (backlog grew).
     pub limited_by: Option<String>,
+    /// The step's start and end, Unix microseconds.
+    pub from_us: i64,
+    pub to_us: i64,
+    /// The relay's lag for the records whose transaction started during the step.
+    pub relay: Option<Lag>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -48,11 +54,24 @@ pub struct Latency {
     pub rate: u64,
     pub seconds: f64,
     pub achieved: f64,
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
+    /// Publish-to-commit of every valid record sent during the run.
+    #[serde(flatten)]
+    pub publish_to_commit: Percentiles,
+    /// The relay's lag for the records whose transaction started during the run.
+    pub relay: Lag,
+}
+
+/// The relay's lag over the whole stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct RelayLag {
+    /// Record events expected (one per stored record) and received by the end of the stage.
+    pub expected: i64,
+    pub received: usize,
+    /// Events whose body had no readable `occurred_at`.
+    pub unreadable: u64,
+    /// At the highest rate kept up with (None if no step was).
+    pub at_max_rate: Option<Lag>,
+    pub whole: Lag,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -62,6 +81,7 @@ pub struct Sustained {
     /// The highest step rate kept up with (0: not even the first).
     pub max_rate: u64,
     pub latency: Latency,
+    pub relay: RelayLag,
 }
 
 pub async fn run(
@@ -76,9 +96,15 @@ pub async fn run(
     let log = logs.join(format!("sustained-{label}.log"));
     let result = async {
         let db = world.db().await?;
-        let mut daemon = Daemon::start(&world, config, &log)?;
-        let r = measure(&world, &db, &mut daemon, data, config, rates, step).await;
-        daemon.stop().await?;
+        let tap = Tap::start(&world).await?;
+        let r = async {
+            let mut daemon = Daemon::start(&world, config, &log)?;
+            let r = measure(&world, &db, &mut daemon, &tap, data, config, rates, step).await;
+            daemon.stop().await?;
+            r
+        }
+        .await;
+        tap.close().await;
         r
     }
     .await;
@@ -86,10 +112,12 @@ pub async fn run(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     world: &World,
     db: &tokio_postgres::Client,
     daemon: &mut Daemon,
+    tap: &Tap,
     data: &[Message],
     config: DaemonConfig,
     rates: &[u64],
@@ -97,7 +125,7 @@ async fn measure(
 ) -> Result<Sustained> {
     daemon::wait_consuming(world, daemon, Duration::from_secs(30)).await?;
     let mut publisher = Paced::connect(world, data).await?;
-    let result = step_up(db, daemon, &mut publisher, config, rates, step).await;
+    let result = step_up(db, daemon, tap, &mut publisher, config, rates, step).await;
     let closed = publisher.close().await;
     let sustained = result?;
     closed?;
@@ -107,14 +135,18 @@ async fn measure(
 async fn step_up(
     db: &tokio_postgres::Client,
     daemon: &mut Daemon,
+    tap: &Tap,
     publisher: &mut Paced<'_>,
     config: DaemonConfig,
     rates: &[u64],
     step: Duration,
 ) -> Result<Sustained> {
+    let stage_from = unix_micros();
     let mut steps = Vec::new();
     for &target in rates {
+        let from_us = unix_micros();
         let (published, seconds) = publisher.step(target, step, None).await?;
+        let to_us = unix_micros();
         let backlog_end = publisher.sent as i64 - daemon::outcomes_estimate(db).await?;
         daemon.check_alive()?;
         let achieved = published as f64 / seconds;
@@ -142,6 +174,9 @@ async fn step_up(
             backlog_end,
             kept_up,
             limited_by,
+            from_us,
+            to_us,
+            relay: None,
         });
         if !kept_up {
             break;
@@ -157,70 +192,70 @@ async fn step_up(
     daemon::wait_outcomes(db, daemon, publisher.sent, Duration::from_secs(300)).await?;
     let rate = (max_rate / 2).max(500);
     let mut sent_at = Vec::new();
+    let from_us = unix_micros();
     let (published, seconds) = publisher.step(rate, step, Some(&mut sent_at)).await?;
+    let to_us = unix_micros();
     daemon::wait_outcomes(db, daemon, publisher.sent, Duration::from_secs(300)).await?;
-    let mut latency = latency(db, &sent_at).await?;
-    latency.rate = rate;
-    latency.seconds = seconds;
-    latency.achieved = published as f64 / seconds;
+    let us = latency::publish_to_commit(db, &sent_at).await?;
+    let publish_to_commit = Percentiles::of_micros(&us).context("no record was tracked")?;
     eprintln!(
         "[bench] latency {} at {rate}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} records)",
         config.describe(),
-        latency.p50_ms,
-        latency.p99_ms,
-        latency.max_ms,
-        latency.samples
+        publish_to_commit.p50_ms,
+        publish_to_commit.p99_ms,
+        publish_to_commit.max_ms,
+        publish_to_commit.samples
+    );
+
+    // Every stored record has its event: wait for the relay to publish them all.
+    let expected: i64 = db
+        .query_one("SELECT count(*) FROM crf_records", &[])
+        .await?
+        .get(0);
+    let received = tap
+        .wait_for(expected as usize, Duration::from_secs(60))
+        .await;
+    for s in &mut steps {
+        s.relay = Some(tap.lag(s.from_us, s.to_us));
+    }
+    let at_max_rate = steps
+        .iter()
+        .find(|s| s.kept_up && s.target == max_rate)
+        .and_then(|s| s.relay.clone());
+    let relay = RelayLag {
+        expected,
+        received,
+        unreadable: tap.unreadable(),
+        at_max_rate,
+        whole: tap.lag(stage_from, unix_micros()),
+    };
+    let show = |l: &Option<Percentiles>| {
+        l.as_ref().map_or("no events".to_string(), |p| {
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                p.p50_ms, p.p99_ms, p.max_ms
+            )
+        })
+    };
+    eprintln!(
+        "[bench] relay lag {}: at {max_rate}/s {}; whole stage {} ({received} of {expected} record events)",
+        config.describe(),
+        show(&relay.at_max_rate.as_ref().and_then(|l| l.lag.clone())),
+        show(&relay.whole.lag),
     );
     Ok(Sustained {
         config,
         steps,
         max_rate,
-        latency,
+        latency: Latency {
+            rate,
+            seconds,
+            achieved: published as f64 / seconds,
+            publish_to_commit,
+            relay: tap.lag(from_us, to_us),
+        },
+        relay,
     })
-}
-
-/// Latency of every tracked record: `received_at` minus its send time.
-async fn latency(db: &tokio_postgres::Client, sent_at: &[(Uuid, i64)]) -> Result<Latency> {
-    let ids: Vec<Uuid> = sent_at.iter().map(|(id, _)| *id).collect();
-    let sent: std::collections::HashMap<Uuid, i64> = sent_at.iter().copied().collect();
-    let rows = db
-        .query(
-            "SELECT record_id, received_at FROM crf_records WHERE record_id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-    let mut us: Vec<i64> = rows
-        .iter()
-        .filter_map(|r| {
-            let id: Uuid = r.get(0);
-            let at: chrono::DateTime<chrono::Utc> = r.get(1);
-            Some(at.timestamp_micros() - sent.get(&id)?)
-        })
-        .collect();
-    if us.is_empty() || us.len() != ids.len() {
-        bail!("{} of {} tracked records are stored", us.len(), ids.len());
-    }
-    us.sort_unstable();
-    let pct = |p: f64| {
-        let rank = ((p * us.len() as f64).ceil() as usize).clamp(1, us.len());
-        us[rank - 1] as f64 / 1000.0
-    };
-    Ok(Latency {
-        rate: 0,
-        seconds: 0.0,
-        achieved: 0.0,
-        samples: us.len(),
-        p50_ms: pct(0.50),
-        p90_ms: pct(0.90),
-        p99_ms: pct(0.99),
-        max_ms: pct(1.0),
-    })
-}
-
-fn unix_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Publishes the dataset's records round and round, each with a fresh record id, at a set rate.
