@@ -425,6 +425,35 @@ pub fn generated(count: usize, seed: u64, invalid: f64, queried: f64) -> Vec<Str
         .collect()
 }
 
+/// The real binary with this test's environment (and `extra`), as an operator would run a command.
+pub fn edc(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    edc_command(env, extra, args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The real binary with this test's environment, to spawn.
+pub fn edc_command(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env.env_vars(extra) {
+        cmd.env(k, v);
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// A command's stdout and stderr, as text.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Kills a spawned daemon when the test ends, even by a failed assertion, so that it cannot outlive
 /// its test. Harmless once the process has exited.
 pub struct Reaper(pub u32);
