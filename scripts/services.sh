@@ -22,15 +22,16 @@
 #                      the AMQP URLs of nodes 1, 2 and 3, whether or not the cluster runs;
 #                      EDC_RABBITMQ and EDC_POSTGRES: the chosen versions, for the tests and for the
 #                      services.sh calls they make)
-#   status             show what runs; exit 0 if both chosen servers answer, 3 otherwise
+#   status             show the chosen versions (Debian package versions) and what runs; exit 0 if
+#                      both chosen servers answer, 3 otherwise
 #   stop               stop every server of this state folder, whichever version (nothing to do if
 #                      none runs); RabbitMQ nodes 2 and 3 too (still clustered: `start` starts them
 #                      again)
 #   rabbitmqctl ARGS   run the real rabbitmqctl against node 1, e.g. `rabbitmqctl list_queues name messages`
 #   rabbit-stop-app    stop the RabbitMQ application (drops every AMQP connection; the VM stays up).
-#                      Takes about 5.5 s: the AMQP port closes at once, then the management plugin
-#                      waits 5 s while stopping its statistics collection.
-#   rabbit-start-app   start it again (the quick broker restart, about 1.2 s)
+#                      The AMQP port closes at once; on 3.10 the command takes about 5.5 s, the
+#                      management plugin waiting 5 s while it stops its statistics (4.0: 0.7 s).
+#   rabbit-start-app   start it again (the quick broker restart, about 1.2 s; 4.0: 2 to 4 s)
 #   rabbit-restart     stop the whole RabbitMQ node, then start it again
 #   cluster-up         start RabbitMQ nodes 2 and 3 (rabbit2@localhost, rabbit3@localhost; AMQP ports
 #                      +1 and +2, i.e. 5673/5674; management 15673/15674) and join them to node 1's
@@ -41,11 +42,13 @@
 #                      running (about 20 s). Works whatever state nodes 1, 2 and 3 are in. Classic
 #                      queues located on node 2 or 3 are lost.
 #   rabbit-node-stop N   stop_app on RabbitMQ node N (1, 2 or 3), e.g. a quorum queue's leader
-#                        (about 5.5 s, like rabbit-stop-app; the AMQP port closes at once)
-#   rabbit-node-start N  start_app on node N again (about 1.2 s)
+#                        (like rabbit-stop-app; the AMQP port closes at once)
+#   rabbit-node-start N  start_app on node N again (like rabbit-start-app)
 #   rabbitmqctl-node N ARGS  run rabbitmqctl against node N, e.g. `rabbitmqctl-node 2 cluster_status`
 #   pg-stop-immediate  stop PostgreSQL like a crash (`pg_ctl -m immediate`), for outage tests
 #   pg-start           start PostgreSQL again (crash recovery runs on start)
+#   pg-dump ARGS       run the chosen version's pg_dump (a pg_dump refuses a newer server), e.g.
+#                      `pg-dump --data-only postgres://edc:edc@127.0.0.1:5432/edc`
 #   root-create        make the Debian 13 root now if it is not there (start does it when needed)
 #   root-remove        stop the 4.0 and 17 servers, then delete the Debian 13 root (their state in
 #                      rabbitmq-4.0/ and pg17/ stays)
@@ -531,14 +534,14 @@ rabbit_start() {
     fi
     rabbit_up "${nodes[@]}"
     for n in "${R_FAILED[@]}"; do
-        [ "$n" != 1 ] || die "rabbitmq: node 1 did not start"
-        log "rabbitmq: WARNING: node $n did not start (cluster-down removes it)"
+        [ "$n" != 1 ] || die "rabbitmq $RABBIT_VERSION: node 1 did not start"
+        log "rabbitmq $RABBIT_VERSION: WARNING: node $n did not start (cluster-down removes it)"
     done
     rabbit_select 1
     if [ "${#R_LAUNCHED_NODES[@]}" = 0 ]; then
-        log "rabbitmq: already running (pid $(rabbit_pid)), amqp port $AMQP_PORT"
+        log "rabbitmq $RABBIT_VERSION: already running (pid $(rabbit_pid)), amqp port $AMQP_PORT"
     else
-        log "rabbitmq: running (pid $(rabbit_pid)), amqp port $AMQP_PORT, after $(since "$t0")"
+        log "rabbitmq $RABBIT_VERSION: running (pid $(rabbit_pid)), amqp port $AMQP_PORT, after $(since "$t0")"
     fi
 }
 
@@ -669,7 +672,7 @@ rabbit_cluster_up() {
         in_list "$(rabbit_node_name "$n")" "$CL_RUNNING" ||
             die "rabbitmq: node $n is not running in node 1's cluster (running:$CL_RUNNING)"
     done
-    log "rabbitmq: cluster of 3 nodes running ($(since "$t0"))"
+    log "rabbitmq $RABBIT_VERSION: cluster of 3 nodes running ($(since "$t0"))"
 }
 
 # Nodes 3 and 2 leave node 1's cluster, stop, and their state is removed; node 1 ends up alone and
@@ -693,7 +696,7 @@ rabbit_cluster_down() {
         if in_list "$R_NAME" "$CL_ALL" || rabbit_vm_alive || [ -e "$R_DIR" ]; then peers=1; fi
     done
     if [ "$peers" = 0 ]; then
-        log "rabbitmq: no nodes 2 and 3: node 1 is alone already"
+        log "rabbitmq $RABBIT_VERSION: no nodes 2 and 3: node 1 is alone already"
         return 0
     fi
 
@@ -713,7 +716,7 @@ rabbit_cluster_down() {
             name=$(rabbit_node_name "$n")
             if in_list "$name" "$CL_RUNNING"; then rabbit_queues1 shrink "$name"; fi
         done
-        log "rabbitmq: quorum queues now on node 1 alone ($(since "$tq"))"
+        log "rabbitmq $RABBIT_VERSION: quorum queues now on node 1 alone ($(since "$tq"))"
     fi
 
     # stop_app; reset; stop, one node after the other: a node resetting with a stale view of the
@@ -748,7 +751,7 @@ rabbit_cluster_down() {
     [ "$CL_ALL" = " $RABBIT_NODENAME " ] || die "rabbitmq: node 1 is still clustered with:$CL_ALL"
     rabbit_select 1
     rabbit_app_running || die "rabbitmq: node 1's application is not running"
-    log "rabbitmq: node 1 alone again ($(since "$t0"))"
+    log "rabbitmq $RABBIT_VERSION: node 1 alone again ($(since "$t0"))"
 }
 
 # rabbit_ctl_quiet ARGS...: rabbitmqctl -q ARGS against the selected node; its output is shown only
@@ -1101,9 +1104,21 @@ cmd_cluster_down() {
     rabbit_cluster_down
 }
 
+# package_version PACKAGE IN_ROOT: the installed Debian package version, or "not installed".
+package_version() {
+    local v=
+    if [ "$2" = 1 ]; then
+        v=$(awk -v p="$1" '$1 == p { print $2 }' "$DEB13_ROOT/$DEB13_MARK" 2>/dev/null)
+    else
+        v=$(dpkg-query -W -f '${Version}' "$1" 2>/dev/null)
+    fi
+    printf '%s\n' "${v:-not installed}"
+}
+
 cmd_status() {
     local ok=0 n
     echo "state folder: $SVC_DIR"
+    echo "versions:     RabbitMQ $RABBIT_VERSION ($(package_version rabbitmq-server "$RABBIT_IN_ROOT")), PostgreSQL $PG_VERSION ($(package_version "postgresql-$PG_VERSION" "$PG_IN_ROOT"))"
     rabbit_select 1
     if rabbit_installed && rabbit_vm_alive; then
         if rabbit_app_running; then
@@ -1206,6 +1221,7 @@ main() {
         pg_start
         pg_ensure_db
         ;;
+    pg-dump) pg_run "$PG_BIN/pg_dump" "$@" ;;
     root-create)
         take_lock
         [ "$(id -u)" = 0 ] || die "run as root"
