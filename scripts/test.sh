@@ -31,12 +31,12 @@ t_all=$(now)
 summary=()
 failed=()
 
-echo "==> unit tests: cargo test --all-features --locked --lib --bins"
+echo "==> the test build and the unit tests: cargo test --all-features --locked --lib --bins"
 t0=$(now)
 if cargo test --all-features --locked --lib --bins; then
-    summary+=("unit tests: passed in $(($(now) - t0))s")
+    summary+=("test build and unit tests: passed in $(($(now) - t0))s")
 else
-    summary+=("unit tests: FAILED after $(($(now) - t0))s")
+    summary+=("test build and unit tests: FAILED after $(($(now) - t0))s")
     failed+=("unit tests")
 fi
 
@@ -107,7 +107,7 @@ for row in $MATRIX; do
     fi
 done
 if [ "${#failed[@]}" -gt 0 ]; then
-    echo "==> FAILED: ${failed[*]}"
+    printf '==> FAILED: %s\n' "${failed[@]}"
     exit 1
 fi
 echo "==> all passed"
