@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
 # Local RabbitMQ and PostgreSQL for development, tests and CI, without systemd or Docker.
 #
-# Usage: scripts/services.sh SUBCOMMAND [ARGS...]
+# Usage: [EDC_RABBITMQ=3.10|4.0] [EDC_POSTGRES=15|17] scripts/services.sh SUBCOMMAND [ARGS...]
 #
-#   start              install what is missing (Debian packages), then start RabbitMQ node 1 and
-#                      PostgreSQL 15 unless they already run and answer; create role/database `edc`;
-#                      print the two URLs. Safe to run again, after a reboot (stale pid files) or
-#                      after a previous run was killed half-way. Nodes 2 and 3, while clustered
-#                      (cluster-up without cluster-down), are started too.
+# Versions: EDC_RABBITMQ=3.10 (default) and EDC_POSTGRES=15 (default) are Debian 12's packages,
+# installed on this machine with apt-get. EDC_RABBITMQ=4.0 and EDC_POSTGRES=17 are Debian 13's
+# packages (RabbitMQ 4.0.5, PostgreSQL 17), run from a Debian 13 ("trixie") root that the script
+# makes once with debootstrap in <state folder>/debian13 and then reuses (about 3 to 4 minutes the
+# first time, from the default Debian mirror; debootstrap is installed with apt-get if missing).
+# Every subcommand acts on the chosen versions: give it the same EDC_RABBITMQ/EDC_POSTGRES (and
+# port overrides) as `start`. Both versions use the same ports, so `start` first stops the other
+# version's servers of this state folder, if they run. Each version keeps its own state:
+# rabbit1/ and pg/ (3.10, 15), rabbitmq-4.0/rabbit1/ and pg17/ (4.0, 17).
+#
+#   start              install what is missing, then start RabbitMQ node 1 and PostgreSQL unless
+#                      they already run and answer; create role/database `edc`; print the two URLs.
+#                      Safe to run again, after a reboot (stale pid files) or after a previous run
+#                      was killed half-way (also during the creation of the Debian 13 root). Nodes
+#                      2 and 3, while clustered (cluster-up without cluster-down), are started too.
 #   env                print `export` lines: eval "$(scripts/services.sh env)" (EDC_TEST_CLUSTER_URLS:
-#                      the AMQP URLs of nodes 1, 2 and 3, whether or not the cluster runs)
-#   status             show what runs; exit 0 if both answer, 3 otherwise
-#   stop               stop both cleanly (nothing to do if they are not running); also stops
-#                      RabbitMQ nodes 2 and 3 if they run (still clustered: `start` starts them again)
+#                      the AMQP URLs of nodes 1, 2 and 3, whether or not the cluster runs;
+#                      EDC_RABBITMQ and EDC_POSTGRES: the chosen versions, for the tests and for the
+#                      services.sh calls they make)
+#   status             show the chosen versions (Debian package versions) and what runs; exit 0 if
+#                      both chosen servers answer, 3 otherwise
+#   stop               stop every server of this state folder, whichever version (nothing to do if
+#                      none runs); RabbitMQ nodes 2 and 3 too (still clustered: `start` starts them
+#                      again)
 #   rabbitmqctl ARGS   run the real rabbitmqctl against node 1, e.g. `rabbitmqctl list_queues name messages`
 #   rabbit-stop-app    stop the RabbitMQ application (drops every AMQP connection; the VM stays up).
-#                      Takes about 5.5 s: the AMQP port closes at once, then the management plugin
-#                      waits 5 s while stopping its statistics collection.
-#   rabbit-start-app   start it again (the quick broker restart, about 1.2 s)
+#                      The AMQP port closes at once; on 3.10 the command takes about 5.5 s, the
+#                      management plugin waiting 5 s while it stops its statistics (4.0: 0.7 s).
+#   rabbit-start-app   start it again (the quick broker restart, about 1.2 s; 4.0: 2 to 4 s)
 #   rabbit-restart     stop the whole RabbitMQ node, then start it again
 #   cluster-up         start RabbitMQ nodes 2 and 3 (rabbit2@localhost, rabbit3@localhost; AMQP ports
 #                      +1 and +2, i.e. 5673/5674; management 15673/15674) and join them to node 1's
@@ -28,13 +42,26 @@
 #                      running (about 20 s). Works whatever state nodes 1, 2 and 3 are in. Classic
 #                      queues located on node 2 or 3 are lost.
 #   rabbit-node-stop N   stop_app on RabbitMQ node N (1, 2 or 3), e.g. a quorum queue's leader
-#                        (about 5.5 s, like rabbit-stop-app; the AMQP port closes at once)
-#   rabbit-node-start N  start_app on node N again (about 1.2 s)
+#                        (like rabbit-stop-app; the AMQP port closes at once)
+#   rabbit-node-start N  start_app on node N again (like rabbit-start-app)
 #   rabbitmqctl-node N ARGS  run rabbitmqctl against node N, e.g. `rabbitmqctl-node 2 cluster_status`
 #   pg-stop-immediate  stop PostgreSQL like a crash (`pg_ctl -m immediate`), for outage tests
 #   pg-start           start PostgreSQL again (crash recovery runs on start)
+#   pg-dump ARGS       run the chosen version's pg_dump (a pg_dump refuses a newer server), e.g.
+#                      `pg-dump --data-only postgres://edc:edc@127.0.0.1:5432/edc`
+#   root-create        make the Debian 13 root now if it is not there (start does it when needed)
+#   root-remove        stop the 4.0 and 17 servers, then delete the Debian 13 root (their state in
+#                      rabbitmq-4.0/ and pg17/ stays)
+#
+# The Debian 13 root: its servers and tools run through `chroot`, each command in a private mount
+# namespace (`unshare --mount`) where /proc, /dev and the version's state folder are bound into the
+# root. Nothing is ever mounted in the machine's own namespace, so nothing is left mounted after a
+# kill or a reboot, and deleting the root is safe. A half-made root (a killed creation) is in
+# debian13.partial/ and is made again from scratch.
 #
 # Environment (all optional):
+#   EDC_RABBITMQ           RabbitMQ version: 3.10 (default) or 4.0
+#   EDC_POSTGRES           PostgreSQL version: 15 (default) or 17
 #   EDC_SERVICES_DIR       state folder (default <repo>/.services, gitignored)
 #   EDC_AMQP_PORT          AMQP port (default 5672); dist port = +20000, management = +10000
 #   EDC_RABBIT_DIST_PORT   override the Erlang distribution port (default EDC_AMQP_PORT+20000)
@@ -44,6 +71,7 @@
 #                          the name part (rabbit2@localhost); their state is in rabbit2/ and rabbit3/.
 #   EDC_PG_PORT            PostgreSQL port (default 5432)
 #   EDC_SERVICES_TIMEOUT   seconds to wait for a server to come up (default 90)
+#   EDC_DEBIAN_MIRROR      mirror for the Debian 13 root (default http://deb.debian.org/debian)
 # Ports are not remembered: give every subcommand the same overrides you gave `start`.
 #
 # Everything listens on 127.0.0.1 only. PostgreSQL keeps its durable defaults (fsync,
@@ -63,16 +91,44 @@ AMQP_URL="amqp://guest:guest@127.0.0.1:${AMQP_PORT}/%2f"
 PG_URL="postgres://edc:edc@127.0.0.1:${PG_PORT}/edc"
 
 # Never /usr/sbin/rabbitmqctl: that wrapper switches to the `rabbitmq` user, whose Erlang cookie
-# differs from ours. The real scripts below run fine as root.
+# differs from ours. The real scripts below run fine as root. The same path inside the Debian 13 root.
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 
-PG_BIN=/usr/lib/postgresql/15/bin
-PG_DIR=$SVC_DIR/pg             # owned by the postgres user
-PG_DATA=$PG_DIR/data
-PG_LOG=$PG_DIR/postgres.log
-PG_SOCK_DIR=$PG_DIR            # unix socket lives in the state folder (see pg_socket_dir)
-
 START_TIMEOUT=${EDC_SERVICES_TIMEOUT:-90}   # seconds to wait for a server to answer
+
+# The Debian 13 root that RabbitMQ 4.0 and PostgreSQL 17 run from. It is made in DEB13_PARTIAL and
+# renamed once complete; DEB13_MARK, written last, lists the versions installed in it.
+DEB13_ROOT=$SVC_DIR/debian13
+DEB13_PARTIAL=$SVC_DIR/debian13.partial
+DEB13_MARK=.edc-services-root
+DEB13_MIRROR=${EDC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEB13_PACKAGES=(rabbitmq-server postgresql-17)
+
+# rabbit_version V: RabbitMQ V (3.10 or 4.0) is the one the rabbit_* functions below work on.
+# RABBIT_HOME is the version's state folder: node N keeps its state in $RABBIT_HOME/rabbitN, and the
+# Erlang cookie is $RABBIT_HOME/.erlang.cookie.
+rabbit_version() {
+    case ${1:-} in
+    3.10) RABBIT_IN_ROOT=0 RABBIT_HOME=$SVC_DIR ;;
+    4.0) RABBIT_IN_ROOT=1 RABBIT_HOME=$SVC_DIR/rabbitmq-4.0 ;;
+    *) die "EDC_RABBITMQ must be 3.10 or 4.0, not '${1:-}'" ;;
+    esac
+    RABBIT_VERSION=$1
+}
+
+# pg_version V: PostgreSQL V (15 or 17) is the one the pg_* functions below work on.
+pg_version() {
+    case ${1:-} in
+    15) PG_IN_ROOT=0 PG_DIR=$SVC_DIR/pg ;;
+    17) PG_IN_ROOT=1 PG_DIR=$SVC_DIR/pg17 ;;
+    *) die "EDC_POSTGRES must be 15 or 17, not '${1:-}'" ;;
+    esac
+    PG_VERSION=$1
+    PG_BIN=/usr/lib/postgresql/$1/bin   # the same path inside the Debian 13 root
+    PG_DATA=$PG_DIR/data                # PG_DIR is owned by the postgres user
+    PG_LOG=$PG_DIR/postgres.log
+    PG_SOCK_DIR=$PG_DIR                 # unix socket lives in the state folder (see pg_socket_dir)
+}
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -96,10 +152,11 @@ pid_is() {
 
 # Serialise concurrent invocations (two terminals running the tests). Daemons we spawn must not
 # inherit fd 9, or they would hold the lock forever: every daemon start below closes it (9>&-).
+# The wait is long enough for another invocation to make the Debian 13 root.
 take_lock() {
     mkdir -p "$SVC_DIR"
     exec 9>"$SVC_DIR/.lock"
-    flock -w 600 9 || die "another services.sh holds $SVC_DIR/.lock"
+    flock -w 1800 9 || die "another services.sh holds $SVC_DIR/.lock"
 }
 
 # apt-get install that never starts the packages' own services: Debian's rabbitmq-server and
@@ -123,18 +180,121 @@ apt_install() {
     return "$rc"
 }
 
+# The chosen versions: Debian 12's packages on this machine, or the Debian 13 root.
 ensure_installed() {
     [ "$(id -u)" = 0 ] || die "run as root (installs packages and runs PostgreSQL as the postgres user)"
-    if [ ! -x "$RABBIT_BIN/rabbitmq-server" ]; then
+    if [ "$RABBIT_IN_ROOT" = 1 ] || [ "$PG_IN_ROOT" = 1 ]; then root_ensure; fi
+    if [ "$RABBIT_IN_ROOT" = 0 ] && [ ! -x "$RABBIT_BIN/rabbitmq-server" ]; then
         log "installing rabbitmq-server (Debian package)"
         apt_install rabbitmq-server
     fi
-    # Installing when present would upgrade the minor version, hence the guard.
-    if [ ! -x "$PG_BIN/initdb" ]; then
-        log "installing postgresql-15 (Debian package)"
-        apt_install postgresql-15
+    if [ "$PG_IN_ROOT" = 0 ]; then
+        # Installing when present would upgrade the minor version, hence the guard.
+        if [ ! -x "$PG_BIN/initdb" ]; then
+            log "installing postgresql-15 (Debian package)"
+            apt_install postgresql-15
+        fi
+        id postgres >/dev/null 2>&1 || die "no postgres system user after installing postgresql-15"
     fi
-    id postgres >/dev/null 2>&1 || die "no postgres system user after installing postgresql-15"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The Debian 13 root
+#
+# Commands run in it through in_root, each in a mount namespace of its own (unshare --mount) in which
+# /proc, /dev and one state folder are bound into the root, the state folder at its own path, so
+# that paths are the same inside and outside. The mounts live only as long as the processes in that
+# namespace (a server, a CLI call): nothing is mounted in the machine's namespace, so a killed run,
+# a reboot or a deleted root leaves nothing mounted behind.
+
+# in_root BIND CMD...: run CMD in the root, with the folder BIND (made if missing; "" for none)
+# bound at its own path. The environment passes through unchanged.
+in_root() {
+    local bind=$1
+    shift
+    if [ -n "$bind" ]; then mkdir -p -- "$bind"; fi
+    unshare --mount --propagation private -- /bin/bash -c '
+        set -e
+        umask 022
+        root=$1 bind=$2
+        shift 2
+        mount --bind /proc "$root/proc"
+        mount --rbind /dev "$root/dev"
+        if [ -n "$bind" ]; then
+            mkdir -p -- "$root$bind"
+            mount --bind -- "$bind" "$root$bind"
+        fi
+        exec chroot "$root" "$@"' in_root "${IN_ROOT_DIR:-$DEB13_ROOT}" "$bind" "$@"
+}
+
+# The mount points at or below folder $1 in this mount namespace, deepest first.
+mounts_under() {
+    awk -v d="$1/" 'index($5 "/", d) == 1 { print $5 }' /proc/self/mountinfo | sort -r
+}
+
+# root_delete DIR: delete a root (complete or half-made). Anything still mounted in it (a root set
+# up by hand, outside this script) is unmounted first; if that fails nothing is deleted, so /dev or
+# a state folder bound into it cannot be emptied by mistake.
+root_delete() {
+    local dir=$1 m
+    [ -e "$dir" ] || return 0
+    while read -r m; do
+        [ -n "$m" ] || continue
+        log "unmounting $m (left mounted in the root)"
+        umount -- "$m" 2>/dev/null || umount -l -- "$m" || true
+    done < <(mounts_under "$dir")
+    [ -z "$(mounts_under "$dir")" ] || die "still mounted under $dir: $(mounts_under "$dir" | tr '\n' ' ')"
+    rm -rf --one-file-system -- "$dir"
+}
+
+# Make the root unless it is complete: debootstrap (minbase) into DEB13_PARTIAL, then rabbitmq-server
+# and postgresql-17 with apt-get inside it, neither started by its package (policy-rc.d) and no
+# default PostgreSQL cluster; the mark is written last and the folder renamed. A half-made root from
+# an interrupted creation is deleted and made again.
+root_ensure() {
+    [ -e "$DEB13_ROOT/$DEB13_MARK" ] && return 0
+    local t0 t1 log_file=$SVC_DIR/debian13.log
+    t0=$(now)
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        log "installing debootstrap (Debian package)"
+        apt_install debootstrap
+    fi
+    local d
+    for d in "$DEB13_PARTIAL" "$DEB13_ROOT"; do
+        if [ -e "$d" ]; then
+            log "deleting the half-made Debian 13 root $d (an earlier creation was interrupted)"
+            root_delete "$d"
+        fi
+    done
+    log "creating the Debian 13 root in $DEB13_ROOT, once: debootstrap from $DEB13_MIRROR, then apt-get (a few minutes; log: $log_file)"
+    : >"$log_file"
+    # In a namespace of its own too: debootstrap mounts /proc and /sys in the target while it works.
+    if ! unshare --mount --propagation private -- \
+        debootstrap --variant=minbase trixie "$DEB13_PARTIAL" "$DEB13_MIRROR" >>"$log_file" 2>&1; then
+        tail -n 20 "$log_file" >&2
+        die "debootstrap failed (log: $log_file)"
+    fi
+    log "debootstrap done in $(since "$t0")"
+    t1=$(now)
+    printf '#!/bin/sh\nexit 101\n' >"$DEB13_PARTIAL/usr/sbin/policy-rc.d"
+    chmod 755 "$DEB13_PARTIAL/usr/sbin/policy-rc.d"
+    mkdir -p "$DEB13_PARTIAL/etc/postgresql-common"
+    echo 'create_main_cluster = false' >"$DEB13_PARTIAL/etc/postgresql-common/createcluster.conf"
+    cp /etc/resolv.conf "$DEB13_PARTIAL/etc/resolv.conf"
+    if ! grep -qw localhost "$DEB13_PARTIAL/etc/hosts" 2>/dev/null; then
+        printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >>"$DEB13_PARTIAL/etc/hosts"
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive IN_ROOT_DIR=$DEB13_PARTIAL in_root "" /bin/sh -c '
+        apt-get update -qq &&
+        apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "$@" &&
+        apt-get clean' apt "${DEB13_PACKAGES[@]}" >>"$log_file" 2>&1; then
+        tail -n 20 "$log_file" >&2
+        die "apt-get in the Debian 13 root failed (log: $log_file)"
+    fi
+    IN_ROOT_DIR=$DEB13_PARTIAL in_root "" dpkg-query -W "${DEB13_PACKAGES[@]}" >"$DEB13_PARTIAL/$DEB13_MARK"
+    mv -- "$DEB13_PARTIAL" "$DEB13_ROOT"
+    log "packages installed in $(since "$t1"): $(tr '\t\n' ' ;' <"$DEB13_ROOT/$DEB13_MARK")"
+    log "Debian 13 root ready in $(since "$t0")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +302,7 @@ ensure_installed() {
 #
 # Node 1 is the node everything uses. Nodes 2 and 3 exist only for cluster tests (cluster-up ..
 # cluster-down). Node N is named like node 1 with N appended to the name part (rabbit2@localhost),
-# listens on node 1's ports + N-1, keeps its state in $SVC_DIR/rabbitN and shares node 1's HOME,
+# listens on node 1's ports + N-1, keeps its state in $RABBIT_HOME/rabbitN and shares node 1's HOME,
 # hence its Erlang cookie. Every rabbit_* function below works on the node chosen by rabbit_select.
 
 rabbit_node_name() {
@@ -168,15 +328,15 @@ rabbit_select() {
     R_AMQP_PORT=$((AMQP_PORT + $1 - 1))
     R_DIST_PORT=$((RABBIT_DIST_PORT + $1 - 1))
     R_MGMT_PORT=$((RABBIT_MGMT_PORT + $1 - 1))
-    R_DIR=$SVC_DIR/rabbit$1
+    R_DIR=$RABBIT_HOME/rabbit$1
     R_PID_FILE=$R_DIR/rabbit.pid
-    if [ "$1" = 1 ]; then R_LABEL=rabbitmq; else R_LABEL="rabbitmq node $1"; fi
+    if [ "$1" = 1 ]; then R_LABEL="rabbitmq $RABBIT_VERSION"; else R_LABEL="rabbitmq $RABBIT_VERSION node $1"; fi
 }
 
 # Node environment. Server and every CLI call must share HOME (the Erlang cookie is
 # $HOME/.erlang.cookie) and the node variables. Call only inside a subshell: it changes HOME.
 rabbit_env() {
-    export PATH="$RABBIT_BIN:$PATH" HOME="$SVC_DIR" RABBITMQ_CONF_ENV_FILE=/dev/null
+    export PATH="$RABBIT_BIN:$PATH" HOME="$RABBIT_HOME" RABBITMQ_CONF_ENV_FILE=/dev/null
     export RABBITMQ_NODENAME="$R_NAME"
     export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$R_AMQP_PORT"
     export RABBITMQ_DIST_PORT="$R_DIST_PORT"
@@ -193,11 +353,30 @@ rabbit_env() {
     export RABBITMQ_CTL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
 }
 
+# rabbit_run CMD...: run CMD where the chosen RabbitMQ version is installed (this machine, or the
+# Debian 13 root with the version's state folder bound into it).
+rabbit_run() {
+    if [ "$RABBIT_IN_ROOT" = 1 ]; then
+        in_root "$RABBIT_HOME" "$@"
+    else
+        "$@"
+    fi
+}
+
+# rabbit_installed: the chosen version's scripts are there.
+rabbit_installed() {
+    if [ "$RABBIT_IN_ROOT" = 1 ]; then
+        [ -e "$DEB13_ROOT/$DEB13_MARK" ] && [ -x "$DEB13_ROOT$RABBIT_BIN/rabbitmqctl" ]
+    else
+        [ -x "$RABBIT_BIN/rabbitmqctl" ]
+    fi
+}
+
 # rabbit_cli TOOL ARGS...: run /usr/lib/rabbitmq/bin/TOOL with the selected node's environment.
 rabbit_cli() {
     local tool=$1
     shift
-    (rabbit_env && exec "$RABBIT_BIN/$tool" "$@")
+    (rabbit_env && rabbit_run "$RABBIT_BIN/$tool" "$@")
 }
 
 # rabbit_cli1 TOOL ARGS...: the same against node 1, whichever node is selected.
@@ -205,11 +384,11 @@ rabbit_cli1() { (rabbit_select 1 && rabbit_cli "$@"); }
 
 rabbit_pid() { [ -s "$R_PID_FILE" ] && tr -d ' \n' <"$R_PID_FILE"; }
 
-# True if pid $1 is the selected node's Erlang VM: its command line names its HOME (our state
-# folder), and its environment its pid file (all three nodes share that HOME).
+# True if pid $1 is the selected node's Erlang VM: its command line names its HOME (the version's
+# state folder), and its environment its pid file (all three nodes share that HOME).
 rabbit_is_our_vm() {
     local environ
-    pid_is "$1" "-home $SVC_DIR " || return 1
+    pid_is "$1" "-home $RABBIT_HOME " || return 1
     environ=$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null) || return 1
     grep -qxF -- "RABBITMQ_PID_FILE=$R_PID_FILE" <<<"$environ"
 }
@@ -265,7 +444,7 @@ rabbit_launch() {
         # rabbit_await then waits in both cases. In the background because a clustered node's
         # start_app may wait for its peers, which must be able to start at the same time.
         log "$R_LABEL: node up (pid $(rabbit_pid)) but application not running: start_app, then wait"
-        (rabbit_env && exec timeout "$START_TIMEOUT" "$RABBIT_BIN/rabbitmqctl" -q start_app) \
+        (rabbit_env && rabbit_run timeout "$START_TIMEOUT" "$RABBIT_BIN/rabbitmqctl" -q start_app) \
             >/dev/null 2>&1 9>&- &
         R_STARTAPP_PID[R_N]=$!
     else
@@ -328,7 +507,7 @@ rabbit_up() {
 }
 
 # True if node 2 or 3 left state behind: the cluster is up, or was when it was stopped or killed.
-rabbit_peers_left() { [ -d "$SVC_DIR/rabbit2/mnesia" ] || [ -d "$SVC_DIR/rabbit3/mnesia" ]; }
+rabbit_peers_left() { [ -d "$RABBIT_HOME/rabbit2/mnesia" ] || [ -d "$RABBIT_HOME/rabbit3/mnesia" ]; }
 
 # Start node 1 unless it runs. Nodes 2 and 3, while they are in its cluster, are started with it
 # (after `stop` while the cluster was up, a reboot, a killed VM, a stopped application): a clustered
@@ -355,14 +534,14 @@ rabbit_start() {
     fi
     rabbit_up "${nodes[@]}"
     for n in "${R_FAILED[@]}"; do
-        [ "$n" != 1 ] || die "rabbitmq: node 1 did not start"
-        log "rabbitmq: WARNING: node $n did not start (cluster-down removes it)"
+        [ "$n" != 1 ] || die "rabbitmq $RABBIT_VERSION: node 1 did not start"
+        log "rabbitmq $RABBIT_VERSION: WARNING: node $n did not start (cluster-down removes it)"
     done
     rabbit_select 1
     if [ "${#R_LAUNCHED_NODES[@]}" = 0 ]; then
-        log "rabbitmq: already running (pid $(rabbit_pid)), amqp port $AMQP_PORT"
+        log "rabbitmq $RABBIT_VERSION: already running (pid $(rabbit_pid)), amqp port $AMQP_PORT"
     else
-        log "rabbitmq: running (pid $(rabbit_pid)), amqp port $AMQP_PORT, after $(since "$t0")"
+        log "rabbitmq $RABBIT_VERSION: running (pid $(rabbit_pid)), amqp port $AMQP_PORT, after $(since "$t0")"
     fi
 }
 
@@ -493,7 +672,7 @@ rabbit_cluster_up() {
         in_list "$(rabbit_node_name "$n")" "$CL_RUNNING" ||
             die "rabbitmq: node $n is not running in node 1's cluster (running:$CL_RUNNING)"
     done
-    log "rabbitmq: cluster of 3 nodes running ($(since "$t0"))"
+    log "rabbitmq $RABBIT_VERSION: cluster of 3 nodes running ($(since "$t0"))"
 }
 
 # Nodes 3 and 2 leave node 1's cluster, stop, and their state is removed; node 1 ends up alone and
@@ -517,7 +696,7 @@ rabbit_cluster_down() {
         if in_list "$R_NAME" "$CL_ALL" || rabbit_vm_alive || [ -e "$R_DIR" ]; then peers=1; fi
     done
     if [ "$peers" = 0 ]; then
-        log "rabbitmq: no nodes 2 and 3: node 1 is alone already"
+        log "rabbitmq $RABBIT_VERSION: no nodes 2 and 3: node 1 is alone already"
         return 0
     fi
 
@@ -537,7 +716,7 @@ rabbit_cluster_down() {
             name=$(rabbit_node_name "$n")
             if in_list "$name" "$CL_RUNNING"; then rabbit_queues1 shrink "$name"; fi
         done
-        log "rabbitmq: quorum queues now on node 1 alone ($(since "$tq"))"
+        log "rabbitmq $RABBIT_VERSION: quorum queues now on node 1 alone ($(since "$tq"))"
     fi
 
     # stop_app; reset; stop, one node after the other: a node resetting with a stale view of the
@@ -572,7 +751,7 @@ rabbit_cluster_down() {
     [ "$CL_ALL" = " $RABBIT_NODENAME " ] || die "rabbitmq: node 1 is still clustered with:$CL_ALL"
     rabbit_select 1
     rabbit_app_running || die "rabbitmq: node 1's application is not running"
-    log "rabbitmq: node 1 alone again ($(since "$t0"))"
+    log "rabbitmq $RABBIT_VERSION: node 1 alone again ($(since "$t0"))"
 }
 
 # rabbit_ctl_quiet ARGS...: rabbitmqctl -q ARGS against the selected node; its output is shown only
@@ -596,9 +775,38 @@ rabbit_queues1() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# PostgreSQL 15
+# PostgreSQL 15 or 17
 
-pg_as() { runuser -u postgres -- "$@"; }
+# pg_run CMD...: run CMD where the chosen PostgreSQL version is installed (this machine, or the
+# Debian 13 root with the version's state folder bound into it).
+pg_run() {
+    if [ "$PG_IN_ROOT" = 1 ]; then
+        in_root "$PG_DIR" "$@"
+    else
+        "$@"
+    fi
+}
+
+# As the postgres user of that installation (the root has its own, with its own uid).
+pg_as() { pg_run runuser -u postgres -- "$@"; }
+
+# pg_installed: the chosen version's programs are there.
+pg_installed() {
+    if [ "$PG_IN_ROOT" = 1 ]; then
+        [ -e "$DEB13_ROOT/$DEB13_MARK" ] && [ -x "$DEB13_ROOT$PG_BIN/pg_ctl" ]
+    else
+        [ -x "$PG_BIN/pg_ctl" ]
+    fi
+}
+
+# A path as this machine sees it: the unix socket folder of PostgreSQL 17 may be in the root's /tmp.
+pg_host_path() {
+    if [ "$PG_IN_ROOT" = 1 ] && [[ $1 != "$PG_DIR"* ]]; then
+        printf '%s\n' "$DEB13_ROOT$1"
+    else
+        printf '%s\n' "$1"
+    fi
+}
 
 # PostgreSQL refuses to run as root, so it runs as the `postgres` user, which must be able to
 # *traverse* every folder from / down to the state folder. A repo under /root (mode 700), or a
@@ -615,8 +823,8 @@ pg_ensure_traversable() {
         [ -n "$part" ] || continue
         d+="/$part"
         if ! pg_as test -x "$d"; then
-            log "postgres: chmod o+x $d (the postgres user must traverse it; grants no listing or reading)"
-            chmod o+x "$d"
+            log "postgres $PG_VERSION: chmod o+x $d (the postgres user must traverse it; grants no listing or reading)"
+            pg_run chmod o+x "$d"
         fi
     done
     pg_as test -x "$target" ||
@@ -643,14 +851,16 @@ pg_alive() {
     pid_is "$pid" "-D $PG_DATA "
 }
 
-pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
+pg_ready() { pg_run "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
 
 pg_clear_stale() {
     if [ -e "$PG_DATA/postmaster.pid" ] && ! pg_alive; then
         # After a reboot the old pid may belong to another process, and postgres would refuse to
         # start; so we remove the stale lock files ourselves once we know our postmaster is gone.
-        log "postgres: removing stale postmaster.pid"
-        rm -f "$PG_DATA/postmaster.pid" "$PG_SOCK_DIR/.s.PGSQL.$PG_PORT" "$PG_SOCK_DIR/.s.PGSQL.$PG_PORT.lock"
+        log "postgres $PG_VERSION: removing stale postmaster.pid"
+        local sock
+        sock=$(pg_host_path "$PG_SOCK_DIR")
+        rm -f "$PG_DATA/postmaster.pid" "$sock/.s.PGSQL.$PG_PORT" "$sock/.s.PGSQL.$PG_PORT.lock"
     fi
 }
 
@@ -661,7 +871,7 @@ pg_init() {
     local tmp=$PG_DIR/data.initdb t0
     t0=$(now)
     rm -rf "$tmp" "$PG_DATA"
-    log "postgres: initdb $PG_DATA"
+    log "postgres $PG_VERSION: initdb $PG_DATA"
     pg_as "$PG_BIN/initdb" -D "$tmp" -U postgres -E UTF8 --locale=C.UTF-8 \
         --auth-local=trust --auth-host=scram-sha-256 >"$PG_DIR/initdb.log" 2>&1 ||
         { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
@@ -669,7 +879,7 @@ pg_init() {
     # that `pg_ctl restart` keeps them and a moved checkout or another EDC_PG_PORT is picked up.
     printf "\n# scripts/services.sh\ninclude_if_exists = 'edc-services.conf'\n" >>"$tmp/postgresql.conf"
     mv "$tmp" "$PG_DATA"
-    log "postgres: initdb done in $(since "$t0")"
+    log "postgres $PG_VERSION: initdb done in $(since "$t0")"
 }
 
 pg_write_config() {
@@ -680,21 +890,21 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK_DIR'
 EOF
-    chown postgres:postgres "$PG_DATA/edc-services.conf"
+    pg_run chown postgres:postgres "$PG_DATA/edc-services.conf"
 }
 
 pg_prepare() {
-    mkdir -p "$SVC_DIR"
+    mkdir -p "$SVC_DIR" "$PG_DIR"
     chmod 755 "$SVC_DIR"   # postgres must traverse it (a umask of 077 would make it 700)
     pg_ensure_traversable "$SVC_DIR"
-    mkdir -p "$PG_DIR"
-    [ "$(stat -c %U "$PG_DIR")" = postgres ] || chown -R postgres:postgres "$PG_DIR"
+    # (the user name as the installation sees it: the root's postgres has another uid)
+    [ "$(pg_run stat -c %U "$PG_DIR")" = postgres ] || pg_run chown -R postgres:postgres "$PG_DIR"
     chmod 700 "$PG_DIR"
     pg_socket_dir
     if [ "$PG_SOCK_DIR" != "$PG_DIR" ]; then
-        mkdir -p "$PG_SOCK_DIR"
-        chown postgres:postgres "$PG_SOCK_DIR"
-        chmod 755 "$PG_SOCK_DIR"
+        mkdir -p "$(pg_host_path "$PG_SOCK_DIR")"
+        pg_run chown postgres:postgres "$PG_SOCK_DIR"
+        chmod 755 "$(pg_host_path "$PG_SOCK_DIR")"
     fi
     pg_init
 }
@@ -712,24 +922,24 @@ pg_start() {
             pg_ready && break
             sleep 0.5
         done
-        pg_ready || die "postgres: running (pid $(pg_postmaster_pid)) but not answering on port $PG_PORT; see $PG_LOG"
-        log "postgres: already running (pid $(pg_postmaster_pid)), port $PG_PORT"
+        pg_ready || die "postgres $PG_VERSION: running (pid $(pg_postmaster_pid)) but not answering on port $PG_PORT; see $PG_LOG"
+        log "postgres $PG_VERSION: already running (pid $(pg_postmaster_pid)), port $PG_PORT"
     else
         if port_open "$PG_PORT"; then
-            die "postgres: port $PG_PORT on 127.0.0.1 is taken by another server (Debian's own 15/main?); stop it or set EDC_PG_PORT"
+            die "postgres $PG_VERSION: port $PG_PORT on 127.0.0.1 is taken by another server (Debian's own 15/main?); stop it or set EDC_PG_PORT"
         fi
-        log "postgres: starting (port $PG_PORT, data $PG_DATA)"
+        log "postgres $PG_VERSION: starting (port $PG_PORT, data $PG_DATA)"
         if ! pg_as "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$START_TIMEOUT" start >/dev/null 9>&-; then
             tail -n 30 "$PG_LOG" >&2 || true
             die "postgres did not start (log: $PG_LOG)"
         fi
-        log "postgres: ready in $(since "$t0")"
+        log "postgres $PG_VERSION: ready in $(since "$t0")"
     fi
 }
 
 # Role `edc` (password `edc`, CREATEDB) and database `edc` owned by it; idempotent.
 pg_ensure_db() {
-    psql -X -q -h "$PG_SOCK_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+    pg_run psql -X -q -h "$PG_SOCK_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'edc') THEN
@@ -745,16 +955,16 @@ SQL
 pg_stop() {
     local mode=${1:-fast} t0
     t0=$(now)
-    [ -d "$PG_DATA" ] || { log "postgres: not initialised"; return 0; }
+    [ -d "$PG_DATA" ] || { log "postgres $PG_VERSION: not initialised"; return 0; }
     pg_socket_dir
     pg_clear_stale
     if ! pg_alive; then
-        log "postgres: not running"
+        log "postgres $PG_VERSION: not running"
         return 0
     fi
-    log "postgres: stopping (mode $mode, pid $(pg_postmaster_pid))"
+    log "postgres $PG_VERSION: stopping (mode $mode, pid $(pg_postmaster_pid))"
     pg_as "$PG_BIN/pg_ctl" -D "$PG_DATA" -m "$mode" -w -t "$START_TIMEOUT" stop >/dev/null
-    log "postgres: stopped in $(since "$t0")"
+    log "postgres $PG_VERSION: stopped in $(since "$t0")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -769,6 +979,7 @@ cmd_start() {
     t0=$(now)
     take_lock
     ensure_installed
+    stop_other_versions
     rabbit_start
     pg_start
     pg_ensure_db
@@ -783,29 +994,101 @@ cmd_env() {
     printf "export EDC_TEST_PG_URL='%s'\n" "$PG_URL"
     printf "export EDC_TEST_MANAGEMENT_PORT='%s'\n" "$RABBIT_MGMT_PORT"
     printf "export EDC_TEST_CLUSTER_URLS='%s'\n" "$CLUSTER_URLS"
+    printf "export EDC_RABBITMQ='%s'\n" "$RABBIT_VERSION"
+    printf "export EDC_POSTGRES='%s'\n" "$PG_VERSION"
 }
 
-cmd_stop() {
+# Stop nodes 3, 2 and 1 of the chosen RabbitMQ version. Nodes 2 and 3 first (together: about 9 s
+# each when clustered), node 1 last, so that it could boot on its own. They stay members of node
+# 1's cluster: `start` starts them again, `cluster-down` removes them.
+rabbit_stop_nodes() {
+    local n pids=()
+    for n in 3 2; do
+        rabbit_select "$n"
+        rabbit_clear_stale
+        if rabbit_vm_alive; then
+            rabbit_stop 9>&- &
+            pids+=("$!")
+        fi
+    done
+    for n in "${pids[@]}"; do wait "$n"; done
+    rabbit_select 1
+    rabbit_stop
+}
+
+# True if a node of the chosen RabbitMQ version runs.
+rabbit_any_alive() {
     local n
-    take_lock
-    if [ -x "$RABBIT_BIN/rabbitmqctl" ]; then
-        # Nodes 2 and 3 first (together: about 9 s each when clustered), node 1 last, so that it
-        # could boot on its own. They stay members of node 1's cluster: `start` starts them again,
-        # `cluster-down` removes them.
-        local pids=()
-        for n in 3 2; do
-            rabbit_select "$n"
-            rabbit_clear_stale
-            if rabbit_vm_alive; then
-                rabbit_stop 9>&- &
-                pids+=("$!")
+    for n in 1 2 3; do
+        rabbit_select "$n"
+        if rabbit_vm_alive; then return 0; fi
+    done
+    return 1
+}
+
+# Both versions of each server use the same ports: before starting the chosen ones, stop the other
+# version's servers of this state folder, if they run.
+stop_other_versions() {
+    local v
+    for v in 3.10 4.0; do
+        [ "$v" != "$RABBIT_VERSION" ] || continue
+        (
+            rabbit_version "$v"
+            if rabbit_installed && rabbit_any_alive; then
+                log "rabbitmq $v runs on this state folder: stopping it first (the versions share the ports)"
+                rabbit_stop_nodes
             fi
-        done
-        for n in "${pids[@]}"; do wait "$n"; done
-        rabbit_select 1
-        rabbit_stop
+        )
+    done
+    for v in 15 17; do
+        [ "$v" != "$PG_VERSION" ] || continue
+        (
+            pg_version "$v"
+            if pg_installed && pg_alive; then
+                log "postgres $v runs on this state folder: stopping it first (the versions share the port)"
+                pg_stop fast
+            fi
+        )
+    done
+}
+
+# Every server of this state folder, whichever its version.
+cmd_stop() {
+    local v
+    take_lock
+    for v in 3.10 4.0; do
+        (
+            rabbit_version "$v"
+            if rabbit_installed && { [ "$v" = "$RABBIT_VERSION" ] || rabbit_any_alive; }; then
+                rabbit_stop_nodes
+            fi
+        )
+    done
+    for v in 15 17; do
+        (
+            pg_version "$v"
+            if pg_installed && { [ "$v" = "$PG_VERSION" ] || pg_alive; }; then pg_stop fast; fi
+        )
+    done
+}
+
+# Stop the 4.0 and 17 servers of this state folder, then delete the Debian 13 root.
+cmd_root_remove() {
+    take_lock
+    (
+        rabbit_version 4.0
+        if rabbit_installed; then rabbit_stop_nodes; fi
+    )
+    (
+        pg_version 17
+        if pg_installed; then pg_stop fast; fi
+    )
+    root_delete "$DEB13_PARTIAL"
+    if [ -e "$DEB13_ROOT" ]; then
+        log "deleting the Debian 13 root $DEB13_ROOT"
+        root_delete "$DEB13_ROOT"
     fi
-    if [ -x "$PG_BIN/pg_ctl" ]; then pg_stop fast; fi
+    log "no Debian 13 root left (the state in $SVC_DIR/rabbitmq-4.0 and $SVC_DIR/pg17 stays)"
 }
 
 cmd_cluster_up() {
@@ -821,43 +1104,55 @@ cmd_cluster_down() {
     rabbit_cluster_down
 }
 
+# package_version PACKAGE IN_ROOT: the installed Debian package version, or "not installed".
+package_version() {
+    local v=
+    if [ "$2" = 1 ]; then
+        v=$(awk -v p="$1" '$1 == p { print $2 }' "$DEB13_ROOT/$DEB13_MARK" 2>/dev/null)
+    else
+        v=$(dpkg-query -W -f '${Version}' "$1" 2>/dev/null)
+    fi
+    printf '%s\n' "${v:-not installed}"
+}
+
 cmd_status() {
     local ok=0 n
     echo "state folder: $SVC_DIR"
+    echo "versions:     RabbitMQ $RABBIT_VERSION ($(package_version rabbitmq-server "$RABBIT_IN_ROOT")), PostgreSQL $PG_VERSION ($(package_version "postgresql-$PG_VERSION" "$PG_IN_ROOT"))"
     rabbit_select 1
-    if [ -x "$RABBIT_BIN/rabbitmqctl" ] && rabbit_vm_alive; then
+    if rabbit_installed && rabbit_vm_alive; then
         if rabbit_app_running; then
-            echo "rabbitmq:   running (pid $(rabbit_pid)) $AMQP_URL  management http://127.0.0.1:$RABBIT_MGMT_PORT/"
+            echo "$R_LABEL: running (pid $(rabbit_pid)) $AMQP_URL  management http://127.0.0.1:$RABBIT_MGMT_PORT/"
         else
-            echo "rabbitmq:   node up (pid $(rabbit_pid)) but application STOPPED (run rabbit-start-app)"
+            echo "$R_LABEL: node up (pid $(rabbit_pid)) but application STOPPED (run rabbit-start-app)"
             ok=3
         fi
     else
-        echo "rabbitmq:   stopped"
+        echo "$R_LABEL: stopped"
         ok=3
     fi
     # Nodes 2 and 3 only if they exist (they do not count for the exit status).
     for n in 2 3; do
         rabbit_select "$n"
-        if [ -x "$RABBIT_BIN/rabbitmqctl" ] && rabbit_vm_alive; then
+        if rabbit_installed && rabbit_vm_alive; then
             if rabbit_app_running; then
-                echo "rabbitmq $n: running (pid $(rabbit_pid)) $(rabbit_amqp_url "$n")  node $R_NAME"
+                echo "$R_LABEL: running (pid $(rabbit_pid)) $(rabbit_amqp_url "$n")  node $R_NAME"
             else
-                echo "rabbitmq $n: node up (pid $(rabbit_pid)) but application STOPPED (run rabbit-node-start $n)"
+                echo "$R_LABEL: node up (pid $(rabbit_pid)) but application STOPPED (run rabbit-node-start $n)"
             fi
         elif [ -d "$R_DIR" ]; then
-            echo "rabbitmq $n: stopped, state kept in $R_DIR (cluster-up starts it, cluster-down removes it)"
+            echo "$R_LABEL: stopped, state kept in $R_DIR (cluster-up starts it, cluster-down removes it)"
         fi
     done
-    if [ -d "$PG_DATA" ] && pg_alive; then
+    if pg_installed && [ -d "$PG_DATA" ] && pg_alive; then
         if pg_ready; then
-            echo "postgres:   running (pid $(pg_postmaster_pid)) $PG_URL"
+            echo "postgres $PG_VERSION: running (pid $(pg_postmaster_pid)) $PG_URL"
         else
-            echo "postgres:   process up (pid $(pg_postmaster_pid)) but NOT accepting connections"
+            echo "postgres $PG_VERSION: process up (pid $(pg_postmaster_pid)) but NOT accepting connections"
             ok=3
         fi
     else
-        echo "postgres:   stopped"
+        echo "postgres $PG_VERSION: stopped"
         ok=3
     fi
     return "$ok"
@@ -870,6 +1165,13 @@ usage() {
 main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
+    case $cmd in -h | --help | help)
+        usage
+        return 0
+        ;;
+    esac
+    rabbit_version "${EDC_RABBITMQ:-3.10}"
+    pg_version "${EDC_POSTGRES:-15}"
     rabbit_select 1
     case $cmd in
     start) cmd_start ;;
@@ -919,7 +1221,14 @@ main() {
         pg_start
         pg_ensure_db
         ;;
-    -h | --help | help) usage ;;
+    pg-dump) pg_run "$PG_BIN/pg_dump" "$@" ;;
+    root-create)
+        take_lock
+        [ "$(id -u)" = 0 ] || die "run as root"
+        root_ensure
+        log "Debian 13 root: $DEB13_ROOT ($(tr '\t\n' ' ;' <"$DEB13_ROOT/$DEB13_MARK"))"
+        ;;
+    root-remove) cmd_root_remove ;;
     *)
         usage >&2
         exit 2

@@ -15,6 +15,9 @@ pub const H_ERROR: &str = "x-edc-error";
 pub const H_ATTEMPTS: &str = "x-edc-attempts";
 pub const H_FAILED_AT: &str = "x-edc-failed-at";
 pub const H_CONSUMER: &str = "x-edc-consumer";
+/// On a dead letter kept for `amqp.dead_letter_ttl`: when it expires (RFC 3339), so that a copy put
+/// back by the dlq tools keeps the same end, not a fresh one.
+pub const H_EXPIRES_AT: &str = "x-edc-expires-at";
 /// On a message parked for a delayed retry: how many attempts have failed so far.
 pub const H_RETRIES: &str = "x-edc-retries";
 pub const H_RETRY_REASON: &str = "x-edc-retry-reason";
@@ -91,6 +94,14 @@ pub async fn publish_dead_letter(
         .with_delivery_mode(2);
     if let Some(ttl) = info.ttl {
         props = props.with_expiration(ShortString::from(ttl.as_millis().max(1).to_string()));
+        let ends =
+            chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX);
+        let mut headers = props.headers().clone().unwrap_or_default();
+        headers.insert(
+            H_EXPIRES_AT.into(),
+            text(&ends.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        props = props.with_headers(headers);
     }
     publish_to(channel, exchange, routing_key, body, props).await
 }

@@ -14,6 +14,20 @@
 //! ```
 //! One delay queue per backoff step keeps every message in a queue on the same TTL, so none waits
 //! behind a longer-lived one.
+//!
+//! Delivery limits. RabbitMQ 4 gives a quorum queue that declares none a limit of 20, counts every
+//! return of a message towards it (a requeue, a closed channel, a lost connection), and past it
+//! dead-letters the message, or drops it if the queue has no dead-letter exchange; 3.10 has no
+//! default. The broker refuses a declaration whose `x-delivery-limit` differs from the existing
+//! queue's, added or removed alike (on 3.10 and 4.0), so none of these arguments can change without
+//! breaking the daemon's start against queues an earlier release declared. They stay as they were:
+//! - work queue and fast lane: `x-delivery-limit` = `amqp.delivery_limit` and the dead-letter
+//!   exchange, on every version: past the limit the broker dead-letters the message (the backstop);
+//! - delay queues: no limit declared. 4.x applies 20, and past it dead-letters the message to the
+//!   work queue, where it was going anyway. Nothing consumes from them.
+//! - dead-letter queue: no limit declared. On 4.x a dead letter returned 20 times is dropped, so
+//!   nothing of ours ever returns one (`tools::dlq` puts back a confirmed copy). Never declare it
+//!   with `x-delivery-limit: -1`: 4.0 reads that as no limit, 3.10 as dropping at the first return.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};

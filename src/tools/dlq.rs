@@ -2,26 +2,29 @@
 //!
 //! Dead letters keep the original body, which holds patient identifiers, so nothing here prints a
 //! body: `show` prints a de-identified preview (identifier values, `phi` items and anything the
-//! protocol does not define are withheld). Messages are taken with `basic.get` and put back
-//! (`nack`, requeue) unless the command removes them. `replay` republishes to the work queue with
-//! publisher confirms and only then removes the dead letter; `purge` asks first. Both record who did
-//! what, when and with what result in `dlq_actions`.
+//! protocol does not define are withheld). Messages are taken with `basic.get`; unless the command
+//! removes them, they are put back as a copy (see [`Session::close`]), never returned to the queue.
+//! `replay` republishes to the work queue with publisher confirms and only then removes the dead
+//! letter; `purge` asks first, holding nothing while it asks. Both record who did what, when and
+//! with what result in `dlq_actions`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use lapin::Confirmation;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use serde_json::{Map, Value, json};
+
 use crate::broker::publish::{
-    H_ATTEMPTS, H_CONSUMER, H_ERROR, H_FAILED_AT, H_KIND, H_RETRIES, H_RETRY_REASON,
+    H_ATTEMPTS, H_CONSUMER, H_ERROR, H_EXPIRES_AT, H_FAILED_AT, H_KIND, H_RETRIES, H_RETRY_REASON,
 };
 use crate::broker::{self, publish};
 use crate::config::Settings;
 use crate::pipeline::{self, Pseudonymizer};
 use crate::protocol::Registry;
 use crate::store;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
-use serde_json::{Map, Value, json};
 
 /// Which dead letters a command is about.
 #[derive(Clone, Debug, Default)]
@@ -79,10 +82,12 @@ fn header(props: &BasicProperties, name: &str) -> Option<String> {
         })
 }
 
-/// An open look at the dead-letter queue: the messages taken, to be put back or removed.
+/// An open look at the dead-letter queue: the messages taken, to be put back or removed, and a
+/// channel in confirm mode to publish on.
 struct Session {
     connection: Connection,
     channel: Channel,
+    publisher: Channel,
     letters: Vec<Letter>,
 }
 
@@ -98,6 +103,7 @@ impl Session {
         .map_err(|e| anyhow::anyhow!("cannot reach RabbitMQ: {e}"))?;
         let channel = connection.create_channel().await?;
         broker::declare(&channel, &settings.amqp, &settings.retry).await?;
+        let publisher = broker::confirm_channel(&connection).await?;
         let mut letters = Vec::new();
         while letters.len() < limit {
             let got = channel
@@ -126,26 +132,109 @@ impl Session {
         Ok(Session {
             connection,
             channel,
+            publisher,
             letters,
         })
     }
 
-    /// Puts back every letter not removed, then closes.
-    async fn close(self) {
-        for l in &self.letters {
-            let _ = l
-                .message
-                .delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+    /// Puts back every letter not removed, then closes. A letter goes back as a copy: the body and
+    /// properties as taken, published to the dead-letter queue with a confirm; only once the copy
+    /// is confirmed is the original acked. Nothing is ever returned to the queue, because RabbitMQ 4
+    /// counts every return (a requeue, a closed channel) towards a quorum queue's delivery limit,
+    /// 20 unless declared, and drops a dead letter past it: the dead-letter queue has no dead-letter
+    /// exchange. A copy starts with no deliveries. The copies are published together, in the order
+    /// taken, then their confirms are awaited in that order (a confirm per copy awaited before the
+    /// next publish costs a quorum commit each, about 5 ms). A failure between a copy and its ack
+    /// leaves a repeat, never a loss; a letter whose copy was not confirmed returns with the
+    /// connection.
+    async fn close(self, settings: &Settings) -> anyhow::Result<()> {
+        let queue = settings.amqp.dead_letter_queue.as_str();
+        let mut copies = Vec::new();
+        let mut put_back = Ok(());
+        for l in self
+            .letters
+            .iter()
+            .filter(|l| l.message.delivery.acker.usable())
+        {
+            let d = &l.message.delivery;
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            match self
+                .publisher
+                .basic_publish("".into(), queue.into(), options, &d.data, as_taken(d))
+                .await
+            {
+                Ok(confirm) => copies.push((d, confirm)),
+                Err(e) => {
+                    put_back = Err(anyhow::anyhow!("publish failed: {e}"));
+                    break;
+                }
+            }
+        }
+        for (d, confirm) in copies {
+            match confirm.await {
+                Ok(Confirmation::Ack(None)) => {
+                    d.acker.ack(BasicAckOptions::default()).await?;
+                }
+                Ok(other) => {
+                    put_back = Err(anyhow::anyhow!("the broker did not take a copy: {other:?}"));
+                    break;
+                }
+                Err(e) => {
+                    put_back = Err(anyhow::anyhow!("publish confirm failed: {e}"));
+                    break;
+                }
+            }
         }
         let _ = self.connection.close(200, ShortString::from("done")).await;
-        drop(self.channel);
+        drop((self.channel, self.publisher));
+        put_back.map_err(|e| {
+            e.context(format!(
+                "putting dead letters back into {queue} failed; those not put back return to the \
+                 queue with the connection"
+            ))
+        })
     }
+}
+
+/// The properties of a dead letter as taken, for its copy: without `x-delivery-count`, which the
+/// broker adds on a redelivery and which would otherwise travel in the copy as a header of its own;
+/// and, for a dead letter kept for `amqp.dead_letter_ttl`, expiring when the original would have.
+fn as_taken(d: &lapin::message::Delivery) -> BasicProperties {
+    let mut props = d.properties.clone();
+    if let Some(ends) =
+        header(&props, H_EXPIRES_AT).and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+    {
+        let left = (ends.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .num_milliseconds()
+            .max(1);
+        props = props.with_expiration(ShortString::from(left.to_string()));
+    }
+    if let Some(headers) = props.headers().as_ref()
+        && headers.inner().contains_key("x-delivery-count")
+    {
+        let mut kept = FieldTable::default();
+        for (k, v) in headers.inner() {
+            if k.as_str() != "x-delivery-count" {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+        props = props.with_headers(kept);
+    }
+    props
+}
+
+/// Which dead letter a letter is, across sessions: its body's hash and its message id.
+fn identity(l: &Letter) -> String {
+    let d = &l.message.delivery;
+    let id = d.properties.message_id().as_ref().map(|m| m.to_string());
+    format!(
+        "{}:{}",
+        pipeline::sha256_hex(&d.data),
+        id.unwrap_or_default()
+    )
 }
 
 /// The broker's own reason (x-death), for a message it dead-lettered itself (the delivery limit).
@@ -185,7 +274,7 @@ pub async fn list(settings: &Settings, filter: &Filter) -> anyhow::Result<String
             .or_default() += 1;
     }
     let looked = session.letters.len();
-    session.close().await;
+    session.close(settings).await?;
     let mut out = String::new();
     writeln!(
         out,
@@ -237,7 +326,7 @@ pub async fn show(settings: &Settings, filter: &Filter, count: usize) -> anyhow:
             preview(l.body.as_ref(), &registry)
         )?;
     }
-    session.close().await;
+    session.close(settings).await?;
     if out.is_empty() {
         out.push_str("no dead letters match\n");
     }
@@ -325,7 +414,6 @@ pub async fn replay(
     let key = Pseudonymizer::insecure_dev();
     let db = connect_db(settings).await?;
     let session = Session::open(settings, filter.limit).await?;
-    let publisher = broker::confirm_channel(&session.connection).await?;
     let mut out = String::new();
     let (mut replayed, mut selected) = (0, 0);
     for l in session.letters.iter().filter(|l| l.matches(filter)) {
@@ -398,7 +486,7 @@ pub async fn replay(
             AMQPValue::LongString(actor.to_string().into()),
         );
         let props = d.properties.clone().with_headers(headers);
-        publish::publish_to(&publisher, "", queue, &d.data, props)
+        publish::publish_to(&session.publisher, "", queue, &d.data, props)
             .await
             .map_err(|e| anyhow::anyhow!("replay of {id}: {e}"))?;
         record_action(
@@ -412,8 +500,7 @@ pub async fn replay(
         d.acker.ack(BasicAckOptions::default()).await?;
         replayed += 1;
     }
-    drop(publisher);
-    session.close().await;
+    session.close(settings).await?;
     if dry_run {
         writeln!(
             out,
@@ -436,29 +523,50 @@ pub async fn purge(
     actor: &str,
 ) -> anyhow::Result<String> {
     let db = connect_db(settings).await?;
-    let session = Session::open(settings, filter.limit).await?;
-    let chosen: Vec<&Letter> = session
-        .letters
-        .iter()
-        .filter(|l| l.matches(filter))
-        .collect();
-    if chosen.is_empty() {
-        session.close().await;
-        return Ok("no dead letters match; nothing purged\n".into());
-    }
+    // Asked first, with every letter put back: a prompt left open, or abandoned with Ctrl-C, holds
+    // no dead letter (a letter held unacked returns when the tool dies, and that return counts
+    // towards the queue's delivery limit). The purge then removes only letters counted here.
+    let mut confirmed: Option<BTreeMap<String, usize>> = None;
     if !yes {
+        let session = Session::open(settings, filter.limit).await?;
+        let mut seen = BTreeMap::new();
+        for l in session.letters.iter().filter(|l| l.matches(filter)) {
+            *seen.entry(identity(l)).or_insert(0) += 1;
+        }
+        session.close(settings).await?;
+        let n: usize = seen.values().sum();
+        if n == 0 {
+            return Ok("no dead letters match; nothing purged\n".into());
+        }
         eprint!(
-            "purge {} dead letters of kind {} from {}? They cannot be replayed afterwards. Type yes: ",
-            chosen.len(),
+            "purge {n} dead letters of kind {} from {}? They cannot be replayed afterwards. Type yes: ",
             filter.kind.as_deref().unwrap_or("any"),
             settings.amqp.dead_letter_queue
         );
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
         if answer.trim() != "yes" {
-            session.close().await;
             return Ok("not confirmed; nothing purged\n".into());
         }
+        confirmed = Some(seen);
+    }
+    let session = Session::open(settings, filter.limit).await?;
+    let chosen: Vec<&Letter> = session
+        .letters
+        .iter()
+        .filter(|l| l.matches(filter))
+        .filter(|l| match confirmed.as_mut() {
+            None => true,
+            Some(left) => left.get_mut(&identity(l)).is_some_and(|n| {
+                let take = *n > 0;
+                *n = n.saturating_sub(1);
+                take
+            }),
+        })
+        .collect();
+    if chosen.is_empty() {
+        session.close(settings).await?;
+        return Ok("no dead letters match; nothing purged\n".into());
     }
     for l in &chosen {
         record_action(&db, "purge", actor, l, "removed").await?;
@@ -469,7 +577,7 @@ pub async fn purge(
             .await?;
     }
     let n = chosen.len();
-    session.close().await;
+    session.close(settings).await?;
     Ok(format!(
         "purged {n} dead letters (recorded in dlq_actions as {actor})\n"
     ))

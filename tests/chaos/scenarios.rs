@@ -251,10 +251,13 @@ async fn cluster_leader_stopped_mid_flood() {
         "the quorum queue has a replica on each node: {queue}"
     );
     let leader = queue["leader"].as_str().expect("a leader").to_string();
-    // Nodes 2 and 3 have fixed names; node 1's may be configured (EDC_RABBIT_NODENAME).
+    // Nodes 2 and 3 are named after node 1 (EDC_RABBIT_NODENAME, rabbit@localhost by default):
+    // rabbit2@localhost and rabbit3@localhost.
+    let node1 = std::env::var("EDC_RABBIT_NODENAME").unwrap_or_else(|_| "rabbit@localhost".into());
+    let base = node1.split('@').next().unwrap_or("rabbit");
     let node = match leader.split('@').next() {
-        Some("rabbit2") => "2",
-        Some("rabbit3") => "3",
+        Some(name) if name == format!("{base}2") => "2",
+        Some(name) if name == format!("{base}3") => "3",
         _ => "1",
     };
     let started = Instant::now();

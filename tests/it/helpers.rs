@@ -213,9 +213,15 @@ impl TestEnv {
 
     /// Publishes raw bodies, each with the given message id, and waits for the broker's confirms.
     pub async fn publish(&self, bodies: &[(&str, Vec<u8>)]) {
+        self.publish_declared(&[], bodies).await;
+    }
+
+    /// The same, with the topology declared as the daemon would with `extra` settings (a queue's
+    /// arguments must match every later declaration of it).
+    pub async fn publish_declared(&self, extra: &[(&str, &str)], bodies: &[(&str, Vec<u8>)]) {
         let conn = amqp().await;
         let ch = conn.create_channel().await.unwrap();
-        let settings = self.settings(&[]);
+        let settings = self.settings(extra);
         edc_ingest::broker::declare(&ch, &settings.amqp, &settings.retry)
             .await
             .unwrap();
@@ -507,18 +513,42 @@ impl Metrics {
 
 /// GET on RabbitMQ's management API (guest/guest on loopback), parsed as JSON.
 pub fn management(path: &str) -> serde_json::Value {
+    let (_, body) = management_request("GET", path, None);
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// A request to RabbitMQ's management API: the status line and the body.
+pub fn management_request(
+    method: &str,
+    path: &str,
+    json: Option<&serde_json::Value>,
+) -> (String, String) {
     let port = std::env::var("EDC_TEST_MANAGEMENT_PORT").unwrap_or_else(|_| "15672".into());
     let mut s =
         std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("RabbitMQ management API");
+    let body = json.map(|j| j.to_string()).unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The broker's version, as its management API reports it (e.g. "3.10.8", "4.0.5").
+pub fn broker_version() -> String {
+    management("/api/overview")["rabbitmq_version"]
+        .as_str()
+        .expect("the management API reports the version")
+        .to_string()
 }
 
 /// The documented example record, with a fresh record id.
@@ -569,6 +599,30 @@ pub fn generated(count: usize, seed: u64, invalid: f64, queried: f64) -> Vec<Str
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// The real binary with this test's environment (and `extra`), as an operator would run a command.
+pub fn edc(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    edc_command(env, extra, args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The real binary with this test's environment, to spawn.
+pub fn edc_command(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> std::process::Command {
+    let mut cmd = binary(env, extra);
+    cmd.args(args);
+    cmd
+}
+
+/// A command's stdout and stderr, as text.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Kills a spawned daemon when the test ends, even by a failed assertion, so that it cannot outlive

@@ -2,7 +2,7 @@
 //! reloaded with SIGHUP. Through the real binary, as a person would run it.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -10,22 +10,6 @@ use serde_json::json;
 use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn edc(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> Output {
-    binary(env, extra)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A study whose first protocol lacks SITE-04 (so records from there are invalid).
 fn study_dir(dir: &Path, sites: &str, version: &str, effective_from: Option<&str>, file: &str) {
@@ -276,14 +260,7 @@ async fn sighup_reloads_protocols_and_a_broken_file_leaves_the_old_ones_in_force
     );
     let studies = dir.path().display().to_string();
     let logs = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env.env_vars(&[("EDC__STUDIES_DIR", &studies)]) {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .arg("run")
+    let mut child = edc_command(&env, &[("EDC__STUDIES_DIR", &studies)], &["run"])
         .stdout(Stdio::null())
         .stderr(logs.reopen().unwrap())
         .spawn()
