@@ -39,8 +39,11 @@ use crate::store::{self, ConnectError};
 
 /// Advisory-lock key of the relay leader ("edc_outb").
 const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
-/// Outbox rows (transactions) published per round.
+/// Outbox rows (transactions) claimed per round at most.
 const ROWS: i64 = 32;
+/// Events published per round at most (more only when one row alone holds more): a round's
+/// publishes are held in memory, in lapin's buffers, until their confirms come back.
+const EVENTS: i64 = 1024;
 
 /// Why a round or a leadership ended.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +134,8 @@ impl Relay {
                 if self.shutdown.is_cancelled() {
                     return Ok(());
                 }
-                if rows < ROWS as usize {
+                // A round cut short by ROWS or EVENTS left more waiting: no pause then.
+                if rows < ROWS as usize && events < EVENTS as usize {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                         _ = self.shutdown.cancelled() => {}
@@ -146,7 +150,7 @@ impl Relay {
         result
     }
 
-    /// One round: claim up to ROWS rows, publish their events, wait for every confirm, park what
+    /// One round: claim up to ROWS rows (as many as make about EVENTS events), publish their events, wait for every confirm, park what
     /// was refused, delete the rows. Returns the rows and events done.
     async fn round(
         &self,
@@ -167,13 +171,18 @@ impl Relay {
                                'body', body || jsonb_build_object('event_id', event_id,
                                                                   'occurred_at', created_at))))
                            AS events
-                    FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),
+                 sized AS (
+                    SELECT id, events, sum(jsonb_array_length(events)) OVER (ORDER BY id)
+                                       - jsonb_array_length(events) AS before
+                    FROM claimed)
                  SELECT c.id, e.event::text, e.event->>'event_id', e.event->>'routing_key',
                         e.event->>'reply_to', e.event->>'correlation_id',
                         (e.event->'headers')::text, (e.event->'body')::text
-                 FROM claimed c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
+                 FROM sized c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
+                 WHERE c.before = 0 OR c.before < $2
                  ORDER BY c.id, e.n",
-                &[&ROWS],
+                &[&ROWS, &EVENTS],
             )
             .await?;
         if rows.is_empty() {
@@ -205,7 +214,7 @@ impl Relay {
         self.stats
             .events_published(EventKind::Event, published - callbacks);
         self.stats.events_parked.inc_by(parked as u64);
-        if ids.len() as i64 == ROWS {
+        if ids.len() as i64 == ROWS || events.len() as i64 >= EVENTS {
             info!(
                 rows = ids.len(),
                 events = events.len(),

@@ -78,12 +78,36 @@ pub async fn connect(
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(name.to_string()));
         let node = redact_url(nodes[idx]);
-        match within(limit, &node, Connection::connect(nodes[idx], props)).await {
+        let uri = match tuned(nodes[idx]) {
+            Ok(uri) => uri,
+            Err(e) => {
+                errors.push(format!("{node}: {e}"));
+                continue;
+            }
+        };
+        match within(limit, &node, Connection::connect_uri(uri, props)).await {
             Ok(conn) => return Ok((conn, idx)),
             Err(e) => errors.push(e.to_string()),
         }
     }
     Err(BrokerError::failed("connecting", errors.join("; ")))
+}
+
+/// The largest frame asked for, unless the URL asks otherwise (`?frame_max=`). lapin keeps 32
+/// frames' worth of buffer each way per connection: at RabbitMQ's default of 128 KiB that is 8 MiB
+/// per connection once a burst has filled it, the better part of the daemon's memory. Bodies larger
+/// than a frame are split, as AMQP does for every body.
+const FRAME_MAX: u32 = 32 * 1024;
+
+/// A node's URL as lapin connects to it, with [`FRAME_MAX`] unless it says otherwise.
+fn tuned(node: &str) -> Result<lapin::uri::AMQPUri, String> {
+    let mut uri: lapin::uri::AMQPUri = node.parse().map_err(|e: String| {
+        // The parser's message can quote the URL: keep only that it failed.
+        let _ = e;
+        "not a valid AMQP URL".to_string()
+    })?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Ok(uri)
 }
 
 /// Runs one broker operation with a deadline. lapin waits as long as the broker does; a connection
@@ -135,6 +159,16 @@ pub async fn close(connection: &Connection, limit: Duration, code: u16, reason: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_asks_for_small_frames_unless_its_url_says_otherwise() {
+        let uri = tuned("amqp://u:p@h:5672/%2f").unwrap();
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        let uri = tuned("amqp://u:p@h:5672/%2f?frame_max=131072").unwrap();
+        assert_eq!(uri.query.frame_max, Some(131072));
+        let err = tuned("amqp://u:secret@h:notaport/%2f").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+    }
 
     #[tokio::test]
     async fn an_operation_past_its_deadline_is_an_error_that_says_so() {
