@@ -354,3 +354,55 @@ fn refused(confirm: Confirmation, event: &Event) -> Option<String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(reply_to: Option<&str>, headers: Option<&str>) -> Event {
+        Event {
+            raw: "{}".into(),
+            event_id: "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d".into(),
+            routing_key: "record.accepted".into(),
+            reply_to: reply_to.map(str::to_string),
+            correlation_id: Some("c-1".into()),
+            headers: headers.map(str::to_string),
+            body: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_plain_ack_is_published_anything_else_is_parked_with_our_reason() {
+        let e = event(Some("edc.reply.site-03"), None);
+        assert_eq!(refused(Confirmation::Ack(None), &e), None);
+        let nack = refused(Confirmation::Nack(None), &e).unwrap();
+        assert!(nack.contains("refused the callback"), "{nack}");
+        assert!(!nack.contains("site-03"), "never the uploader's address");
+        let ev = event(None, None);
+        assert!(
+            refused(Confirmation::Nack(None), &ev)
+                .unwrap()
+                .contains("record.accepted")
+        );
+    }
+
+    #[test]
+    fn an_event_carries_its_id_type_correlation_and_trace_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let p = event(None, Some(&format!(r#"{{"traceparent": "{tp}"}}"#))).properties();
+        assert_eq!(
+            p.message_id().as_ref().unwrap().as_str(),
+            "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d"
+        );
+        assert_eq!(p.kind().as_ref().unwrap().as_str(), "record.accepted");
+        assert_eq!(p.delivery_mode(), &Some(2));
+        let headers = p.headers().as_ref().unwrap();
+        assert!(
+            matches!(headers.inner().get("traceparent"), Some(AMQPValue::LongString(s)) if s.to_string() == tp)
+        );
+        let callback = event(Some("edc.reply.x"), None).properties();
+        assert_eq!(callback.kind().as_ref().unwrap().as_str(), "outcome");
+        assert_eq!(callback.correlation_id().as_ref().unwrap().as_str(), "c-1");
+        assert!(callback.headers().is_none());
+    }
+}
