@@ -9,6 +9,7 @@
 //! - [`gate`]: whether the database is usable; consumption pauses while it is not.
 //! - [`retention`]: pruning of the working tables that would otherwise only grow.
 //! - [`backlog`]: the outbox backlog, the relay lag and the open batches, read for `/metrics`.
+//! - [`role`]: the runtime role's grants, and whether the daemon's role can do its work.
 //! - [`tls`]: TLS with libpq's `sslmode` semantics.
 //!
 //! Connections come from here only: the pool ([`pool`]) for the daemon's work, a dedicated
@@ -23,6 +24,7 @@ pub mod error;
 pub mod gate;
 pub mod ingest;
 pub mod retention;
+pub mod role;
 pub mod tls;
 
 use std::time::Duration;
@@ -167,11 +169,19 @@ pub async fn migrate(settings: &PostgresSettings) -> Result<Vec<String>, Migrate
         .set_grouped(false)
         .run_async(&mut conn.client)
         .await;
+    // The runtime role's grants, every time (see V9): a role created since is granted now.
+    let granted = match &report {
+        Ok(_) => role::grant(&conn, &settings.runtime_role)
+            .await
+            .map_err(|e| MigrateError::Failed(format!("granting the runtime role: {e}"))),
+        Err(_) => Ok(()),
+    };
     let _ = conn
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
     conn.close().await;
     let report = report.map_err(|e| MigrateError::Failed(e.to_string()))?;
+    granted?;
     Ok(report
         .applied_migrations()
         .iter()
