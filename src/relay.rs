@@ -112,7 +112,7 @@ impl Relay {
     async fn relay(&self, db: &mut tokio_postgres::Client) -> Result<(), RelayError> {
         let s = &self.settings.amqp;
         let limit = s.operation_timeout;
-        let (connection, _) = broker::connect(&s.url, 0, &self.name, limit).await?;
+        let (connection, _) = broker::connect(s, 0, &self.name, limit).await?;
         let channel = broker::within(limit, "channel", broker::confirm_channel(&connection)).await;
         let result = async {
             let channel = channel.as_ref().map_err(Clone::clone)?;

@@ -94,7 +94,7 @@ struct Session {
 impl Session {
     async fn open(settings: &Settings, limit: usize) -> anyhow::Result<Session> {
         let (connection, _) = broker::connect(
-            &settings.amqp.url,
+            &settings.amqp,
             0,
             "edc-ingest dlq",
             settings.amqp.operation_timeout,

@@ -23,7 +23,7 @@ pub async fn publish(
     input: impl BufRead,
 ) -> anyhow::Result<u64> {
     let (conn, _) = broker::connect(
-        &settings.url,
+        settings,
         0,
         "edc-ingest publish",
         settings.operation_timeout,

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 #[path = "../common/endpoints.rs"]
 mod endpoints;
 use endpoints::with_db;
-pub use endpoints::{amqp_url, pg_url, repo};
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use endpoints::{amqp_url, amqps_url, pg_runtime_url, pg_url, repo, tls_dir};
 #[path = "../common/summary.rs"]
 mod summary;
 pub use summary::summary_field;
