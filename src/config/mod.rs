@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn defaults_load_with_a_dev_key() {
         let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
-        assert_eq!(s.workers, 8);
+        assert_eq!(s.workers, 16);
         assert_eq!(s.amqp.queue, "edc.records");
         assert_eq!(s.shutdown_grace, Duration::from_secs(25));
         assert_eq!(s.max_message_bytes, 1024 * 1024);
