@@ -1,13 +1,16 @@
-//! The command line: every command, its arguments, and what it runs.
+//! The command line: every command, its arguments, an example of each, and what it runs.
 
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::builder::PossibleValuesParser;
+use clap::{Parser, Subcommand, ValueEnum};
 use edc_ingest::config::Settings;
 use edc_ingest::failure::{Failure, runtime};
 use edc_ingest::pipeline::Pseudonymizer;
 use edc_ingest::protocol::Registry;
+use edc_ingest::tools::progress::Progress;
 use edc_ingest::{daemon, shutdown, store, tools};
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +18,15 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "edc-ingest",
     version,
-    about = "Clinical-trial CRF ingestion: RabbitMQ -> PostgreSQL, exactly once, de-identified"
+    about = "Clinical-trial CRF ingestion: RabbitMQ -> PostgreSQL, exactly once, de-identified",
+    after_help = "Examples:
+  $ edc-ingest --config /etc/edc-ingest/config.yaml run
+  $ edc-ingest status
+  $ edc-ingest dlq list
+
+Settings: the defaults, then --config PATH (or EDC_CONFIG), then EDC__SECTION__KEY variables.
+Only `run` and `check-config` need the pseudonymisation key.
+Exit codes: 0 success, 1 runtime failure, 2 configuration error or refused command line."
 )]
 pub struct Cli {
     /// YAML file layered over the defaults (then EDC__SECTION__KEY variables over it).
@@ -25,15 +36,43 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How a command prints its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For a person.
+    #[default]
+    Text,
+    /// For a program (the fields are listed in the README).
+    Json,
+}
+
+impl From<Output> for tools::Format {
+    fn from(o: Output) -> tools::Format {
+        match o {
+            Output::Text => tools::Format::Text,
+            Output::Json => tools::Format::Json,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the daemon until SIGTERM or SIGINT.
+    #[command(after_help = "Example:
+  $ edc-ingest --config /etc/edc-ingest/config.yaml run")]
     Run,
     /// Apply database migrations and exit.
+    #[command(after_help = "Example:
+  $ edc-ingest --config /etc/edc-ingest/config.yaml migrate")]
     Migrate,
     /// Validate the configuration, the key and every study protocol, then exit.
+    #[command(after_help = "Example:
+  $ edc-ingest --config /etc/edc-ingest/config.yaml check-config")]
     CheckConfig,
-    /// Print synthetic DEMO-001 records as NDJSON.
+    /// Print synthetic DEMO-001 records as NDJSON (needs no settings).
+    #[command(after_help = "Examples:
+  $ edc-ingest generate --count 1000 --seed 7 > records.ndjson
+  $ edc-ingest generate --count 1000 --invalid-ratio 0.1 | edc-ingest publish -")]
     Generate {
         #[arg(long, default_value_t = 1000)]
         count: usize,
@@ -52,6 +91,10 @@ pub enum Command {
         batch_size: usize,
     },
     /// Publish NDJSON lines (one record each) to the work queue, with publisher confirms.
+    #[command(after_help = "Examples:
+  $ edc-ingest publish records.ndjson
+  $ edc-ingest publish --urgent sae.ndjson
+  $ edc-ingest generate --count 1000 | edc-ingest publish -")]
     Publish {
         /// File to read, or - for standard input.
         #[arg(default_value = "-")]
@@ -63,41 +106,88 @@ pub enum Command {
     /// Remove what is older than the horizon from the working tables that only grow (counted
     /// re-uploads, per-connection counters of completed batches, crash counts left behind). The
     /// evidence (records, audit trail, data queries, alerts, rejections) is never touched.
+    #[command(after_help = "Example:
+  $ edc-ingest prune --older-than 30days")]
     Prune {
         /// The horizon, like 30days or 12h (default: retention.working_tables).
         #[arg(long, value_parser = humantime::parse_duration)]
-        older_than: Option<std::time::Duration>,
+        older_than: Option<Duration>,
     },
     /// Upload batch receipts.
+    #[command(after_help = "Example:
+  $ edc-ingest batch status b1f2c3d4-0000-4000-8000-000000000001")]
     Batch {
         #[command(subcommand)]
         command: BatchCommand,
     },
     /// Inspect, replay and purge dead letters. Nothing printed ever shows an identifier.
+    #[command(after_help = "Examples:
+  $ edc-ingest dlq list
+  $ edc-ingest dlq show --kind invalid --count 3
+  $ edc-ingest dlq replay --kind invalid --dry-run")]
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Is it keeping up? Queue depths and their trend, dead letters by kind, open batches, and the
+    /// rates of the running replicas, on one screen. Exit 0 when the broker and the database
+    /// answered (an unreachable replica is shown as such), 1 when either did not.
+    #[command(after_help = "Examples:
+  $ edc-ingest status
+  $ edc-ingest status --window 1m --metrics 10.0.0.5:9090 --metrics 10.0.0.6:9090
+  $ edc-ingest status --window 0s --output json")]
+    Status {
+        /// A replica's /metrics (http://HOST:PORT[/PATH], or HOST:PORT for /metrics); repeat for
+        /// each replica [default: the local one, on the port of http.listen].
+        #[arg(long, value_name = "URL")]
+        metrics: Vec<String>,
+        /// Time between the two readings the rates and trends are measured over; 0s: one reading,
+        /// no rates.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        window: Duration,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Ask a running daemon whether it is alive: exit 0 on a 200, 1 otherwise (a container's
     /// HEALTHCHECK). Needs no key, broker or database.
+    #[command(after_help = "Examples:
+  $ edc-ingest healthcheck
+  $ edc-ingest healthcheck --url http://127.0.0.1:9090/readyz")]
     Healthcheck {
         /// What to GET, within 5 s [default: /livez on the port of http.listen, at 127.0.0.1 unless
         /// it listens on one address: http://127.0.0.1:9090/livez with the defaults].
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Print a shell completion script (needs no settings).
+    #[command(after_help = "Examples:
+  $ edc-ingest completions bash > /etc/bash_completion.d/edc-ingest
+  $ edc-ingest completions zsh > ~/.zfunc/_edc-ingest
+  $ edc-ingest completions fish > ~/.config/fish/completions/edc-ingest.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum BatchCommand {
     /// What became of a batch's records: accepted, queried, duplicates, dead-lettered by kind.
-    Status { id: String },
+    #[command(after_help = "Examples:
+  $ edc-ingest batch status b1f2c3d4-0000-4000-8000-000000000001
+  $ edc-ingest batch status b1f2c3d4-0000-4000-8000-000000000001 --output json")]
+    Status {
+        id: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(clap::Args, Clone)]
 pub struct DlqSelect {
-    /// Only dead letters of this kind (malformed, too_large, invalid, conflict, panic, failed, poison).
-    #[arg(long)]
+    /// Only dead letters of this kind: edc-ingest's own, broker:<reason> for those the broker
+    /// dead-lettered itself, unknown for those with neither header.
+    #[arg(long, value_parser = PossibleValuesParser::new(tools::dlq::KINDS))]
     kind: Option<String>,
     /// Only dead letters of this upload batch.
     #[arg(long)]
@@ -120,19 +210,34 @@ impl DlqSelect {
 #[derive(Subcommand)]
 pub enum DlqCommand {
     /// Counts by kind and reason, and by study, site and batch.
+    #[command(after_help = "Examples:
+  $ edc-ingest dlq list
+  $ edc-ingest dlq list --kind broker:delivery_limit --output json")]
     List {
         #[command(flatten)]
         select: DlqSelect,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
-    /// A few dead letters: headers and a de-identified preview of the body.
+    /// A few dead letters: headers and a de-identified preview of the body, each printed as it is
+    /// taken (JSON: one object per line).
+    #[command(after_help = "Examples:
+  $ edc-ingest dlq show --kind invalid --count 3
+  $ edc-ingest dlq show --batch b1f2c3d4-0000-4000-8000-000000000001 --output json")]
     Show {
         #[command(flatten)]
         select: DlqSelect,
         /// How many to show.
         #[arg(long, default_value_t = 5)]
         count: usize,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
-    /// Re-validate against the current protocols and republish to the work queue.
+    /// Re-validate against the current protocols and republish to the work queue, printing each
+    /// dead letter's verdict as it is handled.
+    #[command(after_help = "Examples:
+  $ edc-ingest dlq replay --kind invalid --dry-run
+  $ edc-ingest dlq replay --kind invalid --actor dm-jane")]
     Replay {
         #[command(flatten)]
         select: DlqSelect,
@@ -144,19 +249,32 @@ pub enum DlqCommand {
         actor: Option<String>,
     },
     /// Remove dead letters of one kind for good (asks for confirmation).
+    #[command(after_help = "Example:
+  $ edc-ingest dlq purge --kind malformed --actor dm-jane")]
     Purge {
         #[command(flatten)]
         select: DlqSelect,
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+        /// Who is purging (default: the login name); recorded in dlq_actions.
         #[arg(long)]
         actor: Option<String>,
     },
 }
 
-/// Runs one command (all but `generate`, which needs no settings).
+/// The completion script of `shell` (made in memory: the generator panics on a failed write).
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "edc-ingest", &mut script);
+    script
+}
+
+/// Runs one command (all but `generate`, `healthcheck` and `completions`, which need no settings).
 pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let out = &mut stdout.lock();
     match command {
         Command::Run => {
             let token = CancellationToken::new();
@@ -201,14 +319,19 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             if urgent {
                 amqp.queue = amqp.urgent_queue.clone();
             }
+            let progress = Progress::counter("published");
+            let retry = &settings.retry;
             let sent = if file == "-" {
-                tools::publish::publish(&amqp, &settings.retry, std::io::stdin().lock()).await
+                let input = std::io::stdin().lock();
+                tools::publish::publish_with_progress(&amqp, retry, input, &progress).await
             } else {
                 let f = std::fs::File::open(&file)
                     .map_err(|e| Failure::setup(format!("{file}: {e}")))?;
-                tools::publish::publish(&amqp, &settings.retry, BufReader::new(f)).await
+                let input = BufReader::new(f);
+                tools::publish::publish_with_progress(&amqp, retry, input, &progress).await
             }
             .map_err(runtime)?;
+            drop(progress);
             println!(
                 "published {sent} messages to {} (all confirmed)",
                 amqp.queue
@@ -236,43 +359,146 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             Ok(())
         }
         Command::Batch {
-            command: BatchCommand::Status { id },
+            command: BatchCommand::Status { id, output },
         } => {
-            let receipt = tools::batch::status(&settings.postgres, &id)
+            let receipt = tools::batch::status(&settings.postgres, &id, output.into())
                 .await
                 .map_err(runtime)?;
             println!("{receipt}");
             Ok(())
         }
-        Command::Dlq { command } => {
-            let out = match command {
-                DlqCommand::List { select } => tools::dlq::list(&settings, &select.filter()).await,
-                DlqCommand::Show { select, count } => {
-                    tools::dlq::show(&settings, &select.filter(), count).await
-                }
-                DlqCommand::Replay {
-                    select,
-                    dry_run,
-                    actor,
-                } => {
-                    let actor = tools::dlq::actor(actor);
-                    tools::dlq::replay(&settings, &select.filter(), dry_run, &actor).await
-                }
-                DlqCommand::Purge { select, yes, actor } => {
-                    if select.kind.is_none() {
-                        return Err(Failure::setup(
-                            "dlq purge needs --kind: purging every kind at once is refused",
-                        ));
-                    }
-                    let actor = tools::dlq::actor(actor);
-                    tools::dlq::purge(&settings, &select.filter(), yes, &actor).await
-                }
-            }?;
-            print!("{out}");
+        Command::Status {
+            metrics,
+            window,
+            output,
+        } => {
+            let opts = tools::status::Options { metrics, window };
+            let report = tools::status::status(&settings, &opts).await;
+            let shown = match output {
+                Output::Json => serde_json::to_string(&report).map_err(runtime)?,
+                Output::Text => report.text(),
+            };
+            writeln!(out, "{}", shown.trim_end()).map_err(runtime)?;
+            out.flush().map_err(runtime)?;
+            if !report.complete() {
+                return Err(runtime(anyhow::anyhow!(
+                    "status: {} could not be read (see above)",
+                    report.missing().join(" and ")
+                )));
+            }
             Ok(())
         }
-        Command::Generate { .. } | Command::Healthcheck { .. } => {
-            unreachable!("handled before the runtime starts")
+        Command::Dlq { command } => match command {
+            DlqCommand::List { select, output } => {
+                tools::dlq::list(&settings, &select.filter(), output.into(), out).await
+            }
+            DlqCommand::Show {
+                select,
+                count,
+                output,
+            } => tools::dlq::show(&settings, &select.filter(), count, output.into(), out).await,
+            DlqCommand::Replay {
+                select,
+                dry_run,
+                actor,
+            } => {
+                let actor = tools::dlq::actor(actor);
+                tools::dlq::replay(&settings, &select.filter(), dry_run, &actor, out).await
+            }
+            DlqCommand::Purge { select, yes, actor } => {
+                if select.kind.is_none() {
+                    return Err(Failure::setup(
+                        "dlq purge needs --kind: purging every kind at once is refused",
+                    ));
+                }
+                let actor = tools::dlq::actor(actor);
+                tools::dlq::purge(&settings, &select.filter(), yes, &actor, out).await
+            }
+        }
+        .map_err(runtime),
+        Command::Generate { .. } | Command::Healthcheck { .. } | Command::Completions { .. } => {
+            unreachable!("handled before the settings are read")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every command and subcommand, as the words that name it (`["dlq", "show"]`).
+    fn commands(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let help = cmd
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        out.push((path.clone(), help));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            commands(sub, p, out);
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example_that_parses() {
+        let mut all = Vec::new();
+        commands(&Cli::command(), Vec::new(), &mut all);
+        assert!(all.len() >= 17, "{all:?}");
+        for (path, help) in all {
+            let examples: Vec<&str> = help
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("$ "))
+                .collect();
+            assert!(
+                help.starts_with("Example") && !examples.is_empty(),
+                "`edc-ingest {}` has no example",
+                path.join(" ")
+            );
+            // The example of a command runs that command.
+            assert!(
+                examples.iter().any(|e| e.contains(&path.join(" "))),
+                "no example of `edc-ingest {}` runs it: {examples:?}",
+                path.join(" ")
+            );
+            for example in examples {
+                for part in example.split(" | ") {
+                    let words: Vec<&str> = part
+                        .split(" > ")
+                        .next()
+                        .unwrap()
+                        .split_whitespace()
+                        .skip_while(|w| w.contains('='))
+                        .collect();
+                    if let Err(e) = Cli::try_parse_from(&words) {
+                        panic!("example `{part}` does not parse: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kind_accepts_only_the_real_kinds_and_names_them_when_refused() {
+        for kind in tools::dlq::KINDS {
+            assert!(
+                Cli::try_parse_from(["edc-ingest", "dlq", "list", "--kind", kind]).is_ok(),
+                "{kind}"
+            );
+        }
+        let e = match Cli::try_parse_from(["edc-ingest", "dlq", "show", "--kind", "invalidd"]) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("--kind invalidd was accepted"),
+        };
+        for kind in tools::dlq::KINDS {
+            assert!(e.contains(kind), "{kind} not named in: {e}");
         }
     }
 }

@@ -1,20 +1,33 @@
 //! The `edc-ingest` binary: parses the command line, loads the configuration and runs one command
-//! (see `cli`). Exit codes: 0 success, 1 runtime failure, 2 configuration error.
+//! (see `cli`). Exit codes: 0 success, 1 runtime failure, 2 configuration error or a command line
+//! refused.
 
 mod cli;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 use edc_ingest::config::Settings;
 use edc_ingest::failure::Failure;
+use edc_ingest::tools::progress::Progress;
 use edc_ingest::{telemetry, tools};
 
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        let mut out = std::io::stdout().lock();
+        return match out
+            .write_all(&cli::completions(shell))
+            .and_then(|_| out.flush())
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("completions: {e}"))),
+        };
+    }
     if let Command::Generate {
         count,
         seed,
@@ -33,8 +46,15 @@ fn main() -> ExitCode {
             batch_size: batch_size.max(1),
         };
         let stdout = std::io::stdout();
+        // Progress only when the records go elsewhere than the terminal it would be drawn on.
+        let progress = if stdout.is_terminal() {
+            Progress::hidden()
+        } else {
+            Progress::bar(count as u64, "records")
+        };
         let mut out = std::io::BufWriter::new(stdout.lock());
-        return match tools::generate::generate(&opts, &mut out).and_then(|_| out.flush()) {
+        let written = tools::generate::generate_with_progress(&opts, &mut out, &progress);
+        return match written.and_then(|_| out.flush()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
             Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("generate: {e}"))),
@@ -65,10 +85,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e.into()),
     };
+    if let Command::Status { .. } = cli.command {
+        // Asking for a queue that is not declared closes the channel, which lapin logs as an
+        // error; `status` reports the queue as absent itself.
+        settings.log.level.push_str(",lapin::channel=off");
+    }
     let telemetry = match telemetry::init(&settings.log, &settings.otel) {
         Ok(t) => t,
         Err(e) => return fail(&Failure::Setup(e)),

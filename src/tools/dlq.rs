@@ -7,9 +7,14 @@
 //! `replay` republishes to the work queue with publisher confirms and only then removes the dead
 //! letter; `purge` asks first, holding nothing while it asks. Both record who did what, when and
 //! with what result in `dlq_actions`.
+//!
+//! `show` and `replay` print each dead letter as they handle it; whatever happens next, what was
+//! printed stays printed, and the letters not removed are put back all the same. Message ids, header
+//! values, routing keys, reply addresses and the fields of a body are printed through
+//! [`printable`](crate::printable::printable): escaped and bounded, in the text and in the JSON.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::io::Write;
 
 use lapin::Confirmation;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
@@ -23,8 +28,39 @@ use crate::broker::publish::{
 use crate::broker::{self, publish};
 use crate::config::Settings;
 use crate::pipeline::{self, Pseudonymizer};
+use crate::printable::printable;
 use crate::protocol::Registry;
 use crate::store;
+
+use super::progress::Progress;
+use super::{Format, emit};
+
+/// The reasons the broker itself gives when it dead-letters a message (its `x-death` header): past
+/// the work queue's delivery limit, expired there (an uploader's `expiration`, or a TTL policy),
+/// rejected without requeue by a consumer, or dropped from the head of a queue over its length limit.
+pub const BROKER_REASONS: [&str; 4] = ["delivery_limit", "expired", "rejected", "maxlen"];
+
+/// Every kind `--kind` accepts, as `dlq list` shows them: edc-ingest's own kinds
+/// ([`RejectKind::ALL`](crate::pipeline::RejectKind::ALL), the `x-edc-error-kind` header), `broker:<reason>` for what the broker
+/// dead-lettered itself, and `unknown` for a dead letter with neither (one published to the queue by
+/// hand).
+pub const KINDS: [&str; 12] = [
+    "malformed",
+    "too_large",
+    "invalid",
+    "conflict",
+    "panic",
+    "failed",
+    "poison",
+    "broker:delivery_limit",
+    "broker:expired",
+    "broker:rejected",
+    "broker:maxlen",
+    "unknown",
+];
+
+/// The kind of a dead letter no header explains.
+const UNKNOWN: &str = "unknown";
 
 /// Which dead letters a command is about.
 #[derive(Clone, Debug, Default)]
@@ -92,7 +128,8 @@ struct Session {
 }
 
 impl Session {
-    async fn open(settings: &Settings, limit: usize) -> anyhow::Result<Session> {
+    /// Connects, with nothing taken yet.
+    async fn connect(settings: &Settings) -> anyhow::Result<Session> {
         let (connection, _) = broker::connect(
             &settings.amqp.url,
             0,
@@ -104,37 +141,61 @@ impl Session {
         let channel = connection.create_channel().await?;
         broker::declare(&channel, &settings.amqp, &settings.retry).await?;
         let publisher = broker::confirm_channel(&connection).await?;
-        let mut letters = Vec::new();
-        while letters.len() < limit {
-            let got = channel
-                .basic_get(
-                    ShortString::from(settings.amqp.dead_letter_queue.as_str()),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await?;
-            let Some(message) = got else { break };
-            let props = &message.delivery.properties;
-            let kind = header(props, H_KIND)
-                .or_else(|| death_reason(props).map(|r| format!("broker:{r}")))
-                .unwrap_or_else(|| "unknown".into());
-            let reason =
-                header(props, H_ERROR).unwrap_or_else(|| "dead-lettered by the broker".into());
-            let body = serde_json::from_slice::<Value>(&message.delivery.data)
-                .ok()
-                .filter(Value::is_object);
-            letters.push(Letter {
-                message,
-                kind,
-                reason,
-                body,
-            });
-        }
         Ok(Session {
             connection,
             channel,
             publisher,
-            letters,
+            letters: Vec::new(),
         })
+    }
+
+    /// Connects and takes up to `limit` dead letters.
+    async fn open(settings: &Settings, limit: usize) -> anyhow::Result<Session> {
+        let mut session = Session::connect(settings).await?;
+        while session.letters.len() < limit {
+            match session.take(settings).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Err(session.fail(settings, e).await),
+            }
+        }
+        Ok(session)
+    }
+
+    /// Takes the next dead letter, if there is one (held until [`Session::close`]).
+    async fn take(&mut self, settings: &Settings) -> anyhow::Result<Option<&Letter>> {
+        let got = self
+            .channel
+            .basic_get(
+                ShortString::from(settings.amqp.dead_letter_queue.as_str()),
+                BasicGetOptions { no_ack: false },
+            )
+            .await?;
+        let Some(message) = got else { return Ok(None) };
+        let props = &message.delivery.properties;
+        let kind = header(props, H_KIND)
+            .or_else(|| death_reason(props).map(|r| format!("broker:{r}")))
+            .unwrap_or_else(|| UNKNOWN.into());
+        let reason = header(props, H_ERROR).unwrap_or_else(|| "dead-lettered by the broker".into());
+        let body = serde_json::from_slice::<Value>(&message.delivery.data)
+            .ok()
+            .filter(Value::is_object);
+        self.letters.push(Letter {
+            message,
+            kind,
+            reason,
+            body,
+        });
+        Ok(self.letters.last())
+    }
+
+    /// Puts back what is held after `error`, and returns the error (with the put-back's own, if it
+    /// failed too).
+    async fn fail(self, settings: &Settings, error: anyhow::Error) -> anyhow::Error {
+        match self.close(settings).await {
+            Ok(()) => error,
+            Err(e) => anyhow::anyhow!("{error:#}; {e:#}"),
+        }
     }
 
     /// Puts back every letter not removed, then closes. A letter goes back as a copy: the body and
@@ -253,92 +314,193 @@ fn death_reason(props: &BasicProperties) -> Option<String> {
     }
 }
 
-/// Counts by kind and reason, and by study, site and batch where the body says.
-pub async fn list(settings: &Settings, filter: &Filter) -> anyhow::Result<String> {
+/// What `dlq list` counted.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_kind: BTreeMap<(String, String), usize>,
+    by_study: BTreeMap<Option<String>, usize>,
+    by_site: BTreeMap<Option<String>, usize>,
+    by_batch: BTreeMap<Option<String>, usize>,
+}
+
+/// Counts by kind and reason, and by study, site and batch where the body says: text, or one JSON
+/// document (see the README for its fields).
+pub async fn list(
+    settings: &Settings,
+    filter: &Filter,
+    format: Format,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let session = Session::open(settings, filter.limit).await?;
-    let mut by: [BTreeMap<String, usize>; 4] = Default::default();
-    let mut total = 0;
+    let mut c = Counts::default();
     for l in session.letters.iter().filter(|l| l.matches(filter)) {
-        total += 1;
-        *by[0]
-            .entry(format!("{}: {}", l.kind, l.reason))
+        c.total += 1;
+        let shown = |v: Option<String>| v.map(|v| printable(&v));
+        *c.by_kind
+            .entry((printable(&l.kind), printable(&l.reason)))
             .or_default() += 1;
-        *by[1]
-            .entry(l.field("study").unwrap_or_else(|| "(unknown)".into()))
-            .or_default() += 1;
-        *by[2]
-            .entry(l.field("site").unwrap_or_else(|| "(unknown)".into()))
-            .or_default() += 1;
-        *by[3]
-            .entry(l.batch_id().unwrap_or_else(|| "(none)".into()))
-            .or_default() += 1;
+        *c.by_study.entry(shown(l.field("study"))).or_default() += 1;
+        *c.by_site.entry(shown(l.field("site"))).or_default() += 1;
+        *c.by_batch.entry(shown(l.batch_id())).or_default() += 1;
     }
     let looked = session.letters.len();
     session.close(settings).await?;
-    let mut out = String::new();
-    writeln!(
-        out,
-        "{total} dead letters in {} (looked at {looked}, limit {})",
-        settings.amqp.dead_letter_queue, filter.limit
-    )?;
-    for (title, map) in ["by kind and reason", "by study", "by site", "by batch"]
-        .iter()
-        .zip(&by)
-    {
-        writeln!(out, "{title}:")?;
+    let queue = &settings.amqp.dead_letter_queue;
+    if format == Format::Json {
+        let counted = |map: &BTreeMap<Option<String>, usize>, key: &str| {
+            map.iter()
+                .map(|(k, n)| json!({key: k, "count": n}))
+                .collect::<Vec<_>>()
+        };
+        let doc = json!({
+            "queue": queue,
+            "looked_at": looked,
+            "limit": filter.limit,
+            "matching": c.total,
+            "by_kind_and_reason": c.by_kind.iter()
+                .map(|((kind, reason), n)| json!({"kind": kind, "reason": reason, "count": n}))
+                .collect::<Vec<_>>(),
+            "by_study": counted(&c.by_study, "study"),
+            "by_site": counted(&c.by_site, "site"),
+            "by_batch": counted(&c.by_batch, "batch_id"),
+        });
+        return Ok(emit(out, &doc.to_string())?);
+    }
+    let mut text = format!(
+        "{} dead letters in {queue} (looked at {looked}, limit {})\n",
+        c.total, filter.limit
+    );
+    text.push_str("by kind and reason:\n");
+    for ((kind, reason), n) in &c.by_kind {
+        text.push_str(&format!("  {n:>6}  {kind}: {reason}\n"));
+    }
+    for (title, map, none) in [
+        ("by study", &c.by_study, "(unknown)"),
+        ("by site", &c.by_site, "(unknown)"),
+        ("by batch", &c.by_batch, "(none)"),
+    ] {
+        text.push_str(&format!("{title}:\n"));
         for (k, n) in map {
-            writeln!(out, "  {n:>6}  {k}")?;
+            text.push_str(&format!("  {n:>6}  {}\n", k.as_deref().unwrap_or(none)));
         }
     }
-    Ok(out)
+    out.write_all(text.as_bytes())?;
+    Ok(out.flush()?)
 }
 
-/// A few dead letters with their headers and a de-identified preview of the body.
-pub async fn show(settings: &Settings, filter: &Filter, count: usize) -> anyhow::Result<String> {
+/// One dead letter as `show` prints it: every value an uploader could have chosen is escaped.
+fn shown(l: &Letter, registry: &Registry) -> Value {
+    let d = &l.message.delivery;
+    let p = &d.properties;
+    let text = |v: Option<String>| v.map(|v| printable(&v));
+    json!({
+        "message_id": p.message_id().as_ref().map(|m| printable(m.as_str())),
+        "kind": printable(&l.kind),
+        "reason": printable(&l.reason),
+        "attempts": l.header(H_ATTEMPTS).and_then(|a| a.parse::<i64>().ok()),
+        "failed_at": text(l.header(H_FAILED_AT)),
+        "consumer": text(l.header(H_CONSUMER)),
+        "expires_at": text(l.header(H_EXPIRES_AT)),
+        "reply_to": p.reply_to().as_ref().map(|r| printable(r.as_str())),
+        "queue": printable(d.routing_key.as_str()),
+        "body_bytes": d.data.len(),
+        "preview": l.body.as_ref().map(|b| preview_value(b, registry)),
+    })
+}
+
+/// `show`'s text for one dead letter (from [`shown`]).
+fn shown_text(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    let mut out = format!(
+        "--- message_id {}\nkind: {}\nreason: {}\n",
+        s("message_id").unwrap_or_else(|| "-".into()),
+        s("kind").unwrap_or_default(),
+        s("reason").unwrap_or_default()
+    );
+    if let Some(n) = v["attempts"].as_i64() {
+        out.push_str(&format!("{H_ATTEMPTS}: {n}\n"));
+    }
+    for (h, k) in [
+        (H_FAILED_AT, "failed_at"),
+        (H_CONSUMER, "consumer"),
+        (H_EXPIRES_AT, "expires_at"),
+    ] {
+        if let Some(v) = s(k) {
+            out.push_str(&format!("{h}: {v}\n"));
+        }
+    }
+    if let Some(r) = s("reply_to") {
+        out.push_str(&format!("reply_to: {r}\n"));
+    }
+    out.push_str(&format!("queue: {}\n", s("queue").unwrap_or_default()));
+    let preview = match &v["preview"] {
+        Value::Null => "(not a JSON object; not shown, it may hold anything)".to_string(),
+        p => p.to_string(),
+    };
+    out.push_str(&format!("body ({} bytes): {preview}", v["body_bytes"]));
+    out
+}
+
+/// The first `count` matching dead letters, each printed as soon as it is taken: headers and a
+/// de-identified preview of the body, as text or as one JSON object per line. The whole queue (up
+/// to the limit) is still read, so that the copies put back keep its order.
+pub async fn show(
+    settings: &Settings,
+    filter: &Filter,
+    count: usize,
+    format: Format,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let registry = Registry::load(&settings.studies_dir)
         .map_err(|e| anyhow::anyhow!("study protocols are invalid:\n{e}"))?;
-    let session = Session::open(settings, filter.limit).await?;
-    let mut out = String::new();
-    for l in session
-        .letters
-        .iter()
-        .filter(|l| l.matches(filter))
-        .take(count)
-    {
-        let p = &l.message.delivery.properties;
-        writeln!(
-            out,
-            "--- message_id {}",
-            p.message_id().as_ref().map_or("-", |m| m.as_str())
-        )?;
-        writeln!(out, "kind: {}", l.kind)?;
-        writeln!(out, "reason: {}", l.reason)?;
-        for h in [H_ATTEMPTS, H_FAILED_AT, H_CONSUMER] {
-            if let Some(v) = l.header(h) {
-                writeln!(out, "{h}: {v}")?;
+    let mut session = Session::connect(settings).await?;
+    let mut printed = 0;
+    let mut result: anyhow::Result<()> = Ok(());
+    while session.letters.len() < filter.limit {
+        let letter = match session.take(settings).await {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                result = Err(e);
+                break;
             }
+        };
+        if printed == count || !letter.matches(filter) {
+            continue;
         }
-        writeln!(out, "queue: {}", l.message.delivery.routing_key)?;
-        writeln!(
-            out,
-            "body ({} bytes): {}",
-            l.message.delivery.data.len(),
-            preview(l.body.as_ref(), &registry)
-        )?;
+        let v = shown(letter, &registry);
+        let line = match format {
+            Format::Json => v.to_string(),
+            Format::Text => shown_text(&v),
+        };
+        if let Err(e) = emit(out, &line) {
+            result = Err(e.into());
+            break;
+        }
+        printed += 1;
+    }
+    if let Err(e) = result {
+        return Err(session.fail(settings, e).await);
     }
     session.close(settings).await?;
-    if out.is_empty() {
-        out.push_str("no dead letters match\n");
+    if printed == 0 && format == Format::Text {
+        emit(out, "no dead letters match")?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The body with nothing identifying in it: envelope fields, identifier names (values withheld),
-/// items the protocol defines as not `phi`; everything else withheld.
-pub fn preview(body: Option<&Value>, registry: &Registry) -> String {
+/// items the protocol defines as not `phi`; everything else withheld. Every text in it, keys
+/// included, is escaped and bounded ([`printable`]). Null for a body that is not a JSON object.
+pub fn preview_value(body: &Value, registry: &Registry) -> Value {
     const WITHHELD: &str = "[withheld]";
-    let Some(Value::Object(m)) = body else {
-        return "(not a JSON object; not shown, it may hold anything)".into();
+    let Value::Object(m) = body else {
+        return Value::Null;
+    };
+    let safe_scalar = |v: &Value| match v {
+        Value::String(s) => Value::String(printable(s)),
+        other => other.clone(),
     };
     let mut out = Map::new();
     // The envelope: everything but the identifiers and the items, which are handled below.
@@ -348,9 +510,11 @@ pub fn preview(body: Option<&Value>, registry: &Registry) -> String {
     for key in envelope {
         if let Some(v) = m.get(key) {
             let safe = match v {
-                Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => v.clone(),
+                Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
+                    safe_scalar(v)
+                }
                 Value::Object(b) if key == "batch" => {
-                    json!({"id": b.get("id"), "size": b.get("size")})
+                    json!({"id": b.get("id").map(safe_scalar), "size": b.get("size").map(safe_scalar)})
                 }
                 _ => json!(WITHHELD),
             };
@@ -360,7 +524,11 @@ pub fn preview(body: Option<&Value>, registry: &Registry) -> String {
     if let Some(Value::Object(ids)) = m.get("identifiers") {
         out.insert(
             "identifiers".into(),
-            Value::Object(ids.keys().map(|k| (k.clone(), json!(WITHHELD))).collect()),
+            Value::Object(
+                ids.keys()
+                    .map(|k| (printable(k), json!(WITHHELD)))
+                    .collect(),
+            ),
         );
     }
     let form = (|| {
@@ -378,7 +546,12 @@ pub fn preview(body: Option<&Value>, registry: &Registry) -> String {
                 let visible = form.as_ref().and_then(|f| f.get(k)).is_some_and(|d| !d.phi)
                     && !v.is_object()
                     && !v.is_array();
-                (k.clone(), if visible { v.clone() } else { json!(WITHHELD) })
+                let value = if visible {
+                    safe_scalar(v)
+                } else {
+                    json!(WITHHELD)
+                };
+                (printable(k), value)
             })
             .collect();
         out.insert("items".into(), Value::Object(shown));
@@ -387,7 +560,7 @@ pub fn preview(body: Option<&Value>, registry: &Registry) -> String {
     if others > 0 {
         out.insert("(other fields)".into(), json!(format!("{others} withheld")));
     }
-    Value::Object(out).to_string()
+    Value::Object(out)
 }
 
 /// Who is acting: `--actor`, else the login name.
@@ -401,118 +574,157 @@ pub fn actor(given: Option<String>) -> String {
 /// Re-validates the selected dead letters against the current protocols and looks each valid one
 /// up in the database (already stored: a duplicate, or a conflict if the stored payload differs);
 /// without `dry_run`, republishes them to their work queue (confirmed), records the replay, then
-/// removes them.
+/// removes them. Each letter's line is printed once it is handled; on a failure the lines printed
+/// stay, and the letters not yet replayed are put back.
 pub async fn replay(
     settings: &Settings,
     filter: &Filter,
     dry_run: bool,
     actor: &str,
-) -> anyhow::Result<String> {
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let registry = Registry::load(&settings.studies_dir)
         .map_err(|e| anyhow::anyhow!("study protocols are invalid:\n{e}"))?;
-    // Only the verdict is wanted here, never the pseudonyms: a throwaway key is enough.
-    let key = Pseudonymizer::insecure_dev();
     let db = connect_db(settings).await?;
     let session = Session::open(settings, filter.limit).await?;
-    let mut out = String::new();
-    let (mut replayed, mut selected) = (0, 0);
-    for l in session.letters.iter().filter(|l| l.matches(filter)) {
-        selected += 1;
-        let d = &l.message.delivery;
-        let verdict = match pipeline::prepare(&d.data, settings.max_message_bytes, &registry, &key)
-        {
-            Ok(r) => {
-                let stored: Option<String> = db
-                    .query_opt(
-                        "SELECT payload_sha256 FROM crf_records WHERE record_id = $1 AND version = $2",
-                        &[&r.record_id, &r.version],
-                    )
-                    .await?
-                    .map(|row| row.get(0));
-                let what = format!("record {} version {}", r.record_id, r.version);
-                match stored {
-                    None => format!("would be stored as {} ({what})", r.status.as_str()),
-                    Some(h) if h == pipeline::sha256_hex(&d.data) => {
-                        format!("would be a duplicate: {what} is already stored with this payload")
-                    }
-                    Some(_) => format!(
-                        "would be dead-lettered as conflict: {what} is already stored with another payload"
-                    ),
-                }
-            }
-            Err(r) => format!("would be dead-lettered again as {}: {}", r.kind, r.reason),
-        };
-        let id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map_or("-".to_string(), |m| m.to_string());
-        writeln!(out, "{id} [{}] {verdict}", l.kind)?;
-        if dry_run {
-            continue;
-        }
-        let queue = [&settings.amqp.queue, &settings.amqp.urgent_queue]
-            .into_iter()
-            .find(|q| d.routing_key.as_str() == q.as_str())
-            .unwrap_or(&settings.amqp.queue);
-        let mut headers = FieldTable::default();
-        for (k, v) in d
-            .properties
-            .headers()
-            .as_ref()
-            .map(|h| h.inner().clone())
-            .unwrap_or_default()
-        {
-            let ours = [
-                H_KIND,
-                H_ERROR,
-                H_ATTEMPTS,
-                H_FAILED_AT,
-                H_CONSUMER,
-                H_RETRIES,
-                H_RETRY_REASON,
-                "x-death",
-                "x-first-death-exchange",
-                "x-first-death-queue",
-                "x-first-death-reason",
-                "x-delivery-count",
-            ];
-            if !ours.contains(&k.as_str()) {
-                headers.insert(k, v);
-            }
-        }
-        headers.insert(
-            "x-edc-replayed-by".into(),
-            AMQPValue::LongString(actor.to_string().into()),
-        );
-        let props = d.properties.clone().with_headers(headers);
-        publish::publish_to(&session.publisher, "", queue, &d.data, props)
-            .await
-            .map_err(|e| anyhow::anyhow!("replay of {id}: {e}"))?;
-        record_action(
-            &db,
-            "replay",
-            actor,
-            l,
-            &format!("republished to {queue}; {verdict}"),
+    let selected: Vec<&Letter> = session
+        .letters
+        .iter()
+        .filter(|l| l.matches(filter))
+        .collect();
+    let progress = Progress::bar(
+        selected.len() as u64,
+        if dry_run { "checked" } else { "replayed" },
+    );
+    let mut replayed = 0;
+    let mut result = Ok(());
+    for l in &selected {
+        let step = replay_one(
+            settings, &registry, &db, &session, l, dry_run, actor, &progress, out,
         )
-        .await?;
-        d.acker.ack(BasicAckOptions::default()).await?;
-        replayed += 1;
+        .await;
+        match step {
+            Ok(done) => replayed += usize::from(done),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    let selected = selected.len();
+    if let Err(e) = result {
+        return Err(session.fail(settings, e).await);
     }
     session.close(settings).await?;
-    if dry_run {
-        writeln!(
-            out,
-            "dry run: {selected} dead letters would be replayed; nothing was changed"
-        )?;
+    let last = if dry_run {
+        format!("dry run: {selected} dead letters would be replayed; nothing was changed")
     } else {
-        writeln!(
-            out,
+        format!(
             "replayed {replayed} of {selected} dead letters (recorded in dlq_actions as {actor})"
-        )?;
+        )
+    };
+    Ok(emit(out, &last)?)
+}
+
+/// One letter of [`replay`]: its verdict printed, then (unless `dry_run`) republished, recorded and
+/// removed. True once it is replayed.
+#[allow(clippy::too_many_arguments)]
+async fn replay_one(
+    settings: &Settings,
+    registry: &Registry,
+    db: &tokio_postgres::Client,
+    session: &Session,
+    l: &Letter,
+    dry_run: bool,
+    actor: &str,
+    progress: &Progress,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    // Only the verdict is wanted here, never the pseudonyms: a throwaway key is enough.
+    let key = Pseudonymizer::insecure_dev();
+    let d = &l.message.delivery;
+    let verdict = match pipeline::prepare(&d.data, settings.max_message_bytes, registry, &key) {
+        Ok(r) => {
+            let stored: Option<String> = db
+                .query_opt(
+                    "SELECT payload_sha256 FROM crf_records WHERE record_id = $1 AND version = $2",
+                    &[&r.record_id, &r.version],
+                )
+                .await?
+                .map(|row| row.get(0));
+            let what = format!("record {} version {}", r.record_id, r.version);
+            match stored {
+                None => format!("would be stored as {} ({what})", r.status.as_str()),
+                Some(h) if h == pipeline::sha256_hex(&d.data) => {
+                    format!("would be a duplicate: {what} is already stored with this payload")
+                }
+                Some(_) => format!(
+                    "would be dead-lettered as conflict: {what} is already stored with another payload"
+                ),
+            }
+        }
+        Err(r) => format!("would be dead-lettered again as {}: {}", r.kind, r.reason),
+    };
+    let id = d
+        .properties
+        .message_id()
+        .as_ref()
+        .map_or("-".to_string(), |m| printable(m.as_str()));
+    let line = format!("{id} [{}] {verdict}", printable(&l.kind));
+    progress.suspend(|| emit(out, &line))?;
+    if dry_run {
+        return Ok(false);
     }
-    Ok(out)
+    let queue = [&settings.amqp.queue, &settings.amqp.urgent_queue]
+        .into_iter()
+        .find(|q| d.routing_key.as_str() == q.as_str())
+        .unwrap_or(&settings.amqp.queue);
+    let mut headers = FieldTable::default();
+    for (k, v) in d
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default()
+    {
+        let ours = [
+            H_KIND,
+            H_ERROR,
+            H_ATTEMPTS,
+            H_FAILED_AT,
+            H_CONSUMER,
+            H_RETRIES,
+            H_RETRY_REASON,
+            "x-death",
+            "x-first-death-exchange",
+            "x-first-death-queue",
+            "x-first-death-reason",
+            "x-delivery-count",
+        ];
+        if !ours.contains(&k.as_str()) {
+            headers.insert(k, v);
+        }
+    }
+    headers.insert(
+        "x-edc-replayed-by".into(),
+        AMQPValue::LongString(actor.to_string().into()),
+    );
+    let props = d.properties.clone().with_headers(headers);
+    publish::publish_to(&session.publisher, "", queue, &d.data, props)
+        .await
+        .map_err(|e| anyhow::anyhow!("replay of {id}: {e}"))?;
+    record_action(
+        db,
+        "replay",
+        actor,
+        l,
+        &format!("republished to {queue}; {verdict}"),
+    )
+    .await?;
+    d.acker.ack(BasicAckOptions::default()).await?;
+    Ok(true)
 }
 
 /// Removes the dead letters of one kind, after confirmation, recording each.
@@ -521,7 +733,8 @@ pub async fn purge(
     filter: &Filter,
     yes: bool,
     actor: &str,
-) -> anyhow::Result<String> {
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let db = connect_db(settings).await?;
     // Asked first, with every letter put back: a prompt left open, or abandoned with Ctrl-C, holds
     // no dead letter (a letter held unacked returns when the tool dies, and that return counts
@@ -536,7 +749,7 @@ pub async fn purge(
         session.close(settings).await?;
         let n: usize = seen.values().sum();
         if n == 0 {
-            return Ok("no dead letters match; nothing purged\n".into());
+            return Ok(emit(out, "no dead letters match; nothing purged")?);
         }
         eprint!(
             "purge {n} dead letters of kind {} from {}? They cannot be replayed afterwards. Type yes: ",
@@ -546,7 +759,7 @@ pub async fn purge(
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
         if answer.trim() != "yes" {
-            return Ok("not confirmed; nothing purged\n".into());
+            return Ok(emit(out, "not confirmed; nothing purged")?);
         }
         confirmed = Some(seen);
     }
@@ -566,21 +779,33 @@ pub async fn purge(
         .collect();
     if chosen.is_empty() {
         session.close(settings).await?;
-        return Ok("no dead letters match; nothing purged\n".into());
+        return Ok(emit(out, "no dead letters match; nothing purged")?);
     }
+    let mut result = Ok(());
     for l in &chosen {
-        record_action(&db, "purge", actor, l, "removed").await?;
-        l.message
-            .delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await?;
+        let removed = async {
+            record_action(&db, "purge", actor, l, "removed").await?;
+            l.message
+                .delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await?;
+            Ok::<_, anyhow::Error>(())
+        };
+        if let Err(e) = removed.await {
+            result = Err(e);
+            break;
+        }
     }
     let n = chosen.len();
+    if let Err(e) = result {
+        return Err(session.fail(settings, e).await);
+    }
     session.close(settings).await?;
-    Ok(format!(
-        "purged {n} dead letters (recorded in dlq_actions as {actor})\n"
-    ))
+    Ok(emit(
+        out,
+        &format!("purged {n} dead letters (recorded in dlq_actions as {actor})"),
+    )?)
 }
 
 async fn connect_db(settings: &Settings) -> anyhow::Result<store::Connected> {
@@ -608,4 +833,52 @@ async fn record_action(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::RejectKind;
+
+    #[test]
+    fn every_kind_dlq_list_can_show_is_accepted() {
+        let ours: Vec<&str> = RejectKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(&KINDS[..ours.len()], ours.as_slice());
+        for reason in BROKER_REASONS {
+            assert!(
+                KINDS.contains(&format!("broker:{reason}").as_str()),
+                "{reason}"
+            );
+        }
+        assert_eq!(KINDS.last(), Some(&UNKNOWN));
+        assert_eq!(
+            KINDS.len(),
+            RejectKind::ALL.len() + BROKER_REASONS.len() + 1
+        );
+    }
+
+    #[test]
+    fn the_preview_escapes_what_it_shows_and_withholds_the_rest() {
+        let registry = Registry::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/studies"
+        )))
+        .unwrap();
+        let body = json!({"study": "DEMO-001", "form": "VS", "site": "SITE\u{1b}[2J\u{202e}",
+            "identifiers": {"full_name": "Ada Lovelace", "x\ny": "1"},
+            "items": {"SYSBP": 128, "BOGUS\u{7}": "bell"}, "extra": "Ada"});
+        let shown = preview_value(&body, &registry).to_string();
+        assert!(
+            shown.contains(r#""site":"SITE\\u{1b}[2J\\u{202e}""#),
+            "{shown}"
+        );
+        assert!(shown.contains(r#""x\\u{a}y":"[withheld]""#), "{shown}");
+        assert!(shown.contains(r#""BOGUS\\u{7}":"[withheld]""#), "{shown}");
+        assert!(shown.contains(r#""SYSBP":128"#), "{shown}");
+        assert!(
+            !shown.contains("Ada") && !shown.contains('\u{1b}'),
+            "{shown}"
+        );
+        assert_eq!(preview_value(&json!([1, 2]), &registry), Value::Null);
+    }
 }
