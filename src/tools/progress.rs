@@ -1,6 +1,7 @@
 //! Progress of the long commands (`publish`, `generate`, `dlq replay`), drawn on stderr only when
-//! stderr is a terminal. Otherwise nothing at all is written for it: a command whose stderr goes to
-//! a file, a pipe or a log collector writes there only its errors.
+//! stderr is a terminal that can redraw a line (`TERM` set, and not `dumb`). Otherwise nothing at all
+//! is written for it: a command whose stderr goes to a file, a pipe or a log collector writes there
+//! only its errors.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -11,9 +12,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Progress(ProgressBar);
 
 impl Progress {
-    /// Whether progress is drawn: stderr is a terminal.
+    /// Whether progress is drawn: stderr is a terminal, and `TERM` names one that is not `dumb`.
     pub fn wanted() -> bool {
-        std::io::stderr().is_terminal()
+        let term = std::env::var("TERM").unwrap_or_default();
+        std::io::stderr().is_terminal() && !term.is_empty() && term != "dumb"
     }
 
     /// A count without a known end: `⠋ 1200 published (850/s)`.
@@ -36,11 +38,17 @@ impl Progress {
             return Self::hidden();
         }
         let template = match len {
-            Some(_) => "{bar:30} {pos}/{len} {msg} ({per_sec}, {eta} left)",
-            None => "{spinner} {pos} {msg} ({per_sec})",
+            Some(_) => "{bar:30} {pos}/{len} {msg} ({rate}, {eta} left)",
+            None => "{spinner} {pos} {msg} ({rate})",
         };
         let style = ProgressStyle::with_template(template)
             .expect("a valid progress template")
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                },
+            )
             .progress_chars("=> ");
         let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr())
             .with_style(style)
