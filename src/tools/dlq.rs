@@ -62,6 +62,10 @@ pub const KINDS: [&str; 12] = [
 /// The kind of a dead letter no header explains.
 const UNKNOWN: &str = "unknown";
 
+/// On a copy put back: the routing key of the dead letter as it was first taken (the work queue it
+/// came from), which the copy, published to the dead-letter queue by name, would otherwise lose.
+pub const H_QUEUE: &str = "x-edc-queue";
+
 /// Which dead letters a command is about.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -93,6 +97,13 @@ impl Letter {
             .get("id")?
             .as_str()
             .map(str::to_string)
+    }
+
+    /// The work queue the message came from: the routing key it was dead-lettered with, kept in
+    /// [`H_QUEUE`] on the copies put back (which are published to the dead-letter queue itself).
+    fn queue(&self) -> String {
+        self.header(H_QUEUE)
+            .unwrap_or_else(|| self.message.delivery.routing_key.to_string())
     }
 
     fn matches(&self, f: &Filter) -> bool {
@@ -224,7 +235,13 @@ impl Session {
             };
             match self
                 .publisher
-                .basic_publish("".into(), queue.into(), options, &d.data, as_taken(d))
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    options,
+                    &d.data,
+                    as_taken(d, queue),
+                )
                 .await
             {
                 Ok(confirm) => copies.push((d, confirm)),
@@ -263,8 +280,16 @@ impl Session {
 /// The properties of a dead letter as taken, for its copy: without `x-delivery-count`, which the
 /// broker adds on a redelivery and which would otherwise travel in the copy as a header of its own;
 /// and, for a dead letter kept for `amqp.dead_letter_ttl`, expiring when the original would have.
-fn as_taken(d: &lapin::message::Delivery) -> BasicProperties {
+fn as_taken(d: &lapin::message::Delivery, dead_letter_queue: &str) -> BasicProperties {
     let mut props = d.properties.clone();
+    if header(&props, H_QUEUE).is_none() && d.routing_key.as_str() != dead_letter_queue {
+        let mut headers = props.headers().clone().unwrap_or_default();
+        headers.insert(
+            H_QUEUE.into(),
+            AMQPValue::LongString(d.routing_key.as_str().into()),
+        );
+        props = props.with_headers(headers);
+    }
     if let Some(ends) =
         header(&props, H_EXPIRES_AT).and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
     {
@@ -403,7 +428,7 @@ fn shown(l: &Letter, registry: &Registry) -> Value {
         "consumer": text(l.header(H_CONSUMER)),
         "expires_at": text(l.header(H_EXPIRES_AT)),
         "reply_to": p.reply_to().as_ref().map(|r| printable(r.as_str())),
-        "queue": printable(d.routing_key.as_str()),
+        "queue": printable(&l.queue()),
         "body_bytes": d.data.len(),
         "preview": l.body.as_ref().map(|b| preview_value(b, registry)),
     })
@@ -677,9 +702,10 @@ async fn replay_one(
     if dry_run {
         return Ok(false);
     }
+    let from = l.queue();
     let queue = [&settings.amqp.queue, &settings.amqp.urgent_queue]
         .into_iter()
-        .find(|q| d.routing_key.as_str() == q.as_str())
+        .find(|q| from == q.as_str())
         .unwrap_or(&settings.amqp.queue);
     let mut headers = FieldTable::default();
     for (k, v) in d
@@ -697,6 +723,7 @@ async fn replay_one(
             H_CONSUMER,
             H_RETRIES,
             H_RETRY_REASON,
+            H_QUEUE,
             "x-death",
             "x-first-death-exchange",
             "x-first-death-queue",
