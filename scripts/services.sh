@@ -14,14 +14,17 @@
 # rabbit1/ and pg/ (3.10, 15), rabbitmq-4.0/rabbit1/ and pg17/ (4.0, 17).
 #
 #   start              install what is missing, then start RabbitMQ node 1 and PostgreSQL unless
-#                      they already run and answer; create role/database `edc`; print the two URLs.
+#                      they already run and answer; create role/database `edc` and the roles
+#                      `edc_runtime`, `edc_app` and `edc_cert` (see TLS and roles below); print the
+#                      two URLs.
 #                      Safe to run again, after a reboot (stale pid files) or after a previous run
 #                      was killed half-way (also during the creation of the Debian 13 root). Nodes
 #                      2 and 3, while clustered (cluster-up without cluster-down), are started too.
 #   env                print `export` lines: eval "$(scripts/services.sh env)" (EDC_TEST_CLUSTER_URLS:
 #                      the AMQP URLs of nodes 1, 2 and 3, whether or not the cluster runs;
 #                      EDC_RABBITMQ and EDC_POSTGRES: the chosen versions, for the tests and for the
-#                      services.sh calls they make)
+#                      services.sh calls they make; EDC_TEST_TLS_DIR, EDC_TEST_AMQPS_URL and
+#                      EDC_TEST_PG_RUNTIME_URL: see TLS and roles below)
 #   status             show the chosen versions (Debian package versions) and what runs; exit 0 if
 #                      both chosen servers answer, 3 otherwise
 #   stop               stop every server of this state folder, whichever version (nothing to do if
@@ -64,6 +67,7 @@
 #   EDC_POSTGRES           PostgreSQL version: 15 (default) or 17
 #   EDC_SERVICES_DIR       state folder (default <repo>/.services, gitignored)
 #   EDC_AMQP_PORT          AMQP port (default 5672); dist port = +20000, management = +10000
+#   EDC_AMQPS_PORT         AMQP over TLS port (default EDC_AMQP_PORT-1, so 5671); node N: -(N-1)
 #   EDC_RABBIT_DIST_PORT   override the Erlang distribution port (default EDC_AMQP_PORT+20000)
 #   EDC_RABBIT_MGMT_PORT   override the management HTTP port (default EDC_AMQP_PORT+10000)
 #   EDC_RABBIT_NODENAME    Erlang node name (default rabbit@localhost)
@@ -73,6 +77,17 @@
 #   EDC_SERVICES_TIMEOUT   seconds to wait for a server to come up (default 90)
 #   EDC_DEBIAN_MIRROR      mirror for the Debian 13 root (default http://deb.debian.org/debian)
 # Ports are not remembered: give every subcommand the same overrides you gave `start`.
+#
+# TLS and roles: at the first start, a throwaway CA and a server certificate for DNS:localhost only
+# (EC P-256, 10 years) are made with openssl in <state folder>/tls (ca.pem, ca.key, server.pem,
+# server.key); both servers of every version use them. RabbitMQ listens for AMQP over TLS on
+# EDC_AMQPS_PORT (verify_peer, a client certificate optional; SASL EXTERNAL with the certificate's
+# common name as the user, besides PLAIN and AMQPLAIN), PostgreSQL has ssl = on on its one port.
+# The plain listeners stay as they are. Connecting to 127.0.0.1 with host name checks fails on
+# purpose: the certificate names localhost only. PostgreSQL roles besides `edc` (the owner, which
+# migrates): `edc_runtime` (NOLOGIN, the group the migrations grant the runtime privileges to),
+# `edc_app` (LOGIN, password `edc_app`, member of edc_runtime) and `edc_cert` (LOGIN over TLS with a
+# client certificate whose common name is edc_cert only, member of edc_runtime).
 #
 # Everything listens on 127.0.0.1 only. PostgreSQL keeps its durable defaults (fsync,
 # synchronous_commit and full_page_writes stay on).
@@ -86,9 +101,13 @@ RABBIT_DIST_PORT=${EDC_RABBIT_DIST_PORT:-$((AMQP_PORT + 20000))}
 RABBIT_MGMT_PORT=${EDC_RABBIT_MGMT_PORT:-$((AMQP_PORT + 10000))}
 RABBIT_NODENAME=${EDC_RABBIT_NODENAME:-rabbit@localhost}
 PG_PORT=${EDC_PG_PORT:-5432}
+AMQPS_PORT=${EDC_AMQPS_PORT:-$((AMQP_PORT - 1))}
+TLS_DIR=$SVC_DIR/tls
 
 AMQP_URL="amqp://guest:guest@127.0.0.1:${AMQP_PORT}/%2f"
 PG_URL="postgres://edc:edc@127.0.0.1:${PG_PORT}/edc"
+AMQPS_URL="amqps://guest:guest@localhost:${AMQPS_PORT}/%2f"
+PG_RUNTIME_URL="postgres://edc_app:edc_app@127.0.0.1:${PG_PORT}/edc"
 
 # Never /usr/sbin/rabbitmqctl: that wrapper switches to the `rabbitmq` user, whose Erlang cookie
 # differs from ours. The real scripts below run fine as root. The same path inside the Debian 13 root.
@@ -298,6 +317,49 @@ root_ensure() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# TLS: a throwaway CA and a server certificate for localhost, made once in TLS_DIR
+
+tls_ensure() {
+    if [ -s "$TLS_DIR/ca.pem" ] && [ -s "$TLS_DIR/server.pem" ] && [ -s "$TLS_DIR/server.key" ]; then
+        return 0
+    fi
+    if ! command -v openssl >/dev/null 2>&1; then
+        log "installing openssl (Debian package)"
+        apt_install openssl
+    fi
+    log "making a throwaway CA and a certificate for localhost in $TLS_DIR"
+    local tmp=$TLS_DIR.partial
+    rm -rf -- "$tmp"
+    mkdir -p "$tmp"
+    chmod 700 "$tmp"
+    (
+        cd "$tmp"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+            -subj "/CN=edc-ingest services.sh test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout ca.key -out ca.pem
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf '%s\n' 'subjectAltName=DNS:localhost' 'basicConstraints=critical,CA:FALSE' \
+            'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+            -days 3650 -extfile server.ext -out server.pem
+        rm -f server.csr server.ext
+    ) >/dev/null 2>&1 || die "openssl could not make the test certificates"
+    rm -rf -- "$TLS_DIR"
+    mv -- "$tmp" "$TLS_DIR"
+}
+
+# tls_copy DIR: the CA and the server's certificate and key, copied into a server's state folder
+# (PostgreSQL wants its key owned by itself; the Debian 13 root sees only the bound state folders).
+tls_copy() {
+    tls_ensure
+    mkdir -p "$1"
+    cp -- "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" "$TLS_DIR/server.key" "$1/"
+    chmod 600 "$1/server.key"
+}
+
+# ---------------------------------------------------------------------------------------------
 # RabbitMQ nodes
 #
 # Node 1 is the node everything uses. Nodes 2 and 3 exist only for cluster tests (cluster-up ..
@@ -328,6 +390,7 @@ rabbit_select() {
     R_AMQP_PORT=$((AMQP_PORT + $1 - 1))
     R_DIST_PORT=$((RABBIT_DIST_PORT + $1 - 1))
     R_MGMT_PORT=$((RABBIT_MGMT_PORT + $1 - 1))
+    R_AMQPS_PORT=$((AMQPS_PORT - $1 + 1))
     R_DIR=$RABBIT_HOME/rabbit$1
     R_PID_FILE=$R_DIR/rabbit.pid
     if [ "$1" = 1 ]; then R_LABEL="rabbitmq $RABBIT_VERSION"; else R_LABEL="rabbitmq $RABBIT_VERSION node $1"; fi
@@ -412,17 +475,28 @@ rabbit_clear_stale() {
 
 rabbit_write_config() {
     mkdir -p "$R_DIR/log" "$R_DIR/mnesia"
+    tls_copy "$R_DIR/tls"
     cat >"$R_DIR/rabbitmq.conf" <<CONF
 # written by scripts/services.sh on every start
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $R_MGMT_PORT
+listeners.ssl.1 = 127.0.0.1:$R_AMQPS_PORT
+ssl_options.cacertfile = $R_DIR/tls/ca.pem
+ssl_options.certfile = $R_DIR/tls/server.pem
+ssl_options.keyfile = $R_DIR/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
+ssl_cert_login_from = common_name
 CONF
     # A fresh node that is to join the cluster boots without plugins: stop_app takes 0.7 s instead
     # of 5.5 s without the management agent. start_app after join_cluster reads the file again.
     if in_list "$R_N" "$R_BARE_NODES"; then
         echo '[].' >"$R_DIR/enabled_plugins"
     else
-        echo '[rabbitmq_management].' >"$R_DIR/enabled_plugins"
+        echo '[rabbitmq_management,rabbitmq_auth_mechanism_ssl].' >"$R_DIR/enabled_plugins"
     fi
 }
 R_BARE_NODES=" "
@@ -449,12 +523,12 @@ rabbit_launch() {
         R_STARTAPP_PID[R_N]=$!
     else
         local p
-        for p in "$R_AMQP_PORT" "$R_DIST_PORT" "$R_MGMT_PORT"; do
+        for p in "$R_AMQP_PORT" "$R_AMQPS_PORT" "$R_DIST_PORT" "$R_MGMT_PORT"; do
             if port_open "$p"; then
                 die "$R_LABEL: port $p on 127.0.0.1 is taken by another process (not our node); stop it or set EDC_AMQP_PORT"
             fi
         done
-        log "$R_LABEL: starting node $R_NAME (amqp $R_AMQP_PORT, dist $R_DIST_PORT, management $R_MGMT_PORT)"
+        log "$R_LABEL: starting node $R_NAME (amqp $R_AMQP_PORT, amqps $R_AMQPS_PORT, dist $R_DIST_PORT, management $R_MGMT_PORT)"
         rabbit_cli rabbitmq-server -detached 9>&-
     fi
     R_LAUNCHED=1
@@ -883,14 +957,32 @@ pg_init() {
 }
 
 pg_write_config() {
+    tls_copy "$PG_DIR/tls"
+    pg_run chown -R postgres:postgres "$PG_DIR/tls"
     # Durable defaults: fsync, synchronous_commit and full_page_writes are left on.
     cat >"$PG_DATA/edc-services.conf" <<EOF
 # written by scripts/services.sh on every start
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK_DIR'
+ssl = on
+ssl_cert_file = '$PG_DIR/tls/server.pem'
+ssl_key_file = '$PG_DIR/tls/server.key'
+ssl_ca_file = '$PG_DIR/tls/ca.pem'
 EOF
-    pg_run chown postgres:postgres "$PG_DATA/edc-services.conf"
+    # initdb's rules (--auth-local=trust --auth-host=scram-sha-256), with edc_cert allowed in only
+    # over TLS with a client certificate (its common name); edc_app logs in with its password.
+    cat >"$PG_DATA/pg_hba.conf" <<EOF
+# written by scripts/services.sh on every start
+local   all             all                                     trust
+local   replication     all                                     trust
+hostssl all             edc_cert        127.0.0.1/32            cert
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+EOF
+    pg_run chown postgres:postgres "$PG_DATA/edc-services.conf" "$PG_DATA/pg_hba.conf"
 }
 
 pg_prepare() {
@@ -923,6 +1015,8 @@ pg_start() {
             sleep 0.5
         done
         pg_ready || die "postgres $PG_VERSION: running (pid $(pg_postmaster_pid)) but not answering on port $PG_PORT; see $PG_LOG"
+        # The settings and rules just written (TLS included) take effect without a restart.
+        pg_as "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null
         log "postgres $PG_VERSION: already running (pid $(pg_postmaster_pid)), port $PG_PORT"
     else
         if port_open "$PG_PORT"; then
@@ -937,13 +1031,23 @@ pg_start() {
     fi
 }
 
-# Role `edc` (password `edc`, CREATEDB) and database `edc` owned by it; idempotent.
+# Role `edc` (password `edc`, CREATEDB) and database `edc` owned by it; the runtime roles
+# (edc_runtime, edc_app, edc_cert: see the top of this file); idempotent.
 pg_ensure_db() {
     pg_run psql -X -q -h "$PG_SOCK_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'edc') THEN
         CREATE ROLE edc LOGIN PASSWORD 'edc' CREATEDB;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'edc_runtime') THEN
+        CREATE ROLE edc_runtime NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'edc_app') THEN
+        CREATE ROLE edc_app LOGIN PASSWORD 'edc_app' IN ROLE edc_runtime;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'edc_cert') THEN
+        CREATE ROLE edc_cert LOGIN IN ROLE edc_runtime;
     END IF;
 END
 $$;
@@ -996,6 +1100,9 @@ cmd_env() {
     printf "export EDC_TEST_CLUSTER_URLS='%s'\n" "$CLUSTER_URLS"
     printf "export EDC_RABBITMQ='%s'\n" "$RABBIT_VERSION"
     printf "export EDC_POSTGRES='%s'\n" "$PG_VERSION"
+    printf "export EDC_TEST_TLS_DIR='%s'\n" "$TLS_DIR"
+    printf "export EDC_TEST_AMQPS_URL='%s'\n" "$AMQPS_URL"
+    printf "export EDC_TEST_PG_RUNTIME_URL='%s'\n" "$PG_RUNTIME_URL"
 }
 
 # Stop nodes 3, 2 and 1 of the chosen RabbitMQ version. Nodes 2 and 3 first (together: about 9 s

@@ -59,11 +59,13 @@ pub async fn run_with_stats(
     }
     let pseudonymizer = Pseudonymizer::from_settings(&settings)?;
     info!(settings = %settings.describe(), "starting");
+    check_tls_settings(&settings)?;
     if settings.postgres.migrate_on_start {
         migrate_when_reachable(&settings, &shutdown).await?;
     } else {
         info!("migrations are left to `edc-ingest migrate` (postgres.migrate_on_start is off)");
     }
+    check_runtime_role(&settings, &shutdown).await?;
 
     let pool = store::pool(&settings.postgres).map_err(runtime)?;
     stats.before_scrape({
@@ -234,6 +236,74 @@ async fn migrate_when_reachable(
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
             Err(e) => return Err(e.failure()),
+        }
+    }
+}
+
+/// TLS settings that cannot be used (a file missing or not PEM, a key others can read, a check
+/// without its CA, an unknown sslmode) stop the start at once, before anything connects.
+fn check_tls_settings(settings: &Settings) -> Result<(), Failure> {
+    let pg = &settings.postgres;
+    for url in [&pg.url, pg.migration_url()] {
+        store::pg_config(url, pg).map_err(|e| Failure::setup(e.to_string()))?;
+    }
+    if settings
+        .amqp
+        .url
+        .nodes()
+        .iter()
+        .any(|n| n.starts_with("amqps://"))
+    {
+        crate::broker::BrokerTls::new(&settings.amqp).map_err(|e| Failure::setup(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The daemon's own role (`postgres.url`) must be able to do its work: it connects (a database
+/// that refuses it, its credentials or its TLS, stops the start with exit code 2; one not up yet
+/// is waited for), and it must hold every privilege `run` uses (see `store::role`). A schema not
+/// migrated yet is left to the database gate, which waits for it.
+async fn check_runtime_role(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    let pg = &settings.postgres;
+    let mut wait = Duration::from_millis(200);
+    let db = loop {
+        match store::connect(&pg.url, pg).await {
+            Ok(db) => break db,
+            Err(e @ ConnectError::Unreachable { .. }) => {
+                warn!(error = %e, retry_in = ?wait, "database not ready; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(Failure::setup(e.to_string())),
+        }
+    };
+    let checked = store::role::check(&db).await;
+    db.close().await;
+    match checked {
+        Ok(store::role::Check::Ready) => Ok(()),
+        Ok(store::role::Check::NotMigrated) => {
+            warn!("the schema is not migrated yet; waiting for `edc-ingest migrate`");
+            Ok(())
+        }
+        Ok(store::role::Check::Lacks(lacks)) => Err(Failure::setup(format!(
+            "the database role of postgres.url ({}) cannot do the daemon's work; it lacks: {}. \
+             Make it a member of the runtime role (postgres.runtime_role `{}`) and run \
+             `edc-ingest migrate` as the owner, which grants that role its privileges \
+             (README, \"Least privilege\")",
+            pg.url,
+            lacks.join(", "),
+            pg.runtime_role
+        ))),
+        // The check itself failed (the connection went away): the gate deals with outages.
+        Err(e) => {
+            warn!(error = %e, "could not check the runtime role's privileges");
+            Ok(())
         }
     }
 }

@@ -21,6 +21,7 @@
 //! Each module uses only those above it in this list (the test `layout` below checks it).
 //! - [`lane`], [`printable`]: vocabulary (the two lanes, values an uploader chose made safe to print).
 //! - [`config`]: typed settings, layered defaults -> file -> `EDC__*` environment; secrets redacted.
+//! - [`tls`]: the one crypto provider, the certificate files, the rustls client configurations.
 //! - [`failure`]: how a command fails, and its exit code.
 //! - [`telemetry`], [`shutdown`]: logging, signals.
 //! - [`protocol`]: the study protocols (items, edit checks and alerts in CEL).
@@ -55,6 +56,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tools;
 pub mod worker;
 
@@ -62,7 +64,7 @@ pub mod worker;
 #[cfg(test)]
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "fault", "lane", "printable", "config", "failure", "telemetry", "shutdown", "protocol",
+    "fault", "lane", "printable", "config", "tls", "failure", "telemetry", "shutdown", "protocol",
     "pipeline", "health", "stats", "store", "broker", "worker", "relay", "http", "tools", "daemon",
 ];
 

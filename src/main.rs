@@ -85,6 +85,8 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The one rustls crypto provider (aws-lc-rs) of every TLS connection, installed before any.
+    edc_ingest::tls::provider();
     let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e.into()),

@@ -39,8 +39,11 @@ use crate::store::{self, ConnectError};
 
 /// Advisory-lock key of the relay leader ("edc_outb").
 const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
-/// Outbox rows (transactions) published per round.
+/// Outbox rows (transactions) claimed per round at most.
 const ROWS: i64 = 32;
+/// Events published per round at most (more only when one row alone holds more): a round's
+/// publishes are held in memory, in lapin's buffers, until their confirms come back.
+const EVENTS: i64 = 1024;
 
 /// Why a round or a leadership ended.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +112,7 @@ impl Relay {
     async fn relay(&self, db: &mut tokio_postgres::Client) -> Result<(), RelayError> {
         let s = &self.settings.amqp;
         let limit = s.operation_timeout;
-        let (connection, _) = broker::connect(&s.url, 0, &self.name, limit).await?;
+        let (connection, _) = broker::connect(s, 0, &self.name, limit).await?;
         let channel = broker::within(limit, "channel", broker::confirm_channel(&connection)).await;
         let result = async {
             let channel = channel.as_ref().map_err(Clone::clone)?;
@@ -131,7 +134,8 @@ impl Relay {
                 if self.shutdown.is_cancelled() {
                     return Ok(());
                 }
-                if rows < ROWS as usize {
+                // A round cut short by ROWS or EVENTS left more waiting: no pause then.
+                if rows < ROWS as usize && events < EVENTS as usize {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                         _ = self.shutdown.cancelled() => {}
@@ -146,7 +150,7 @@ impl Relay {
         result
     }
 
-    /// One round: claim up to ROWS rows, publish their events, wait for every confirm, park what
+    /// One round: claim up to ROWS rows (as many as make about EVENTS events), publish their events, wait for every confirm, park what
     /// was refused, delete the rows. Returns the rows and events done.
     async fn round(
         &self,
@@ -167,13 +171,18 @@ impl Relay {
                                'body', body || jsonb_build_object('event_id', event_id,
                                                                   'occurred_at', created_at))))
                            AS events
-                    FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),
+                 sized AS (
+                    SELECT id, events, sum(jsonb_array_length(events)) OVER (ORDER BY id)
+                                       - jsonb_array_length(events) AS before
+                    FROM claimed)
                  SELECT c.id, e.event::text, e.event->>'event_id', e.event->>'routing_key',
                         e.event->>'reply_to', e.event->>'correlation_id',
                         (e.event->'headers')::text, (e.event->'body')::text
-                 FROM claimed c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
+                 FROM sized c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
+                 WHERE c.before = 0 OR c.before < $2
                  ORDER BY c.id, e.n",
-                &[&ROWS],
+                &[&ROWS, &EVENTS],
             )
             .await?;
         if rows.is_empty() {
@@ -205,7 +214,7 @@ impl Relay {
         self.stats
             .events_published(EventKind::Event, published - callbacks);
         self.stats.events_parked.inc_by(parked as u64);
-        if ids.len() as i64 == ROWS {
+        if ids.len() as i64 == ROWS || events.len() as i64 >= EVENTS {
             info!(
                 rows = ids.len(),
                 events = events.len(),
@@ -343,5 +352,57 @@ fn refused(confirm: Confirmation, event: &Event) -> Option<String> {
             "the broker refused the {} (nack: a full queue that rejects publishes, say)",
             event.kind()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(reply_to: Option<&str>, headers: Option<&str>) -> Event {
+        Event {
+            raw: "{}".into(),
+            event_id: "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d".into(),
+            routing_key: "record.accepted".into(),
+            reply_to: reply_to.map(str::to_string),
+            correlation_id: Some("c-1".into()),
+            headers: headers.map(str::to_string),
+            body: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_plain_ack_is_published_anything_else_is_parked_with_our_reason() {
+        let e = event(Some("edc.reply.site-03"), None);
+        assert_eq!(refused(Confirmation::Ack(None), &e), None);
+        let nack = refused(Confirmation::Nack(None), &e).unwrap();
+        assert!(nack.contains("refused the callback"), "{nack}");
+        assert!(!nack.contains("site-03"), "never the uploader's address");
+        let ev = event(None, None);
+        assert!(
+            refused(Confirmation::Nack(None), &ev)
+                .unwrap()
+                .contains("record.accepted")
+        );
+    }
+
+    #[test]
+    fn an_event_carries_its_id_type_correlation_and_trace_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let p = event(None, Some(&format!(r#"{{"traceparent": "{tp}"}}"#))).properties();
+        assert_eq!(
+            p.message_id().as_ref().unwrap().as_str(),
+            "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d"
+        );
+        assert_eq!(p.kind().as_ref().unwrap().as_str(), "record.accepted");
+        assert_eq!(p.delivery_mode(), &Some(2));
+        let headers = p.headers().as_ref().unwrap();
+        assert!(
+            matches!(headers.inner().get("traceparent"), Some(AMQPValue::LongString(s)) if s.to_string() == tp)
+        );
+        let callback = event(Some("edc.reply.x"), None).properties();
+        assert_eq!(callback.kind().as_ref().unwrap().as_str(), "outcome");
+        assert_eq!(callback.correlation_id().as_ref().unwrap().as_str(), "c-1");
+        assert!(callback.headers().is_none());
     }
 }

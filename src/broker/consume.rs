@@ -272,7 +272,7 @@ impl Supervisor {
     async fn open(&self, node: usize, n: u64) -> Result<(Session, usize), BrokerError> {
         let s = &self.settings.amqp;
         let limit = s.operation_timeout;
-        let (connection, idx) = connect(&s.url, node, &self.name, limit).await?;
+        let (connection, idx) = connect(s, node, &self.name, limit).await?;
         let base_tag = format!("{}#{n}", self.name);
         let setup = async {
             let channel = connection.create_channel().await?;

@@ -22,13 +22,16 @@ pub mod settle;
 pub mod topology;
 pub mod trace;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::types::{LongString, ShortString};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SecretUrl, redact_url};
+use crate::config::{AmqpSettings, redact_url};
+use crate::tls::{Files, TlsError, Verify, client_config};
 
 pub use inbound::{Feed, Inbound, Intake};
 pub use publish::confirm_channel;
@@ -62,28 +65,122 @@ impl BrokerError {
     }
 }
 
-/// Connects to the first node of `url` (a comma-separated list) that answers within `limit`,
-/// starting at `start` and wrapping around. Returns the connection and the index of the node that
-/// answered.
+/// Connects to the first node of `settings.url` (a comma-separated list) that answers within
+/// `limit`, starting at `start` and wrapping around. Returns the connection and the index of the
+/// node that answered. `amqps://` nodes use TLS with `settings.tls` (see [`BrokerTls`]).
 pub async fn connect(
-    url: &SecretUrl,
+    settings: &AmqpSettings,
     start: usize,
     name: &str,
     limit: Duration,
 ) -> Result<(Connection, usize), BrokerError> {
-    let nodes = url.nodes();
+    let nodes = settings.url.nodes();
+    let tls = if nodes.iter().any(|n| n.starts_with("amqps://")) {
+        Some(BrokerTls::new(settings).map_err(|e| BrokerError::failed("TLS settings", e))?)
+    } else {
+        None
+    };
     let mut errors = Vec::new();
     for i in 0..nodes.len() {
         let idx = (start + i) % nodes.len();
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(name.to_string()));
         let node = redact_url(nodes[idx]);
-        match within(limit, &node, Connection::connect(nodes[idx], props)).await {
+        let uri = match tuned(nodes[idx]) {
+            Ok(uri) => uri,
+            Err(e) => {
+                errors.push(format!("{node}: {e}"));
+                continue;
+            }
+        };
+        match within(limit, &node, open(uri, props, tls.as_ref())).await {
             Ok(conn) => return Ok((conn, idx)),
             Err(e) => errors.push(e.to_string()),
         }
     }
     Err(BrokerError::failed("connecting", errors.join("; ")))
+}
+
+/// The largest frame asked for, unless the URL asks otherwise (`?frame_max=`). lapin keeps 32
+/// frames' worth of buffer each way per connection: at RabbitMQ's default of 128 KiB that is 8 MiB
+/// per connection once a burst has filled it, the better part of the daemon's memory. Bodies larger
+/// than a frame are split, as AMQP does for every body.
+const FRAME_MAX: u32 = 32 * 1024;
+
+/// A node's URL as lapin connects to it, with [`FRAME_MAX`] unless it says otherwise.
+fn tuned(node: &str) -> Result<AMQPUri, String> {
+    let mut uri: AMQPUri = node.parse().map_err(|e: String| {
+        // The parser's message can quote the URL: keep only that it failed.
+        let _ = e;
+        "not a valid AMQP URL".to_string()
+    })?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Ok(uri)
+}
+
+/// TLS to the broker: the server's certificate must chain to `amqp.tls.ca_file` (else to the
+/// system's store) and name the host of the URL. With a client certificate, the login is SASL
+/// EXTERNAL (the broker takes the user from the certificate) unless the URL names a mechanism.
+pub struct BrokerTls {
+    config: Arc<rustls::ClientConfig>,
+    external: bool,
+}
+
+impl BrokerTls {
+    /// Reads the files of `amqp.tls`.
+    pub fn new(settings: &AmqpSettings) -> Result<BrokerTls, TlsError> {
+        let files = Files::read(&settings.tls, "amqp.tls")?;
+        let external = files.identity.is_some();
+        let config = client_config(Verify::Full, &files, "amqp.tls")?;
+        Ok(BrokerTls {
+            config: Arc::new(config),
+            external,
+        })
+    }
+}
+
+/// SASL EXTERNAL: the identity is the client certificate, so nothing is sent (the trait's
+/// defaults).
+struct External;
+
+impl lapin::auth::AuthProvider for External {}
+
+/// Opens a connection to one node: lapin's own way for `amqp://`, over our rustls configuration
+/// for `amqps://`.
+async fn open(
+    uri: AMQPUri,
+    props: ConnectionProperties,
+    tls: Option<&BrokerTls>,
+) -> Result<Connection, String> {
+    let Some(tls) = tls.filter(|_| uri.scheme == AMQPScheme::AMQPS) else {
+        return Connection::connect_uri(uri, props)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let props = if tls.external && uri.query.auth_mechanism.is_none() {
+        props.with_auth_provider(External)
+    } else {
+        props
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let config = tls.config.clone();
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri: AMQPUri, runtime| {
+            let host = uri.authority.host.clone();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), uri.authority.port))
+                    .await?
+                    .collect();
+            let stream = lapin::tcp::AsyncTcpStream::connect(&runtime, addrs).await?;
+            let connector = lapin::tcp::RustlsConnector::from(config.clone());
+            Ok(stream.into_rustls(&connector, &host).await?)
+        },
+        props,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Runs one broker operation with a deadline. lapin waits as long as the broker does; a connection
@@ -135,6 +232,16 @@ pub async fn close(connection: &Connection, limit: Duration, code: u16, reason: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_asks_for_small_frames_unless_its_url_says_otherwise() {
+        let uri = tuned("amqp://u:p@h:5672/%2f").unwrap();
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        let uri = tuned("amqp://u:p@h:5672/%2f?frame_max=131072").unwrap();
+        assert_eq!(uri.query.frame_max, Some(131072));
+        let err = tuned("amqp://u:secret@h:notaport/%2f").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+    }
 
     #[tokio::test]
     async fn an_operation_past_its_deadline_is_an_error_that_says_so() {

@@ -183,6 +183,29 @@ pub struct AmqpSettings {
     pub reconnect_max: Duration,
     #[serde(deserialize_with = "duration")]
     pub operation_timeout: Duration,
+    /// Certificates for the `amqps://` nodes of `url`.
+    pub tls: TlsSettings,
+}
+
+/// The files of a TLS connection: the CA to trust, and the client's own certificate and key. All
+/// PEM. See README, "TLS".
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate(s) of the CA that the server's certificate must chain to; none: the
+    /// system's store (RabbitMQ), no check unless `sslmode` asks for one (PostgreSQL).
+    pub ca_file: Option<PathBuf>,
+    /// The client's certificate (chain), presented to the server; with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key: readable by its owner alone (mode 0400 or 0600).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -214,6 +237,12 @@ pub struct PostgresSettings {
     /// The longest a start waits for another replica's migrations (their advisory lock).
     #[serde(deserialize_with = "duration")]
     pub migration_lock_timeout: Duration,
+    /// The group role (NOLOGIN) that the migrations grant the runtime's privileges to; the login
+    /// role of `url` is a member of it. Empty: no grants (the daemon runs as the owner).
+    pub runtime_role: String,
+    /// Certificates for the connections of `url` and `migrate_url`; `sslmode` in the URL says
+    /// whether TLS is used and what is checked.
+    pub tls: TlsSettings,
 }
 
 impl PostgresSettings {
@@ -503,6 +532,47 @@ mod tests {
         let err = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "localhost:9090")]))
             .unwrap_err();
         assert!(err.to_string().contains("http.listen"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_before_anything_connects() {
+        let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+        assert!(!s.amqp.tls.is_set() && !s.postgres.tls.is_set());
+        assert_eq!(s.postgres.runtime_role, "edc_runtime");
+        let err = Settings::load_with_env(
+            None,
+            env(&[
+                DEV,
+                ("EDC__POSTGRES__TLS__CERT_FILE", "/etc/edc/client.pem"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("postgres.tls.key_file"), "{err}");
+        let err = Settings::load_with_env(
+            None,
+            env(&[DEV, ("EDC__AMQP__TLS__CA_FILE", "/etc/edc/ca.pem")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("amqps://"), "{err}");
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                DEV,
+                ("EDC__AMQP__URL", "amqp://a@h1/%2f,amqps://a@h2/%2f"),
+                ("EDC__AMQP__TLS__CA_FILE", "/etc/edc/ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.amqp.tls.ca_file, Some(PathBuf::from("/etc/edc/ca.pem")));
+        let err = Settings::load_with_env(
+            None,
+            env(&[DEV, ("EDC__POSTGRES__RUNTIME_ROLE", "x; DROP")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("runtime_role"), "{err}");
+        let s = Settings::load_with_env(None, env(&[DEV, ("EDC__POSTGRES__RUNTIME_ROLE", "")]))
+            .unwrap();
+        assert_eq!(s.postgres.runtime_role, "");
     }
 
     #[test]

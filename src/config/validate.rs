@@ -104,6 +104,32 @@ impl Settings {
         if self.amqp.operation_timeout < Duration::from_secs(1) {
             return invalid("amqp.operation_timeout must be at least 1s".into());
         }
+        for (key, tls) in [("amqp.tls", &self.amqp.tls), ("postgres.tls", &pg.tls)] {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return invalid(format!(
+                    "{key}.cert_file and {key}.key_file go together: set both or neither"
+                ));
+            }
+        }
+        if self.amqp.tls.is_set()
+            && !self
+                .amqp
+                .url
+                .nodes()
+                .iter()
+                .any(|n| n.starts_with("amqps://"))
+        {
+            return invalid(
+                "amqp.tls is set but no node of amqp.url is amqps://: the connection would not use TLS"
+                    .into(),
+            );
+        }
+        let role = pg.runtime_role.as_str();
+        if role.len() > 63 || !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return invalid(format!(
+                "postgres.runtime_role `{role}` must be empty or a role name of letters, digits and _ (at most 63)"
+            ));
+        }
         self.http.address()?;
         let endpoint = self.otel.endpoint.trim();
         if !endpoint.is_empty() && !endpoint.starts_with("http://") {

@@ -94,14 +94,15 @@ pub enum ConnectError {
 impl ConnectError {
     /// Classifies a failed connect to `at` (already redacted).
     pub fn of(at: String, e: &tokio_postgres::Error) -> ConnectError {
-        let why = first_line(&e.to_string());
+        let why = explain(e);
         let refused = match e.code() {
             // Starting up, shutting down, too many connections: wait.
             Some(code) if matches!(&code.code()[..2], "57" | "53" | "08") => false,
             // Credentials, authorisation, an unknown database, anything else the server said.
             Some(_) => true,
-            // No answer from a server: unreachable, unless the TLS handshake is what failed.
-            None => why.to_ascii_lowercase().contains("tls"),
+            // No answer from a server: unreachable, unless TLS refused the connection: the
+            // certificate, an alert from the server, or a server without TLS under `require`.
+            None => crate::tls::is_refusal(e) || is_tls_unsupported(e),
         };
         if refused {
             ConnectError::Refused { at, why }
@@ -135,6 +136,32 @@ impl MigrateError {
             e => runtime(e),
         }
     }
+}
+
+/// tokio-postgres's answer to `sslmode=require` when the server says it has no TLS: an error of
+/// its own whose cause is this exact text (no type to match; checked by the integration tests).
+fn is_tls_unsupported(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error;
+    e.source()
+        .is_some_and(|cause| cause.to_string() == "server does not support TLS")
+}
+
+/// What went wrong while connecting, with its causes: tokio-postgres's own text says only "db
+/// error" or "error performing TLS handshake". A server's answer to a connection attempt names the
+/// role or the database at most, never a value of a record.
+fn explain(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut why = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        // io::Error's source() skips the error it wraps, whose text its own Display already is.
+        why.push_str(": ");
+        why.push_str(&c.to_string());
+        cause = c.source();
+    }
+    first_line(&why)
 }
 
 fn first_line(s: &str) -> String {

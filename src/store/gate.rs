@@ -97,3 +97,56 @@ impl DbGate {
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_is_seen_by_subscribers_once_and_an_outage_logs_once() {
+        let gate = DbGate::new(Arc::new(Stats::new()));
+        let mut seen = gate.subscribe();
+        assert!(gate.is_open() && *seen.borrow_and_update());
+        gate.close("connection refused");
+        gate.close("connection refused again");
+        assert!(!gate.is_open());
+        assert!(seen.has_changed().unwrap());
+        assert!(!*seen.borrow_and_update());
+        assert!(
+            !seen.has_changed().unwrap(),
+            "a second close changes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_prober_keeps_the_gate_closed_while_nothing_answers_and_ends_at_shutdown() {
+        // A database address nothing listens on.
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = unused.local_addr().unwrap().port();
+        drop(unused);
+        let settings = crate::config::Settings::load_with_env(
+            None,
+            vec![(
+                "EDC__POSTGRES__URL".to_string(),
+                format!("postgres://edc:edc@127.0.0.1:{port}/edc"),
+            )],
+        )
+        .unwrap();
+        let pool = crate::store::pool(&settings.postgres).unwrap();
+        let gate = Arc::new(DbGate::new(Arc::new(Stats::new())));
+        let shutdown = CancellationToken::new();
+        let prober = tokio::spawn({
+            let (gate, shutdown) = (gate.clone(), shutdown.clone());
+            async move { gate.run_prober(pool, shutdown).await }
+        });
+        gate.close("connection refused");
+        // A few probes go by (100, 200, 400 ms apart): none opens the gate.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!gate.is_open());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), prober)
+            .await
+            .expect("the prober ends at shutdown")
+            .unwrap();
+    }
+}

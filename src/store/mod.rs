@@ -9,6 +9,8 @@
 //! - [`gate`]: whether the database is usable; consumption pauses while it is not.
 //! - [`retention`]: pruning of the working tables that would otherwise only grow.
 //! - [`backlog`]: the outbox backlog, the relay lag and the open batches, read for `/metrics`.
+//! - [`role`]: the runtime role's grants, and whether the daemon's role can do its work.
+//! - [`tls`]: TLS with libpq's `sslmode` semantics.
 //!
 //! Connections come from here only: the pool ([`pool`]) for the daemon's work, a dedicated
 //! connection ([`connect`]) for the relay, the migrations and the command-line tools. The pool is
@@ -22,11 +24,12 @@ pub mod error;
 pub mod gate;
 pub mod ingest;
 pub mod retention;
+pub mod role;
+pub mod tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::{PostgresSettings, SecretUrl};
 
@@ -44,15 +47,22 @@ const MIGRATION_LOCK: i64 = 0x6564_635f_6d69_6772; // "edc_migr"
 
 /// The connection settings of `url`, with the daemon's timeouts: every session it opens has
 /// `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` set, so the server
-/// ends what a job that gave up left running.
+/// ends what a job that gave up left running. With them, the TLS connector that checks what the
+/// URL's `sslmode` asks for (see [`tls`]). A URL or TLS setting that cannot be used is `Refused`.
 pub fn pg_config(
     url: &SecretUrl,
     settings: &PostgresSettings,
-) -> anyhow::Result<tokio_postgres::Config> {
-    let mut cfg: tokio_postgres::Config = url
-        .expose()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("not a valid PostgreSQL URL or connection string: {url}"))?;
+) -> Result<(tokio_postgres::Config, tls::MakeRustls), ConnectError> {
+    let refused = |why: String| ConnectError::Refused {
+        at: url.to_string(),
+        why,
+    };
+    let not_valid = || refused("not a valid PostgreSQL URL or connection string".into());
+    let (text, params) = tls::split_tls_params(url.expose()).ok_or_else(not_valid)?;
+    let mut cfg: tokio_postgres::Config = text.parse().map_err(|_| not_valid())?;
+    let connector = tls::Tls::new(&params, &settings.tls)
+        .map_err(|e| refused(e.to_string()))?
+        .apply(&mut cfg);
     cfg.connect_timeout(settings.connect_timeout);
     cfg.application_name("edc-ingest");
     let ms = |d: Duration| d.as_millis();
@@ -64,14 +74,14 @@ pub fn pg_config(
         ms(settings.idle_in_transaction_timeout)
     ));
     cfg.options(options.trim());
-    Ok(cfg)
+    Ok((cfg, connector))
 }
 
 pub fn pool(settings: &PostgresSettings) -> anyhow::Result<Pool> {
-    let cfg = pg_config(&settings.url, settings)?;
+    let (cfg, tls) = pg_config(&settings.url, settings)?;
     let manager = Manager::from_config(
         cfg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -91,12 +101,9 @@ pub async fn connect(
     url: &SecretUrl,
     settings: &PostgresSettings,
 ) -> Result<Connected, ConnectError> {
-    let cfg = pg_config(url, settings).map_err(|e| ConnectError::Refused {
-        at: url.to_string(),
-        why: e.to_string(),
-    })?;
+    let (cfg, tls) = pg_config(url, settings)?;
     let (client, connection) = cfg
-        .connect(NoTls)
+        .connect(tls)
         .await
         .map_err(|e| ConnectError::of(url.to_string(), &e))?;
     let io = tokio::spawn(connection);
@@ -162,11 +169,19 @@ pub async fn migrate(settings: &PostgresSettings) -> Result<Vec<String>, Migrate
         .set_grouped(false)
         .run_async(&mut conn.client)
         .await;
+    // The runtime role's grants, every time (see V9): a role created since is granted now.
+    let granted = match &report {
+        Ok(_) => role::grant(&conn, &settings.runtime_role)
+            .await
+            .map_err(|e| MigrateError::Failed(format!("granting the runtime role: {e}"))),
+        Err(_) => Ok(()),
+    };
     let _ = conn
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
     conn.close().await;
     let report = report.map_err(|e| MigrateError::Failed(e.to_string()))?;
+    granted?;
     Ok(report
         .applied_migrations()
         .iter()

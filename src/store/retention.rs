@@ -31,67 +31,23 @@ impl std::fmt::Display for Pruned {
     }
 }
 
-/// Prunes what is older than `horizon`, in one transaction.
+/// Prunes what is older than `horizon`, in one transaction: one call of `prune_working_tables`
+/// (V9), which runs as the owner, so the runtime role needs no DELETE on these tables.
 pub async fn prune(
     client: &mut tokio_postgres::Client,
     horizon: Duration,
 ) -> Result<Pruned, tokio_postgres::Error> {
-    let seconds = horizon.as_secs_f64();
-    let tx = client.transaction().await?;
-    let duplicates_seen = tx
-        .execute(
-            "DELETE FROM duplicates_seen WHERE seen_at < now() - make_interval(secs => $1)",
-            &[&seconds],
+    let row = client
+        .query_one(
+            "SELECT n_duplicates_seen, n_batch_count_rows, n_delivery_ledger
+             FROM prune_working_tables($1)",
+            &[&horizon.as_secs_f64()],
         )
         .await?;
-    // Fold each old completed batch's counter rows into one (shard 0), summing every count: read
-    // the sums, remove the rows, write the one row back.
-    let sums = tx
-        .query(
-            "SELECT c.batch_id, sum(c.accepted)::int, sum(c.queried)::int, sum(c.duplicates)::int,
-                    coalesce((SELECT jsonb_object_agg(k, n) FROM (
-                        SELECT e.key AS k, sum(e.value::integer) AS n
-                        FROM batch_counts c2, jsonb_each_text(c2.dead_lettered) e
-                        WHERE c2.batch_id = c.batch_id GROUP BY e.key) d), '{}'::jsonb)::text,
-                    sum(c.dead_lettered_total)::int, max(c.updated_at), count(*)
-             FROM batch_counts c JOIN batches b USING (batch_id)
-             WHERE b.completed_at < now() - make_interval(secs => $1)
-             GROUP BY c.batch_id HAVING count(*) > 1",
-            &[&seconds],
-        )
-        .await?;
-    let mut batch_count_rows = 0;
-    for row in &sums {
-        let batch: uuid::Uuid = row.get(0);
-        tx.execute("DELETE FROM batch_counts WHERE batch_id = $1", &[&batch])
-            .await?;
-        tx.execute(
-            "INSERT INTO batch_counts (batch_id, shard, accepted, queried, duplicates, dead_lettered,
-                                       dead_lettered_total, updated_at)
-             VALUES ($1, 0, $2, $3, $4, $5::text::jsonb, $6, $7)",
-            &[
-                &batch,
-                &row.get::<_, i32>(1),
-                &row.get::<_, i32>(2),
-                &row.get::<_, i32>(3),
-                &row.get::<_, String>(4),
-                &row.get::<_, i32>(5),
-                &row.get::<_, chrono::DateTime<chrono::Utc>>(6),
-            ],
-        )
-        .await?;
-        batch_count_rows += row.get::<_, i64>(7) as u64 - 1;
-    }
-    let delivery_ledger = tx
-        .execute(
-            "DELETE FROM delivery_ledger WHERE last_seen < now() - make_interval(secs => $1)",
-            &[&seconds],
-        )
-        .await?;
-    tx.commit().await?;
+    let count = |i: usize| row.get::<_, i64>(i) as u64;
     Ok(Pruned {
-        duplicates_seen,
-        batch_count_rows,
-        delivery_ledger,
+        duplicates_seen: count(0),
+        batch_count_rows: count(1),
+        delivery_ledger: count(2),
     })
 }

@@ -142,7 +142,7 @@ impl Session {
     /// Connects, with nothing taken yet.
     async fn connect(settings: &Settings) -> anyhow::Result<Session> {
         let (connection, _) = broker::connect(
-            &settings.amqp.url,
+            &settings.amqp,
             0,
             "edc-ingest dlq",
             settings.amqp.operation_timeout,

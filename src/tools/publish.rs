@@ -35,7 +35,7 @@ pub async fn publish_with_progress(
     progress: &Progress,
 ) -> anyhow::Result<u64> {
     let (conn, _) = broker::connect(
-        &settings.url,
+        settings,
         0,
         "edc-ingest publish",
         settings.operation_timeout,

@@ -272,7 +272,7 @@ async fn broker_part(
     let names = queues(settings);
     let limit = settings.amqp.operation_timeout;
     let read = async {
-        let (conn, _) = broker::connect(&settings.amqp.url, 0, "edc-ingest status", limit).await?;
+        let (conn, _) = broker::connect(&settings.amqp, 0, "edc-ingest status", limit).await?;
         let result = async {
             let began = Instant::now();
             let first = depths(&conn, &names, limit).await?;

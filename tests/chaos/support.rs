@@ -227,9 +227,15 @@ pub fn services(args: &[&str]) {
     assert!(status.success(), "scripts/services.sh {args:?}");
 }
 
+/// Records stored now. The database may be the thing that is down: it keeps asking, for at most
+/// `WAIT`, then fails the test (a database that never comes back must not hang it).
 pub async fn stored(env: &TestEnv) -> i64 {
+    let deadline = Instant::now() + WAIT;
     loop {
-        // The database may be the thing that is down: keep asking.
+        assert!(
+            Instant::now() < deadline,
+            "the database did not answer within {WAIT:?}"
+        );
         if let Ok(Ok((client, conn))) = tokio::time::timeout(
             Duration::from_secs(2),
             tokio_postgres::connect(&env.db_url, tokio_postgres::NoTls),

@@ -24,3 +24,26 @@ pub fn with_db(url: &str, db: &str) -> String {
         .expect("a PostgreSQL URL with a database");
     format!("{base}/{db}")
 }
+
+/// The folder of the local servers' throwaway CA and server certificate (`ca.pem`, `ca.key`,
+/// `server.pem`, `server.key`), made by `scripts/services.sh start`.
+#[allow(dead_code)] // the TLS and privilege tests use them, the benchmark does not
+pub fn tls_dir() -> PathBuf {
+    std::env::var("EDC_TEST_TLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".services/tls"))
+}
+
+/// The broker's AMQP-over-TLS listener, by the host name its certificate names.
+#[allow(dead_code)] // the TLS and privilege tests use them, the benchmark does not
+pub fn amqps_url() -> String {
+    std::env::var("EDC_TEST_AMQPS_URL")
+        .unwrap_or_else(|_| "amqps://guest:guest@localhost:5671/%2f".into())
+}
+
+/// The runtime role's login (`edc_app`, a member of `edc_runtime`, not the owner).
+#[allow(dead_code)] // the TLS and privilege tests use them, the benchmark does not
+pub fn pg_runtime_url() -> String {
+    std::env::var("EDC_TEST_PG_RUNTIME_URL")
+        .unwrap_or_else(|_| "postgres://edc_app:edc_app@127.0.0.1:5432/edc".into())
+}

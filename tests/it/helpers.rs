@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 #[path = "../common/endpoints.rs"]
 mod endpoints;
 use endpoints::with_db;
-pub use endpoints::{amqp_url, pg_url, repo};
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use endpoints::{amqp_url, amqps_url, pg_runtime_url, pg_url, repo, tls_dir};
 #[path = "../common/summary.rs"]
 mod summary;
 pub use summary::summary_field;
@@ -328,10 +329,26 @@ impl TestEnv {
         q.message_count()
     }
 
+    /// Removes every queue and exchange of this test's world (each carries its suffix in its
+    /// name: the work, urgent, delay, dead-letter, event and reply queues alike) and its database.
     pub async fn cleanup(self) {
         let conn = amqp().await;
         let ch = conn.create_channel().await.unwrap();
-        for q in [&self.queue, &self.dlq] {
+        let mark = format!("t{}", self.suffix);
+        let mut queues: Vec<String> = management("/api/queues?columns=name")
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|q| q["name"].as_str())
+                    .filter(|name| name.contains(&mark))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        queues.extend([self.queue.clone(), self.dlq.clone(), self.urgent_queue()]);
+        queues.sort();
+        queues.dedup();
+        for q in &queues {
             let _ = ch
                 .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
                 .await;

@@ -11,6 +11,8 @@ mod liveness;
 mod operations;
 mod outcomes;
 mod privacy;
+mod privileges;
 mod probes;
 mod receipts;
 mod retention;
+mod tls;

@@ -509,18 +509,24 @@ async fn a_batch_is_prefetched_workers_times_batch_size() {
         ("EDC__POSTGRES__POOL_SIZE", "3"),
         ("EDC__BATCH_SIZE", "10"),
     ]));
-    let queue = env.queue.clone();
     // 3 workers x 10: 29 on the normal lane, 1 on the urgent lane.
-    wait_for("a consumer with prefetch 29", WAIT, || {
-        let queue = queue.clone();
-        async move {
-            management("/api/consumers").as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|c| c["queue"]["name"] == queue.as_str() && c["prefetch_count"] == 29)
-            })
-        }
-    })
-    .await;
+    for (queue, prefetch) in [(env.queue.clone(), 29), (env.urgent_queue(), 1)] {
+        wait_for(
+            &format!("a consumer of {queue} with prefetch {prefetch}"),
+            WAIT,
+            || {
+                let queue = queue.clone();
+                async move {
+                    management("/api/consumers").as_array().is_some_and(|a| {
+                        a.iter().any(|c| {
+                            c["queue"]["name"] == queue.as_str() && c["prefetch_count"] == prefetch
+                        })
+                    })
+                }
+            },
+        )
+        .await;
+    }
     daemon.stop().await;
     env.cleanup().await;
 }
