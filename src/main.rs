@@ -19,14 +19,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
         let mut out = std::io::stdout().lock();
-        return match out
+        let written = out
             .write_all(&cli::completions(shell))
-            .and_then(|_| out.flush())
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-            Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("completions: {e}"))),
-        };
+            .and_then(|_| out.flush());
+        return printed("completions", written);
     }
     if let Command::Generate {
         count,
@@ -54,11 +50,7 @@ fn main() -> ExitCode {
         };
         let mut out = std::io::BufWriter::new(stdout.lock());
         let written = tools::generate::generate_with_progress(&opts, &mut out, &progress);
-        return match written.and_then(|_| out.flush()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-            Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("generate: {e}"))),
-        };
+        return printed("generate", written.and_then(|_| out.flush()));
     }
     if let Command::Healthcheck { url } = &cli.command {
         // Only http.listen, for the default URL: a setting this command does not use, even a
@@ -115,6 +107,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// The end of a command that only prints: a reader that went away (`| head`) is no failure.
+fn printed(command: &str, written: std::io::Result<()>) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("{command}: {e}"))),
     }
 }
 

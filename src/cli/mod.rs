@@ -1,18 +1,17 @@
-//! The command line: every command, its arguments, an example of each, and what it runs.
+//! The command line: every command, its arguments and an example of each (the `dlq` commands in
+//! [`dlq`]); [`run`] runs one. `--config` is also read from `EDC_CONFIG`.
 
-use std::io::{BufReader, Write};
+mod dlq;
+mod run;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
-use edc_ingest::config::Settings;
-use edc_ingest::failure::{Failure, runtime};
-use edc_ingest::pipeline::Pseudonymizer;
-use edc_ingest::protocol::Registry;
-use edc_ingest::tools::progress::Progress;
-use edc_ingest::{daemon, shutdown, store, tools};
-use tokio_util::sync::CancellationToken;
+use edc_ingest::tools;
+
+pub use dlq::DlqCommand;
+pub use run::run;
 
 #[derive(Parser)]
 #[command(
@@ -183,243 +182,12 @@ pub enum BatchCommand {
     },
 }
 
-#[derive(clap::Args, Clone)]
-pub struct DlqSelect {
-    /// Only dead letters of this kind: edc-ingest's own, broker:<reason> for those the broker
-    /// dead-lettered itself, unknown for those with neither header.
-    #[arg(long, value_parser = PossibleValuesParser::new(tools::dlq::KINDS))]
-    kind: Option<String>,
-    /// Only dead letters of this upload batch.
-    #[arg(long)]
-    batch: Option<String>,
-    /// Look at no more than this many dead letters.
-    #[arg(long, default_value_t = 10_000)]
-    limit: usize,
-}
-
-impl DlqSelect {
-    fn filter(&self) -> tools::dlq::Filter {
-        tools::dlq::Filter {
-            kind: self.kind.clone(),
-            batch: self.batch.clone(),
-            limit: self.limit,
-        }
-    }
-}
-
-#[derive(Subcommand)]
-pub enum DlqCommand {
-    /// Counts by kind and reason, and by study, site and batch.
-    #[command(after_help = "Examples:
-  $ edc-ingest dlq list
-  $ edc-ingest dlq list --kind broker:delivery_limit --output json")]
-    List {
-        #[command(flatten)]
-        select: DlqSelect,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-    /// A few dead letters: headers and a de-identified preview of the body, each printed as it is
-    /// taken (JSON: one object per line).
-    #[command(after_help = "Examples:
-  $ edc-ingest dlq show --kind invalid --count 3
-  $ edc-ingest dlq show --batch b1f2c3d4-0000-4000-8000-000000000001 --output json")]
-    Show {
-        #[command(flatten)]
-        select: DlqSelect,
-        /// How many to show.
-        #[arg(long, default_value_t = 5)]
-        count: usize,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-    /// Re-validate against the current protocols and republish to the work queue, printing each
-    /// dead letter's verdict as it is handled.
-    #[command(after_help = "Examples:
-  $ edc-ingest dlq replay --kind invalid --dry-run
-  $ edc-ingest dlq replay --kind invalid --actor dm-jane")]
-    Replay {
-        #[command(flatten)]
-        select: DlqSelect,
-        /// Only say what each would become.
-        #[arg(long)]
-        dry_run: bool,
-        /// Who is replaying (default: the login name); recorded in dlq_actions.
-        #[arg(long)]
-        actor: Option<String>,
-    },
-    /// Remove dead letters of one kind for good (asks for confirmation).
-    #[command(after_help = "Example:
-  $ edc-ingest dlq purge --kind malformed --actor dm-jane")]
-    Purge {
-        #[command(flatten)]
-        select: DlqSelect,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-        /// Who is purging (default: the login name); recorded in dlq_actions.
-        #[arg(long)]
-        actor: Option<String>,
-    },
-}
-
 /// The completion script of `shell` (made in memory: the generator panics on a failed write).
 pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     use clap::CommandFactory;
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "edc-ingest", &mut script);
     script
-}
-
-/// Runs one command (all but `generate`, `healthcheck` and `completions`, which need no settings).
-pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
-    let stdout = std::io::stdout();
-    let out = &mut stdout.lock();
-    match command {
-        Command::Run => {
-            let token = CancellationToken::new();
-            shutdown::listen(token.clone()).map_err(runtime)?;
-            let started = std::time::Instant::now();
-            let summary = daemon::run(settings, token).await?;
-            let line = format!(
-                "edc-ingest stopped after {:.1}s: {summary}",
-                started.elapsed().as_secs_f64()
-            );
-            tracing::info!("{line}");
-            println!("{line}");
-            Ok(())
-        }
-        Command::Migrate => {
-            let applied = store::migrate(&settings.postgres)
-                .await
-                .map_err(|e| e.failure())?;
-            println!(
-                "migrations applied: {}",
-                if applied.is_empty() {
-                    "none (up to date)".to_string()
-                } else {
-                    applied.join(", ")
-                }
-            );
-            Ok(())
-        }
-        Command::CheckConfig => {
-            let registry = Registry::open(&settings.studies_dir)?;
-            let key = Pseudonymizer::from_settings(&settings)?;
-            println!("configuration OK: {}", settings.describe());
-            println!("pseudonymisation key: id {}", key.key_id());
-            println!("protocols: {}", registry.describe());
-            for w in &registry.warnings {
-                println!("warning: {w}");
-            }
-            Ok(())
-        }
-        Command::Publish { file, urgent } => {
-            let mut amqp = settings.amqp.clone();
-            if urgent {
-                amqp.queue = amqp.urgent_queue.clone();
-            }
-            let progress = Progress::counter("published");
-            let retry = &settings.retry;
-            let sent = if file == "-" {
-                let input = std::io::stdin().lock();
-                tools::publish::publish_with_progress(&amqp, retry, input, &progress).await
-            } else {
-                let f = std::fs::File::open(&file)
-                    .map_err(|e| Failure::setup(format!("{file}: {e}")))?;
-                let input = BufReader::new(f);
-                tools::publish::publish_with_progress(&amqp, retry, input, &progress).await
-            }
-            .map_err(runtime)?;
-            drop(progress);
-            println!(
-                "published {sent} messages to {} (all confirmed)",
-                amqp.queue
-            );
-            Ok(())
-        }
-        Command::Prune { older_than } => {
-            let horizon = older_than
-                .or(settings.retention.working_tables)
-                .ok_or_else(|| {
-                    Failure::setup(
-                        "prune needs --older-than (or retention.working_tables in the settings)",
-                    )
-                })?;
-            let pg = &settings.postgres;
-            let mut db = store::connect(&pg.url, pg).await.map_err(runtime)?;
-            let pruned = store::retention::prune(&mut db.client, horizon)
-                .await
-                .map_err(runtime)?;
-            db.close().await;
-            println!(
-                "pruned what is older than {}: {pruned}",
-                humantime::format_duration(horizon)
-            );
-            Ok(())
-        }
-        Command::Batch {
-            command: BatchCommand::Status { id, output },
-        } => {
-            let receipt = tools::batch::status(&settings.postgres, &id, output.into())
-                .await
-                .map_err(runtime)?;
-            println!("{receipt}");
-            Ok(())
-        }
-        Command::Status {
-            metrics,
-            window,
-            output,
-        } => {
-            let opts = tools::status::Options { metrics, window };
-            let report = tools::status::status(&settings, &opts).await;
-            let shown = match output {
-                Output::Json => serde_json::to_string(&report).map_err(runtime)?,
-                Output::Text => report.text(),
-            };
-            writeln!(out, "{}", shown.trim_end()).map_err(runtime)?;
-            out.flush().map_err(runtime)?;
-            if !report.complete() {
-                return Err(runtime(anyhow::anyhow!(
-                    "status: {} could not be read (see above)",
-                    report.missing().join(" and ")
-                )));
-            }
-            Ok(())
-        }
-        Command::Dlq { command } => match command {
-            DlqCommand::List { select, output } => {
-                tools::dlq::list(&settings, &select.filter(), output.into(), out).await
-            }
-            DlqCommand::Show {
-                select,
-                count,
-                output,
-            } => tools::dlq::show(&settings, &select.filter(), count, output.into(), out).await,
-            DlqCommand::Replay {
-                select,
-                dry_run,
-                actor,
-            } => {
-                let actor = tools::dlq::actor(actor);
-                tools::dlq::replay(&settings, &select.filter(), dry_run, &actor, out).await
-            }
-            DlqCommand::Purge { select, yes, actor } => {
-                if select.kind.is_none() {
-                    return Err(Failure::setup(
-                        "dlq purge needs --kind: purging every kind at once is refused",
-                    ));
-                }
-                let actor = tools::dlq::actor(actor);
-                tools::dlq::purge(&settings, &select.filter(), yes, &actor, out).await
-            }
-        }
-        .map_err(runtime),
-        Command::Generate { .. } | Command::Healthcheck { .. } | Command::Completions { .. } => {
-            unreachable!("handled before the settings are read")
-        }
-    }
 }
 
 #[cfg(test)]
