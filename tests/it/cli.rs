@@ -593,35 +593,22 @@ async fn replay_prints_each_verdict_as_it_goes_and_a_failure_part_way_keeps_them
     // r0 was replayed and recorded; r1 was republished but not recorded, so it stays a dead letter
     // too (a repeat, never a loss); r2 was not reached. Both are back in the queue.
     assert_eq!(env.count("SELECT count(*) FROM dlq_actions").await, 1);
-    let left: Vec<String> = env
-        .drain_dlq()
-        .await
-        .iter()
-        .map(|m| {
-            m.delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let left = message_ids(&env.drain_dlq().await);
     assert_eq!(left, ["r1", "r2"]);
-    let queued: Vec<String> = env
-        .drain(&env.queue)
-        .await
-        .iter()
-        .map(|m| {
-            m.delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let queued = message_ids(&env.drain(&env.queue).await);
     assert_eq!(queued, ["r0", "r1"]);
     env.cleanup().await;
+}
+
+/// The message ids of `messages`, in order.
+fn message_ids(messages: &[lapin::message::BasicGetMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            let id = m.delivery.properties.message_id();
+            id.as_ref().map_or(String::new(), |i| i.to_string())
+        })
+        .collect()
 }
 
 /// Runs `command` (a shell command line) on a pseudo-terminal of its own (`script`), with this
@@ -785,23 +772,14 @@ async fn status_shows_the_queues_the_dead_letters_the_open_batches_and_the_repli
     let s = json_of(&out);
     assert_eq!(s["window_seconds"], json!(0.0));
     assert_eq!(s["broker"]["answered"], json!(true));
-    let queue = |role: &str| {
-        s["broker"]["queues"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|q| q["role"] == json!(role))
-            .unwrap()
-            .clone()
-    };
     assert_eq!(
-        queue("work"),
+        queue_of(&s, "work"),
         json!({"role": "work", "name": env.queue, "exists": true, "ready": 3, "consumers": 0,
                "change_per_second": null})
     );
-    assert_eq!(queue("dead_letter")["ready"], json!(2));
-    assert_eq!(queue("urgent")["ready"], json!(0));
-    assert_eq!(queue("delay")["exists"], json!(true));
+    assert_eq!(queue_of(&s, "dead_letter")["ready"], json!(2));
+    assert_eq!(queue_of(&s, "urgent")["ready"], json!(0));
+    assert_eq!(queue_of(&s, "delay")["exists"], json!(true));
     assert_eq!(
         s["backlog"],
         json!({"ready": 3, "change_per_second": null, "verdict": "not_consumed", "drained_in_seconds": null})
