@@ -36,7 +36,8 @@
 //! - [`worker`]: the fixed worker set and what one job does.
 //! - [`relay`]: the outbox relay (events and result callbacks).
 //! - [`http`]: the HTTP listener: `/metrics`, `/livez`, `/readyz`.
-//! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`, `healthcheck`.
+//! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`, `status`,
+//!   `healthcheck`.
 //! - [`daemon`]: wiring; [`daemon::run`] runs the daemon until its shutdown token is cancelled.
 
 pub mod broker;

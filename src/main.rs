@@ -1,20 +1,29 @@
 //! The `edc-ingest` binary: parses the command line, loads the configuration and runs one command
-//! (see `cli`). Exit codes: 0 success, 1 runtime failure, 2 configuration error.
+//! (see `cli`). Exit codes: 0 success, 1 runtime failure, 2 configuration error or a command line
+//! refused.
 
 mod cli;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 use edc_ingest::config::Settings;
 use edc_ingest::failure::Failure;
+use edc_ingest::tools::progress::Progress;
 use edc_ingest::{telemetry, tools};
 
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        let mut out = std::io::stdout().lock();
+        let written = out
+            .write_all(&cli::completions(shell))
+            .and_then(|_| out.flush());
+        return printed("completions", written);
+    }
     if let Command::Generate {
         count,
         seed,
@@ -33,12 +42,15 @@ fn main() -> ExitCode {
             batch_size: batch_size.max(1),
         };
         let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        return match tools::generate::generate(&opts, &mut out).and_then(|_| out.flush()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-            Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("generate: {e}"))),
+        // Progress only when the records go elsewhere than the terminal it would be drawn on.
+        let progress = if stdout.is_terminal() {
+            Progress::hidden()
+        } else {
+            Progress::bar(count as u64, "records")
         };
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let written = tools::generate::generate_with_progress(&opts, &mut out, &progress);
+        return printed("generate", written.and_then(|_| out.flush()));
     }
     if let Command::Healthcheck { url } = &cli.command {
         // Only http.listen, for the default URL: a setting this command does not use, even a
@@ -67,10 +79,15 @@ fn main() -> ExitCode {
     }
     // The one rustls crypto provider (aws-lc-rs) of every TLS connection, installed before any.
     edc_ingest::tls::provider();
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e.into()),
     };
+    if let Command::Status { .. } = cli.command {
+        // Asking for a queue that is not declared closes the channel, which lapin logs as an
+        // error; `status` reports the queue as absent itself.
+        settings.log.level.push_str(",lapin::channel=off");
+    }
     let telemetry = match telemetry::init(&settings.log, &settings.otel) {
         Ok(t) => t,
         Err(e) => return fail(&Failure::Setup(e)),
@@ -90,6 +107,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// The end of a command that only prints: a reader that went away (`| head`) is no failure.
+fn printed(command: &str, written: std::io::Result<()>) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&Failure::Runtime(anyhow::anyhow!("{command}: {e}"))),
     }
 }
 

@@ -11,6 +11,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::progress::Progress;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub count: usize,
@@ -141,6 +143,15 @@ fn damage(rng: &mut StdRng, v: &mut Value) -> Option<String> {
 }
 
 pub fn generate(opts: &Options, out: &mut impl Write) -> std::io::Result<()> {
+    generate_with_progress(opts, out, &Progress::hidden())
+}
+
+/// As [`generate`], counting each line written on `progress`.
+pub fn generate_with_progress(
+    opts: &Options,
+    out: &mut impl Write,
+    progress: &Progress,
+) -> std::io::Result<()> {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut written: Vec<String> = Vec::new();
     let mut batch =
@@ -153,6 +164,7 @@ pub fn generate(opts: &Options, out: &mut impl Write) -> std::io::Result<()> {
             in_batch = 0;
         }
         in_batch += 1;
+        progress.inc(1);
         if !written.is_empty() && rng.random_bool(opts.duplicate_ratio.clamp(0.0, 1.0)) {
             let again = written[rng.random_range(0..written.len())].clone();
             writeln!(out, "{again}")?;
@@ -172,6 +184,7 @@ pub fn generate(opts: &Options, out: &mut impl Write) -> std::io::Result<()> {
             written.push(line);
         }
     }
+    progress.finish();
     Ok(())
 }
 

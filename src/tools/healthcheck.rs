@@ -17,26 +17,34 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_URL: &str = "http://127.0.0.1:9090/livez";
 /// Most of an answer that is read (the status line and the start of the body).
 const MAX_READ: usize = 4096;
+/// Most of an answer that [`fetch`] reads: a scrape of `/metrics` is about 16 KiB.
+const MAX_BODY: usize = 4 << 20;
 
 /// `/livez` of the daemon whose `http.listen` is `listen`: on its port, at the address it listens
 /// on (the loopback address when it listens on all of them). [`DEFAULT_URL`] when `listen` is
 /// unknown, empty (the listener is off), not an address, or on port 0.
 pub fn default_url(listen: Option<&str>) -> String {
+    listen_base(listen.unwrap_or_default())
+        .map_or_else(|| DEFAULT_URL.to_string(), |b| format!("{b}/livez"))
+}
+
+/// `http://IP:PORT` of the listener of a daemon whose `http.listen` is `listen`, as a client on the
+/// same machine reaches it (the loopback address when it listens on all of them); None when the
+/// listener is off, `listen` is not an address, or its port is 0 (chosen at start).
+pub fn listen_base(listen: &str) -> Option<String> {
     let http = HttpSettings {
-        listen: listen.unwrap_or_default().to_string(),
+        listen: listen.to_string(),
     };
-    let Ok(Some(addr)) = http.address() else {
-        return DEFAULT_URL.to_string();
-    };
+    let addr = http.address().ok()??;
     if addr.port() == 0 {
-        return DEFAULT_URL.to_string();
+        return None;
     }
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/livez", SocketAddr::new(ip, addr.port()))
+    Some(format!("http://{}", SocketAddr::new(ip, addr.port())))
 }
 
 /// What the daemon answered: its status code and the first line of its body.
@@ -48,6 +56,23 @@ pub struct Answer {
 
 /// GETs `url` (`http://HOST:PORT/PATH`) within `timeout`.
 pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
+    let answer = exchange(url, timeout, MAX_READ)?;
+    parse(&answer).ok_or_else(|| format!("{url}: not an HTTP answer"))
+}
+
+/// GETs `url` within `timeout`, for the whole body (up to 4 MiB): the status and the body.
+pub fn fetch(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let answer = exchange(url, timeout, MAX_BODY)?;
+    let status = parse(&answer)
+        .ok_or_else(|| format!("{url}: not an HTTP answer"))?
+        .status;
+    let text = String::from_utf8_lossy(&answer);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
+/// Sends the request and reads the answer, up to `max` bytes.
+fn exchange(url: &str, timeout: Duration, max: usize) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
     let rest = url
         .strip_prefix("http://")
@@ -97,7 +122,7 @@ pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
     .map_err(|e| format!("{url}: {e}"))?;
     let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
-    while answer.len() < MAX_READ {
+    while answer.len() < max {
         stream
             .set_read_timeout(Some(left("reading")?))
             .map_err(|e| e.to_string())?;
@@ -113,7 +138,7 @@ pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
             Err(e) => return Err(format!("{url}: {e}")),
         }
     }
-    parse(&answer).ok_or_else(|| format!("{url}: not an HTTP answer"))
+    Ok(answer)
 }
 
 fn parse(answer: &[u8]) -> Option<Answer> {

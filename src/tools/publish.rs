@@ -14,6 +14,8 @@ use crate::broker;
 use crate::broker::publish::stamped;
 use crate::config::{AmqpSettings, RetrySettings};
 
+use super::progress::Progress;
+
 /// Confirms awaited at once: enough to keep the broker busy, bounded so memory stays flat.
 const WINDOW: usize = 512;
 
@@ -21,6 +23,16 @@ pub async fn publish(
     settings: &AmqpSettings,
     retry: &RetrySettings,
     input: impl BufRead,
+) -> anyhow::Result<u64> {
+    publish_with_progress(settings, retry, input, &Progress::hidden()).await
+}
+
+/// As [`publish`], counting each message on `progress` once the broker confirmed it.
+pub async fn publish_with_progress(
+    settings: &AmqpSettings,
+    retry: &RetrySettings,
+    input: impl BufRead,
+    progress: &Progress,
 ) -> anyhow::Result<u64> {
     let (conn, _) = broker::connect(
         settings,
@@ -62,12 +74,15 @@ pub async fn publish(
             pending.push_back(confirm);
             if pending.len() >= WINDOW {
                 check(pending.pop_front().expect("non-empty").await?)?;
+                progress.inc(1);
             }
             sent += 1;
         }
         while let Some(c) = pending.pop_front() {
             check(c.await?)?;
+            progress.inc(1);
         }
+        progress.finish();
         Ok::<_, anyhow::Error>(sent)
     }
     .await;
