@@ -92,7 +92,7 @@ pub async fn status(settings: &Settings, opts: &Options) -> Report {
     let (broker, database, replicas) = tokio::join!(
         queues::broker_part(settings, start, opts.window),
         database::database_part(settings),
-        scrape::replicas_part(&urls, start, opts.window),
+        scrape::replicas_part(&urls, opts.window),
     );
     let backlog = queues::backlog(&broker, opts.window);
     let mut total: Option<Rates> = None;

@@ -151,16 +151,14 @@ async fn scrape_all(urls: &[String]) -> Vec<Result<Scrape, String>> {
     futures::future::join_all(urls.iter().map(|u| scrape(u.clone()))).await
 }
 
-pub(super) async fn replicas_part(
-    urls: &[String],
-    start: tokio::time::Instant,
-    window: Duration,
-) -> Vec<Replica> {
+pub(super) async fn replicas_part(urls: &[String], window: Duration) -> Vec<Replica> {
     let first = scrape_all(urls).await;
     let second = if window.is_zero() || urls.is_empty() {
         None
     } else {
-        tokio::time::sleep_until(start + window).await;
+        // A whole window from the end of the first scrapes: the rates span at least the window,
+        // however long a slow replica took to answer first.
+        tokio::time::sleep(window).await;
         Some(scrape_all(urls).await)
     };
     let mut second = second.map(Vec::into_iter);
