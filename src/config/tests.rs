@@ -1,0 +1,197 @@
+//! Unit tests of loading: the layers, the defaults, unknown fields and the errors.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+const DEV: (&str, &str) = ("EDC__DEV_INSECURE_PSEUDONYM_KEY", "true");
+
+#[test]
+fn defaults_load_with_a_dev_key() {
+    let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+    assert_eq!(s.workers, 16);
+    assert_eq!(s.amqp.queue, "edc.records");
+    assert_eq!(s.shutdown_grace, Duration::from_secs(25));
+    assert_eq!(s.max_message_bytes, 1024 * 1024);
+}
+
+#[test]
+fn environment_overrides_nested_keys() {
+    let s = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__WORKERS", "3"),
+            ("EDC__POSTGRES__POOL_SIZE", "5"),
+            ("EDC__AMQP__URL", "amqp://u:p@h:1/%2f"),
+            ("EDC__JOB_TIMEOUT", "500ms"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.workers, 3);
+    assert_eq!(s.postgres.pool_size, 5);
+    assert_eq!(s.amqp.url.expose(), "amqp://u:p@h:1/%2f");
+    assert_eq!(s.job_timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn the_fast_lane_follows_the_work_queue_unless_named() {
+    let s =
+        Settings::load_with_env(None, env(&[DEV, ("EDC__AMQP__QUEUE", "site3.records")])).unwrap();
+    assert_eq!(s.amqp.urgent_queue, "site3.records.urgent");
+    let s = Settings::load_with_env(None, env(&[DEV, ("EDC__AMQP__URGENT_QUEUE", "sae")])).unwrap();
+    assert_eq!(s.amqp.urgent_queue, "sae");
+}
+
+#[test]
+fn unknown_environment_key_is_an_error() {
+    let err = Settings::load_with_env(None, env(&[DEV, ("EDC__WORKRES", "3")])).unwrap_err();
+    assert!(err.to_string().contains("workres"), "{err}");
+}
+
+#[test]
+fn unknown_file_key_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "postgres:\n  pool_sise: 4\n").unwrap();
+    let err = Settings::load_with_env(Some(&path), env(&[DEV])).unwrap_err();
+    assert!(err.to_string().contains("pool_sise"), "{err}");
+}
+
+#[test]
+fn workers_above_pool_size_names_both_numbers() {
+    let err = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__WORKERS", "12"),
+            ("EDC__POSTGRES__POOL_SIZE", "4"),
+        ]),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("(12)") && text.contains("(4)"), "{text}");
+}
+
+#[test]
+fn settings_load_without_a_key_for_the_commands_that_need_none() {
+    // The key is checked by the commands that pseudonymise (see `Pseudonymizer::from_settings`).
+    let s = Settings::load_with_env(None, env(&[])).unwrap();
+    assert!(s.pseudonym_key.is_none() && s.pseudonym_key_file.is_none());
+}
+
+#[test]
+fn bad_duration_is_explained() {
+    let err =
+        Settings::load_with_env(None, env(&[DEV, ("EDC__SHUTDOWN_GRACE", "soon")])).unwrap_err();
+    assert!(err.to_string().contains("25s"), "{err}");
+}
+
+#[test]
+fn secrets_never_print() {
+    let s = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__POSTGRES__URL", "postgres://edc:hunter2@db/edc"),
+            ("EDC__PSEUDONYM_KEY", "k3y-k3y-k3y"),
+        ]),
+    )
+    .unwrap();
+    let shown = format!("{s:?} {}", s.describe());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("k3y-k3y-k3y"), "{shown}");
+    assert!(shown.contains("postgres://edc:***@db/edc"), "{shown}");
+}
+
+#[test]
+fn only_reply_addresses_matching_the_patterns_get_an_answer() {
+    let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+    for ok in [
+        "amq.rabbitmq.reply-to",
+        "amq.rabbitmq.reply-to.g1h2AA==.6ZfUTGEz8eE=",
+        "edc.reply.site-03",
+    ] {
+        assert!(s.amqp.reply_allowed(ok), "{ok}");
+    }
+    for refused in [
+        "edc.records.dlq",
+        "edc.records",
+        "other.app.queue",
+        "edc.reply",
+        "",
+    ] {
+        assert!(!s.amqp.reply_allowed(refused), "{refused}");
+    }
+    assert!(glob_match("a*b*c", "aXXbYYc") && !glob_match("a*b*c", "aXXcYYb"));
+    assert!(glob_match("*", "") && glob_match("abc", "abc") && !glob_match("abc", "abcd"));
+}
+
+#[test]
+fn the_http_listener_takes_an_address_and_port_or_nothing() {
+    let s = Settings::load_with_env(None, env(&[])).unwrap();
+    assert_eq!(
+        s.http.address().unwrap(),
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    let s = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "")])).unwrap();
+    assert_eq!(s.http.address().unwrap(), None);
+    let s = Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "[::]:0")])).unwrap();
+    assert_eq!(s.http.address().unwrap(), Some("[::]:0".parse().unwrap()));
+    let err =
+        Settings::load_with_env(None, env(&[("EDC__HTTP__LISTEN", "localhost:9090")])).unwrap_err();
+    assert!(err.to_string().contains("http.listen"), "{err}");
+}
+
+#[test]
+fn tls_settings_are_checked_before_anything_connects() {
+    let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+    assert!(!s.amqp.tls.is_set() && !s.postgres.tls.is_set());
+    assert_eq!(s.postgres.runtime_role, "edc_runtime");
+    let err = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__POSTGRES__TLS__CERT_FILE", "/etc/edc/client.pem"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("postgres.tls.key_file"), "{err}");
+    let err = Settings::load_with_env(
+        None,
+        env(&[DEV, ("EDC__AMQP__TLS__CA_FILE", "/etc/edc/ca.pem")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("amqps://"), "{err}");
+    let s = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__AMQP__URL", "amqp://a@h1/%2f,amqps://a@h2/%2f"),
+            ("EDC__AMQP__TLS__CA_FILE", "/etc/edc/ca.pem"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.amqp.tls.ca_file, Some(PathBuf::from("/etc/edc/ca.pem")));
+    let err = Settings::load_with_env(
+        None,
+        env(&[DEV, ("EDC__POSTGRES__RUNTIME_ROLE", "x; DROP")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("runtime_role"), "{err}");
+    let s =
+        Settings::load_with_env(None, env(&[DEV, ("EDC__POSTGRES__RUNTIME_ROLE", "")])).unwrap();
+    assert_eq!(s.postgres.runtime_role, "");
+}
+
+#[test]
+fn retry_delays_grow_exponentially_up_to_the_cap() {
+    let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+    let d: Vec<u64> = (1..=8).map(|a| s.retry.delay_after(a).as_secs()).collect();
+    assert_eq!(d, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+}
