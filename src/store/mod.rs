@@ -43,7 +43,7 @@ mod embedded {
 }
 
 /// Advisory-lock key held while migrating, so replicas starting together migrate once.
-const MIGRATION_LOCK: i64 = 0x6564_635f_6d69_6772; // "edc_migr"
+pub const MIGRATION_LOCK: i64 = 0x6564_635f_6d69_6772; // "edc_migr"
 
 /// The connection settings of `url`, with the daemon's timeouts: every session it opens has
 /// `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` set, so the server

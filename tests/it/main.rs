@@ -15,4 +15,5 @@ mod privileges;
 mod probes;
 mod receipts;
 mod retention;
+mod timeouts;
 mod tls;
