@@ -54,6 +54,10 @@ mod report;
 mod sustained;
 #[path = "throughput/world.rs"]
 mod world;
+// The test kit of the integration tests and the chaos suite: the daemon as a child process, the
+// queues of a world.
+#[path = "../tests/common/kit/mod.rs"]
+mod kit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

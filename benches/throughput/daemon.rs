@@ -1,17 +1,16 @@
-//! The real daemon binary (release build, `CARGO_BIN_EXE_edc-ingest`) as a child process: started
-//! with `EDC__*` variables, watched through `/proc/<pid>` (CPU time, peak RSS), stopped with
-//! SIGTERM. Also the wait for "every message has its outcome" and a whole backlog drain.
+//! The real daemon binary (release build, `CARGO_BIN_EXE_edc-ingest`) as a child process, started
+//! and stopped with the test kit (`tests/common/kit`): started with `EDC__*` variables, watched
+//! through `/proc/<pid>` (CPU time, peak RSS), stopped with SIGTERM. Also the wait for "every
+//! message has its outcome" and a whole backlog drain.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::kit::process::{DaemonProcess, Launch, Signal};
 use crate::world::World;
 
 /// The settings a run varies.
@@ -83,7 +82,7 @@ impl std::fmt::Display for Unsupported {
 impl std::error::Error for Unsupported {}
 
 pub struct Daemon {
-    child: Child,
+    process: DaemonProcess,
     pid: u32,
     pub started: Instant,
     config: DaemonConfig,
@@ -93,26 +92,17 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon on `world`; its stdout and stderr go to `log`.
     pub fn start(world: &World, config: DaemonConfig, log: &Path) -> Result<Daemon> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(crate::world::binary());
-        cmd.arg("run")
-            .current_dir(crate::world::repo())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out))
-            .kill_on_drop(true);
-        // Nothing from the caller's shell may change the configuration under test.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("EDC__") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(world.env()).envs(config.env());
         let started = Instant::now();
-        let child = cmd.spawn().context("starting the edc-ingest binary")?;
-        let pid = child.id().context("the daemon has a pid")?;
+        let process = launch("edc-ingest")
+            .args(["run"])
+            .envs(world.env())
+            .envs(config.env())
+            .output_to(log, log)
+            .try_spawn()
+            .with_context(|| format!("starting the edc-ingest binary (log {})", log.display()))?;
+        let pid = process.pid();
         Ok(Daemon {
-            child,
+            process,
             pid,
             started,
             config,
@@ -123,7 +113,7 @@ impl Daemon {
     /// Fails if the daemon has exited. Exit code 2 over `batch_size` or `committers` means the build
     /// does not know the setting: [`Unsupported`].
     pub fn check_alive(&mut self) -> Result<()> {
-        let Some(status) = self.child.try_wait()? else {
+        let Some(status) = self.process.exited() else {
             return Ok(());
         };
         let tail = log_tail(&self.log);
@@ -156,32 +146,35 @@ impl Daemon {
 
     /// SIGTERM, then up to 40 s for the graceful stop (SIGKILL after that).
     pub async fn stop(mut self) -> Result<()> {
-        if self.child.try_wait()?.is_some() {
+        if self.process.exited().is_some() {
             return Ok(());
         }
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        match tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await {
-            Ok(status) => {
-                let status = status?;
+        let _ = self.process.try_signal(Signal::Term);
+        match self.process.exit_within(Duration::from_secs(40)).await {
+            Some(status) => {
                 if !status.success() {
                     eprintln!(
                         "[bench] warning: edc-ingest stopped with {status}: {}",
                         log_tail(&self.log)
                     );
                 }
-                Ok(())
             }
-            Err(_) => {
-                eprintln!(
-                    "[bench] warning: edc-ingest did not stop within 40 s of SIGTERM; killed"
-                );
-                self.child.kill().await?;
-                Ok(())
+            // Dropping the process kills it.
+            None => {
+                eprintln!("[bench] warning: edc-ingest did not stop within 40 s of SIGTERM; killed")
             }
         }
+        Ok(())
     }
+}
+
+/// The binary under test, run from the repository, with none of the caller's `EDC__*` variables
+/// or `RUST_LOG`: nothing from the caller's shell may change the configuration under test.
+fn launch(name: &str) -> Launch {
+    Launch::new(crate::world::binary())
+        .name(name)
+        .current_dir(crate::world::repo())
+        .inherit_env(|k| !k.starts_with("EDC__") && k != "RUST_LOG")
 }
 
 /// Exit code 2 (a configuration error) about `batch_size` or `committers` while the configuration
@@ -196,32 +189,34 @@ fn config_refused(code: Option<i32>, config: DaemonConfig, output: &str) -> bool
 /// Whether this build accepts `config`: runs `edc-ingest check-config` with its variables (no
 /// connection is made). Exit code 2 over a setting the build lacks is [`Unsupported`].
 pub async fn probe(config: DaemonConfig) -> Result<()> {
-    let mut cmd = Command::new(crate::world::binary());
-    cmd.arg("check-config").current_dir(crate::world::repo());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("EDC__") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("EDC__STUDIES_DIR", crate::world::studies_dir())
-        .env("EDC__DEV_INSECURE_PSEUDONYM_KEY", "true")
-        .env("EDC__LOG__LEVEL", "error")
-        .envs(config.env());
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .context("edc-ingest check-config took over 30 s")??;
-    if out.status.success() {
+    let mut check = launch("edc-ingest check-config")
+        .args(["check-config"])
+        .envs([
+            (
+                "EDC__STUDIES_DIR",
+                crate::world::studies_dir().display().to_string(),
+            ),
+            ("EDC__DEV_INSECURE_PSEUDONYM_KEY", "true".into()),
+            ("EDC__LOG__LEVEL", "error".into()),
+        ])
+        .envs(config.env())
+        .try_spawn()
+        .context("starting edc-ingest check-config")?;
+    let Some(status) = check.exit_within(Duration::from_secs(30)).await else {
+        bail!("edc-ingest check-config took over 30 s");
+    };
+    if status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if config_refused(out.status.code(), config, &text) {
+    let text = check.stderr().trim().to_string();
+    if config_refused(status.code(), config, &text) {
         return Err(Unsupported(format!(
             "edc-ingest check-config exited with code 2 ({}): {text}",
             config.describe()
         ))
         .into());
     }
-    bail!("edc-ingest check-config failed ({}): {text}", out.status)
+    bail!("edc-ingest check-config failed ({status}): {text}")
 }
 
 /// Clock ticks per second, for `/proc/<pid>/stat` (`getconf CLK_TCK`, normally 100).

@@ -2,17 +2,18 @@
 //! (`edc_bench_<label>_<id>`, `edc.bench.<label>.<id>*`) so that tests running meanwhile are not
 //! disturbed, and removed afterwards. Also the snapshot of the build under test.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use edc_ingest::config::Settings;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties};
 use tokio_postgres::NoTls;
+
+use crate::kit;
 
 #[path = "../../tests/common/endpoints.rs"]
 mod endpoints;
@@ -233,17 +234,11 @@ impl World {
         // Whatever else was declared under our prefix, and any queue dead-lettering into our
         // uniquely named exchange: a fixed-name queue of a newer build that this bench does not
         // name per world yet (it would clash between worlds). Then its delay queues too.
-        let listed = management("/api/queues/%2f?columns=name,arguments").unwrap_or_default();
-        let listed: Vec<(String, String)> = listed
-            .as_array()
+        let listed: Vec<(String, String)> = kit::broker::listed_queues()
             .into_iter()
-            .flatten()
-            .filter_map(|q| {
-                let dlx = q["arguments"]["x-dead-letter-exchange"].as_str();
-                Some((
-                    q["name"].as_str()?.to_string(),
-                    dlx.unwrap_or("").to_string(),
-                ))
+            .map(|(name, arguments)| {
+                let dlx = arguments["x-dead-letter-exchange"].as_str();
+                (name, dlx.unwrap_or("").to_string())
             })
             .collect();
         let foreign: Vec<&String> = listed
@@ -266,24 +261,9 @@ impl World {
             }
         }
         let conn = amqp().await?;
-        let ch = conn.create_channel().await?;
-        for name in &names {
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                ch.queue_delete(
-                    ShortString::from(name.as_str()),
-                    QueueDeleteOptions::default(),
-                ),
-            )
-            .await
-            .with_context(|| format!("deleting {name} timed out"))??;
-        }
-        for name in &exchanges {
-            ch.exchange_delete(ShortString::from(name.as_str()), Default::default())
-                .await?;
-        }
+        let deleted = kit::broker::delete(&conn, &names, &exchanges).await;
         let _ = conn.close(200, ShortString::from("cleaned up")).await;
-        Ok(())
+        deleted.map_err(anyhow::Error::msg)
     }
 }
 
@@ -368,19 +348,4 @@ pub async fn cleanup_all() {
     }
 }
 
-/// GET on RabbitMQ's management API (guest/guest on loopback), parsed as JSON; `None` on any error.
-pub fn management(path: &str) -> Option<serde_json::Value> {
-    let port = std::env::var("EDC_TEST_MANAGEMENT_PORT").unwrap_or_else(|_| "15672".into());
-    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
-}
+pub use kit::broker::management;

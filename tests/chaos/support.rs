@@ -1,8 +1,7 @@
 //! Chaos harness: the flood, the daemon processes, fault injection and the final audit.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edc_ingest::pipeline::{self, Pseudonymizer};
@@ -84,18 +83,16 @@ pub async fn preload(env: &TestEnv, flood: &Flood, url: Option<&str>) {
     assert_eq!(sent as usize, flood.lines.len());
 }
 
-/// One daemon process (the real binary), its output in files.
-pub struct Proc {
-    pub child: Child,
-    pub out: PathBuf,
-    pub name: String,
-}
-
+/// The daemon processes of a scenario (the real binary, through the kit), their output in files
+/// named after them (`p1.out`, `p1.err`, ...), and the summary lines of those that exited.
 pub struct Procs {
     pub dir: tempfile::TempDir,
     pub started: usize,
     pub summaries: Vec<String>,
 }
+
+/// How long a daemon may take to exit after SIGTERM (it drains within `shutdown_grace`, 10 s).
+const STOP_WAIT: Duration = Duration::from_secs(120);
 
 impl Procs {
     pub fn new() -> Procs {
@@ -117,50 +114,37 @@ impl Procs {
         }
     }
 
-    pub fn spawn(&mut self, env: &TestEnv, extra: &[(&str, &str)]) -> Proc {
+    /// Starts a daemon (`edc-ingest run`) on the scenario's world with `extra` settings.
+    pub fn spawn(&mut self, env: &TestEnv, extra: &[(&str, &str)]) -> DaemonProcess {
         self.started += 1;
         let name = format!("p{}", self.started);
         let out = self.dir.path().join(format!("{name}.out"));
         let err = self.dir.path().join(format!("{name}.err"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in env.env_vars(extra) {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .arg("run")
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
+        launch(env, extra)
+            .name(name)
+            .args(["run"])
+            .output_to(out, err)
             .spawn()
-            .unwrap();
-        Proc { child, out, name }
     }
 
-    /// Waits for a process to exit; keeps its summary line if it printed one.
-    pub fn reap(&mut self, mut p: Proc) -> ExitStatus {
-        let status = p.child.wait().unwrap();
-        let text = std::fs::read_to_string(&p.out).unwrap_or_default();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains("edc-ingest stopped after"))
-        {
+    /// Keeps the summary line of a process that exited, if it printed one.
+    fn keep(&mut self, exit: &Exit) {
+        if let Some(line) = exit.summary() {
             self.summaries.push(line.to_string());
         }
-        status
     }
 
     /// SIGTERM, then wait: a graceful stop must exit 0.
-    pub fn stop(&mut self, p: Proc) {
-        signal(&p, "-TERM");
-        let name = p.name.clone();
-        let status = self.reap(p);
-        assert_eq!(status.code(), Some(0), "{name} exits 0 after SIGTERM");
+    pub async fn stop(&mut self, p: DaemonProcess) {
+        let name = p.name().to_string();
+        let exit = p.stop(STOP_WAIT).await;
+        self.keep(&exit);
+        assert_eq!(exit.code(), Some(0), "{name} exits 0 after SIGTERM");
     }
 
-    pub fn kill9(&mut self, p: Proc) {
-        signal(&p, "-KILL");
-        self.reap(p);
+    pub async fn kill9(&mut self, p: DaemonProcess) {
+        let exit = p.kill().await;
+        self.keep(&exit);
     }
 
     /// Duplicates the daemons recognised, from the summaries of those that exited cleanly.
@@ -197,25 +181,6 @@ impl Drop for Procs {
             }
         }
     }
-}
-
-/// A daemon left running by a failing scenario is killed, so it cannot disturb the next one.
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-pub fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &p.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {}", p.name);
 }
 
 /// Runs `scripts/services.sh ARGS` (the same servers the tests use) and insists it succeeds.

@@ -6,8 +6,6 @@
 //! often, must never lose one.
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
@@ -115,35 +113,20 @@ async fn a_purge_abandoned_at_its_prompt_loses_no_dead_letter() {
 
     // Act: 25 times, `dlq purge --kind invalid` is killed while it asks for confirmation
     for run in 1..=25 {
-        let mut child = edc_command(&env, &[], &["dlq", "purge", "--kind", "invalid"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _reaper = Reaper(child.id());
-        let mut stderr = child.stderr.take().unwrap();
-        let prompt = tokio::task::spawn_blocking(move || {
-            let mut seen = Vec::new();
-            let mut byte = [0u8; 1];
-            while !String::from_utf8_lossy(&seen).contains("Type yes:") {
-                if stderr.read(&mut byte).unwrap_or(0) == 0 {
-                    break;
-                }
-                seen.push(byte[0]);
-            }
-            String::from_utf8_lossy(&seen).into_owned()
-        });
-        let prompt = tokio::time::timeout(WAIT, prompt)
-            .await
-            .expect("the purge asks in time")
-            .unwrap();
+        // Its stdin a pipe that stays open: the prompt waits for an answer.
+        let mut purge = launch(&env, &[])
+            .name(format!("dlq purge, run {run}"))
+            .args(["dlq", "purge", "--kind", "invalid"])
+            .stdin_piped()
+            .spawn();
+        let _stdin = purge.stdin();
+        purge.wait_output("Type yes:", WAIT).await;
+        let prompt = purge.stderr();
         assert!(
             prompt.contains("purge 4 dead letters of kind invalid"),
             "run {run}: {prompt}"
         );
-        child.kill().unwrap();
-        child.wait().unwrap();
+        purge.kill().await;
     }
 
     // Assert: nothing was lost, and a purge confirmed with --yes still removes exactly the four
@@ -175,48 +158,19 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let spawn = || {
-        let child = edc_command(env, extra, &["run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let reaper = Reaper(child.id());
-        (child, reaper)
-    };
-    let mut crashes = 0;
-    let (mut child, mut _reaper) = spawn();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    let (crashes, daemon) = kit::process::supervise(
+        || run_daemon(env, extra),
+        what,
+        Duration::from_secs(120),
+        done,
+    )
+    .await;
+    if let Some(daemon) = daemon {
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
+            daemon.stop(WAIT).await.success(),
+            "the daemon stops cleanly"
         );
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                !status.success(),
-                "the daemon died of the crasher: {status}"
-            );
-            crashes += 1;
-            (child, _reaper) = spawn();
-            continue;
-        }
-        if done().await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // A daemon that died just as the condition came true counts too.
-    if let Some(status) = child.try_wait().unwrap() {
-        assert!(!status.success());
-        return crashes + 1;
-    }
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert!(child.wait().unwrap().success(), "the daemon stops cleanly");
     crashes
 }
 

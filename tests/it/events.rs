@@ -382,34 +382,18 @@ async fn with_traces_exported_the_job_is_a_child_of_the_uploaders_span_and_its_e
 
     // Act: the real binary, exporting its spans; stopped, so that it flushes them.
     let endpoint = collector.endpoint();
-    let mut child = binary(
+    let daemon = run_daemon(
         &env,
         &[
             ("EDC__OTEL__ENDPOINT", &endpoint),
             ("EDC__HTTP__LISTEN", ""),
         ],
-    )
-    .arg("run")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    let _reaper = Reaper(child.id());
+    );
     wait_for("the record and alert events", WAIT, || async {
         env.ready(&events).await == 2
     })
     .await;
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    assert!(daemon.stop(WAIT).await.success());
     wait_for("the job span exported", WAIT, || async {
         collector.spans().iter().any(|s| s.name == "job")
     })

@@ -1,18 +1,15 @@
-//! Test harness: a fresh database and fresh queues per test, the daemon in-process (or its binary),
-//! and helpers that wait for conditions instead of sleeping.
+//! Test harness: a fresh database and fresh queues per test, the daemon in-process (or its binary,
+//! through the shared kit in `tests/common/kit`), and bounded waits instead of sleeps.
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edc_ingest::config::Settings;
 use edc_ingest::stats::{Stats, Summary};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
@@ -27,6 +24,17 @@ pub use endpoints::{amqp_url, amqps_url, pg_runtime_url, pg_url, repo, tls_dir};
 #[path = "../common/summary.rs"]
 mod summary;
 pub use summary::summary_field;
+#[path = "../common/kit/mod.rs"]
+pub mod kit;
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use kit::process::{DaemonProcess, Exit, Launch, Signal};
+pub use kit::wait::wait_for;
+
+/// The daemon binary of this build.
+pub const BIN: &str = env!("CARGO_BIN_EXE_edc-ingest");
+
+/// How long a one-shot command ([`edc`]) may run.
+pub const COMMAND_WAIT: Duration = Duration::from_secs(120);
 
 /// One test's world: its own database and queue names.
 pub struct TestEnv {
@@ -36,6 +44,8 @@ pub struct TestEnv {
     pub queue: String,
     pub dlx: String,
     pub dlq: String,
+    /// Queues this test declared itself (event listeners, reply queues), removed by `cleanup`.
+    made: Mutex<Vec<String>>,
 }
 
 impl TestEnv {
@@ -57,6 +67,7 @@ impl TestEnv {
             dlx: format!("edc.dlx.t{suffix}"),
             dlq: format!("edc.records.dlq.t{suffix}"),
             suffix,
+            made: Mutex::new(Vec::new()),
         };
         // The daemon migrates at start too; doing it here lets a test query the tables at once.
         edc_ingest::store::migrate(&env.settings(&[]).postgres)
@@ -123,6 +134,7 @@ impl TestEnv {
         .await
         .unwrap();
         conn.close(200, ShortString::from("bye")).await.unwrap();
+        self.made.lock().unwrap().push(queue.clone());
         queue
     }
 
@@ -141,14 +153,12 @@ impl TestEnv {
         .await
         .unwrap();
         conn.close(200, ShortString::from("bye")).await.unwrap();
+        self.made.lock().unwrap().push(name.to_string());
     }
 
     pub async fn delete_queue(&self, name: &str) {
         let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let _ = ch
-            .queue_delete(ShortString::from(name), QueueDeleteOptions::default())
-            .await;
+        let _ = kit::broker::delete(&conn, &[name.to_string()], &[]).await;
         let _ = conn.close(200, ShortString::from("bye")).await;
     }
 
@@ -329,36 +339,21 @@ impl TestEnv {
         q.message_count()
     }
 
-    /// Removes every queue and exchange of this test's world (each carries its suffix in its
-    /// name: the work, urgent, delay, dead-letter, event and reply queues alike) and its database.
+    /// Removes every queue and exchange of this test's world and its database: the queues the
+    /// daemon declares for it (work, urgent, their delay queues, dead-letter), those the test
+    /// declared (event listeners, reply queues), and any other the broker lists under its suffix.
     pub async fn cleanup(self) {
+        let settings = self.settings(&[]);
+        let mut queues = kit::broker::daemon_queues(&settings);
+        queues.extend(self.made.lock().unwrap().iter().cloned());
+        queues.extend(kit::broker::queues_marked(&format!("t{}", self.suffix)));
+        let exchanges = kit::broker::daemon_exchanges(&settings);
         let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let mark = format!("t{}", self.suffix);
-        let mut queues: Vec<String> = management("/api/queues?columns=name")
-            .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter_map(|q| q["name"].as_str())
-                    .filter(|name| name.contains(&mark))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        queues.extend([self.queue.clone(), self.dlq.clone(), self.urgent_queue()]);
-        queues.sort();
-        queues.dedup();
-        for q in &queues {
-            let _ = ch
-                .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [self.dlx.clone(), self.events_exchange()] {
-            let _ = ch
-                .exchange_delete(ShortString::from(exchange.as_str()), Default::default())
-                .await;
-        }
+        let deleted = kit::broker::delete(&conn, &queues, &exchanges).await;
         let _ = conn.close(200, ShortString::from("bye")).await;
+        if let Err(e) = deleted {
+            eprintln!("warning: cleaning up the queues of t{}: {e}", self.suffix);
+        }
         let (admin, c) = tokio_postgres::connect(&pg_url(), NoTls).await.unwrap();
         tokio::spawn(c);
         let _ = admin
@@ -370,9 +365,22 @@ impl TestEnv {
     }
 }
 
-/// The real binary, pointed at this test's world (and nothing else of the environment).
+/// The real binary, pointed at this test's world (and nothing else of the environment), to start
+/// with the kit: `launch(&env, &[]).args(["run"]).spawn()`.
+pub fn launch(env: &TestEnv, extra: &[(&str, &str)]) -> Launch {
+    Launch::new(BIN).envs(env.env_vars(extra))
+}
+
+/// The daemon (`edc-ingest run`, the real binary) on this test's world, its output captured; killed
+/// if the test ends before it does.
+pub fn run_daemon(env: &TestEnv, extra: &[(&str, &str)]) -> DaemonProcess {
+    launch(env, extra).name("the daemon").args(["run"]).spawn()
+}
+
+/// The real binary, pointed at this test's world, as a `Command` (for a one-shot command that
+/// needs a pipe of its own).
 pub fn binary(env: &TestEnv, extra: &[(&str, &str)]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
+    let mut cmd = std::process::Command::new(BIN);
     cmd.env_clear();
     cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env.env_vars(extra) {
@@ -429,25 +437,6 @@ impl Daemon {
     }
 }
 
-/// Polls `cond` every 50 ms until it holds; fails the test after `within`.
-pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A port nothing listens on now: bound, noted, freed. For a daemon whose HTTP listener a test asks.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -460,24 +449,7 @@ pub fn free_port() -> u16 {
 /// GET `path` on the daemon's HTTP listener at `port`: the status and the whole body; None if
 /// nothing answers (not listening yet, or any more).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ask = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).await.ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(5), ask)
-        .await
-        .ok()
-        .flatten()
+    kit::http::get(port, path).await
 }
 
 /// `/metrics` of the daemon at `port`; panics if it does not answer 200.
@@ -620,10 +592,11 @@ pub fn generated(count: usize, seed: u64, invalid: f64, queried: f64) -> Vec<Str
 
 /// The real binary with this test's environment (and `extra`), as an operator would run a command.
 pub fn edc(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    edc_command(env, extra, args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
+    launch(env, extra)
+        .name(format!("edc-ingest {}", args.join(" ")))
+        .args(args)
+        .spawn()
+        .output_within(COMMAND_WAIT)
 }
 
 /// The real binary with this test's environment, to spawn.
@@ -640,19 +613,6 @@ pub fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Kills a spawned daemon when the test ends, even by a failed assertion, so that it cannot outlive
-/// its test. Harmless once the process has exited.
-pub struct Reaper(pub u32);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &self.0.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }
 
 /// A stand-in OpenTelemetry collector: takes OTLP/HTTP exports (`POST /v1/traces`, protobuf) and

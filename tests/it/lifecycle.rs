@@ -1,6 +1,5 @@
 //! Running the real binary: configuration errors, prefetch, and a graceful stop under load.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -15,26 +14,15 @@ fn settled_in(summary: &str) -> u64 {
     field("accepted") + field("queried") + field("duplicate") + field("dead_lettered")
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
 #[tokio::test]
 async fn more_workers_than_connections_is_refused_naming_both_numbers() {
     let env = TestEnv::new().await;
     for cmd in ["check-config", "run"] {
-        let out = binary(
+        let out = edc(
             &env,
             &[("EDC__WORKERS", "20"), ("EDC__POSTGRES__POOL_SIZE", "4")],
-        )
-        .arg(cmd)
-        .output()
-        .unwrap();
+            &[cmd],
+        );
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -42,13 +30,10 @@ async fn more_workers_than_connections_is_refused_naming_both_numbers() {
             "{err}"
         );
     }
-    let out = binary(&env, &[("EDC__WROKERS", "2")])
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = edc(&env, &[("EDC__WROKERS", "2")], &["check-config"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrokers"));
-    let out = binary(&env, &[]).arg("check-config").output().unwrap();
+    let out = edc(&env, &[], &["check-config"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -103,28 +88,15 @@ async fn sigterm_with_jobs_in_flight_loses_and_duplicates_nothing() {
     let env = TestEnv::new().await;
     let lines = generated(3000, 42, 0.0, 0.05);
     env.publish_lines(&lines).await;
-    let mut child = binary(&env, &[("EDC__WORKERS", "4")])
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
+    let daemon = run_daemon(&env, &[("EDC__WORKERS", "4")]);
 
     // Act: stop it while it is busy
     wait_for("some records stored", WAIT, || async {
         env.count("SELECT count(*) FROM crf_records").await >= 200
     })
     .await;
-    signal(&child, "-TERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut out = String::new();
-        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-        (status, out)
-    })
-    .await
-    .unwrap();
+    let exit = daemon.stop(WAIT).await;
+    let status = (exit.status, exit.stdout);
     let stored_at_stop = env.count("SELECT count(*) FROM crf_records").await;
 
     // Assert: a clean exit with its summary, and work left for later
@@ -190,13 +162,7 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
     );
     env.publish(&bodies).await;
     let settings = [("EDC__WORKERS", "2"), ("EDC__BATCH_SIZE", "8")];
-    let mut child = binary(&env, &settings)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
+    let daemon = run_daemon(&env, &settings);
     // The waiting batch holds at most 8 of the 21.
     wait_for(
         "the records behind the waiting batch stored",
@@ -216,10 +182,7 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
     .await;
 
     // Act: the process dies while the first batch still waits.
-    signal(&child, "-KILL");
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    daemon.kill().await;
     let stored = env.count("SELECT count(*) FROM crf_records").await;
 
     // Assert: exactly the messages not stored are back in the queue: no ack covered the waiting
@@ -276,10 +239,7 @@ async fn a_database_that_refuses_the_credentials_stops_the_start_at_once() {
     let mut wrong = url::Url::parse(&env.db_url).unwrap();
     wrong.set_password(Some("not-the-password")).unwrap();
     let started = std::time::Instant::now();
-    let out = binary(&env, &[("EDC__POSTGRES__URL", wrong.as_str())])
-        .arg("run")
-        .output()
-        .unwrap();
+    let out = edc(&env, &[("EDC__POSTGRES__URL", wrong.as_str())], &["run"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("refused the connection"), "{err}");
@@ -317,23 +277,21 @@ async fn passwords_can_come_from_files_only_their_owner_can_read() {
         ("EDC__AMQP__PASSWORD_FILE", broker_file.as_str()),
     ];
 
-    let migrate = binary(&env, &from_files).arg("migrate").output().unwrap();
+    let migrate = edc(&env, &from_files, &["migrate"]);
     assert_eq!(
         migrate.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&migrate.stderr)
     );
-    let mut publish = binary(&env, &from_files)
+    let mut publish = launch(&env, &from_files)
         .args(["publish", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdin_piped()
+        .spawn();
     use std::io::Write;
     let line = serde_json::to_string(&record(vs_items())).unwrap();
-    writeln!(publish.stdin.take().unwrap(), "{line}").unwrap();
-    assert!(publish.wait().unwrap().success());
+    writeln!(publish.stdin(), "{line}").unwrap();
+    assert!(publish.wait_exit(WAIT).await.success());
     wait_for("the published record", WAIT, || async {
         env.ready(&env.queue).await == 1
     })
@@ -341,16 +299,14 @@ async fn passwords_can_come_from_files_only_their_owner_can_read() {
 
     // A password file others can read is refused, naming the file's mode.
     let loose = secret_file("loose", &pg_password, 0o644);
-    let refused = binary(
+    let refused = edc(
         &env,
         &[
             ("EDC__POSTGRES__URL", pg.as_str()),
             ("EDC__POSTGRES__PASSWORD_FILE", loose.as_str()),
         ],
-    )
-    .arg("migrate")
-    .output()
-    .unwrap();
+        &["migrate"],
+    );
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{err}");
     assert!(

@@ -2,7 +2,6 @@
 //! reloaded with SIGHUP. Through the real binary, as a person would run it.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -259,22 +258,7 @@ async fn sighup_reloads_protocols_and_a_broken_file_leaves_the_old_ones_in_force
         "DEMO-001.yaml",
     );
     let studies = dir.path().display().to_string();
-    let logs = tempfile::NamedTempFile::new().unwrap();
-    let mut child = edc_command(&env, &[("EDC__STUDIES_DIR", &studies)], &["run"])
-        .stdout(Stdio::null())
-        .stderr(logs.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
-    let hup = |child: &std::process::Child| {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
+    let mut daemon = run_daemon(&env, &[("EDC__STUDIES_DIR", &studies)]);
     let site4 = || {
         let mut r = record(vs_items());
         r["site"] = json!("SITE-04");
@@ -294,17 +278,8 @@ async fn sighup_reloads_protocols_and_a_broken_file_leaves_the_old_ones_in_force
         Some("2026-01-01"),
         "DEMO-001-v2.yaml",
     );
-    hup(&child);
-    let log_path = logs.path().to_path_buf();
-    wait_for("the reload logged", WAIT, || {
-        let p = log_path.clone();
-        async move {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains("protocols reloaded")
-        }
-    })
-    .await;
+    daemon.signal(Signal::Hup);
+    daemon.wait_output("protocols reloaded", WAIT).await;
     env.publish(&[("after", bytes(&site4()))]).await;
     wait_for("the SITE-04 record stored under 2.0", WAIT, || async {
         env.count("SELECT count(*) FROM crf_records WHERE protocol_version = '2.0'")
@@ -315,16 +290,8 @@ async fn sighup_reloads_protocols_and_a_broken_file_leaves_the_old_ones_in_force
 
     // Act: a broken file, SIGHUP: refused with a clear line; version 2.0 stays in force
     std::fs::write(dir.path().join("broken.yaml"), "study: [unclosed").unwrap();
-    hup(&child);
-    wait_for("the refusal logged", WAIT, || {
-        let p = log_path.clone();
-        async move {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains("protocol reload refused")
-        }
-    })
-    .await;
+    daemon.signal(Signal::Hup);
+    daemon.wait_output("protocol reload refused", WAIT).await;
     env.publish(&[("still", bytes(&site4()))]).await;
     wait_for("another SITE-04 record stored under 2.0", WAIT, || async {
         env.count("SELECT count(*) FROM crf_records WHERE protocol_version = '2.0'")
@@ -332,14 +299,7 @@ async fn sighup_reloads_protocols_and_a_broken_file_leaves_the_old_ones_in_force
             == 2
     })
     .await;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
+    assert!(daemon.stop(WAIT).await.success());
 
     // check-config reports the broken file too
     let check = edc(&env, &[("EDC__STUDIES_DIR", &studies)], &["check-config"]);

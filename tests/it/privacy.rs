@@ -40,32 +40,20 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
     env.publish_lines(&lines).await;
 
     // Act: the real binary at debug level, JSON logs captured
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let collector = Collector::start().await;
     let endpoint = collector.endpoint();
-    for (k, v) in env.env_vars(&[
-        ("EDC__LOG__FORMAT", "json"),
-        ("EDC__LOG__LEVEL", "debug"),
-        ("EDC__HTTP__LISTEN", &listen),
-        ("EDC__OTEL__ENDPOINT", &endpoint),
-    ]) {
-        cmd.env(k, v);
-    }
-    // Logs go to files: a pipe nobody reads would fill up and block the daemon.
-    let dir = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = cmd
-        .arg("run")
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
-    let pid = child.id().to_string();
+    // The kit sends its logs to files (a pipe nobody reads would fill up and block the daemon).
+    let daemon = run_daemon(
+        &env,
+        &[
+            ("EDC__LOG__FORMAT", "json"),
+            ("EDC__LOG__LEVEL", "debug"),
+            ("EDC__HTTP__LISTEN", &listen),
+            ("EDC__OTEL__ENDPOINT", &endpoint),
+        ],
+    );
     wait_for("every message settled", Duration::from_secs(60), || async {
         env.count("SELECT (SELECT count(*) FROM crf_records) + (SELECT count(*) FROM rejections)")
             .await
@@ -75,18 +63,9 @@ async fn no_planted_identifier_appears_in_a_database_dump_or_the_logs() {
     // The metrics once every outcome is in: their labels are fixed values only.
     let metrics = scrape(port).await;
     assert_labels_bounded(&metrics);
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    let logs =
-        std::fs::read_to_string(&out_path).unwrap() + &std::fs::read_to_string(&err_path).unwrap();
+    let exit = daemon.stop(Duration::from_secs(60)).await;
+    let status = exit.status;
+    let logs = exit.stdout + &exit.stderr;
     let attributes: String = collector
         .spans()
         .iter()

@@ -1,7 +1,7 @@
 //! The HTTP listener of the real binary: `/metrics` against the database under load, `/readyz` and
 //! `/livez` through start-up, a database outage and a drain, and `edc-ingest healthcheck`.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
@@ -65,63 +65,37 @@ pub fn assert_labels_bounded(m: &Metrics) {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
-/// Waits for the process to end; its exit code and stdout.
-async fn exit_of(mut child: Child) -> (Option<i32>, String) {
-    tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut out = String::new();
-        if let Some(stdout) = child.stdout.as_mut() {
-            std::io::Read::read_to_string(stdout, &mut out).unwrap();
-        }
-        (status.code(), out)
-    })
-    .await
-    .unwrap()
-}
-
 /// `edc-ingest healthcheck` with these arguments and variables, and nothing else of ours.
 async fn healthcheck(args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edc-ingest"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .arg("healthcheck")
+    let check = Launch::new(BIN)
+        .name("edc-ingest healthcheck")
+        .args(["healthcheck"])
         .args(args)
-        .envs(vars.iter().copied());
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .envs(vars.iter().copied())
+        .spawn();
+    tokio::task::spawn_blocking(move || check.output_within(WAIT))
         .await
         .unwrap()
 }
 
 /// Publishes NDJSON lines with `edc-ingest publish -`, which stamps each with its publication time.
 async fn publish_with_the_tool(env: &TestEnv, lines: &[String]) {
-    let mut child = binary(env, &[])
+    let mut publish = launch(env, &[])
+        .name("edc-ingest publish -")
         .args(["publish", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdin_piped()
+        .spawn();
     let input = lines.join("\n") + "\n";
-    let mut stdin = child.stdin.take().unwrap();
-    let out = tokio::task::spawn_blocking(move || {
+    let mut stdin = publish.stdin();
+    tokio::task::spawn_blocking(move || {
         std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
-        drop(stdin);
-        child.wait_with_output().unwrap()
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let out = publish.wait_exit(WAIT).await;
+    assert!(out.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout)
+        out.stdout
             .contains(&format!("published {} messages", lines.len())),
         "{out:?}"
     );
@@ -155,13 +129,7 @@ async fn a_scrape_under_load_agrees_with_the_database() {
     let published = 2100;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let child = binary(&env, &[("EDC__HTTP__LISTEN", &listen)])
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
+    let daemon = run_daemon(&env, &[("EDC__HTTP__LISTEN", &listen)]);
 
     // Act: scrape while the daemon drains the backlog
     let settled = |m: &Metrics| -> i64 {
@@ -296,8 +264,8 @@ async fn a_scrape_under_load_agrees_with_the_database() {
     assert_eq!(m.count(r#"edc_events_published_total{kind="callback"}"#), 0);
 
     // Act: stop it; Assert: the summary line says what the metrics said
-    signal(&child, "-TERM");
-    let (code, out) = exit_of(child).await;
+    let exit = daemon.stop(WAIT).await;
+    let (code, out) = (exit.code(), exit.stdout);
     assert_eq!(code, Some(0));
     for (field, series) in [
         ("accepted", r#"edc_messages_total{outcome="accepted"}"#),
@@ -336,17 +304,8 @@ async fn readyz_is_503_while_draining_and_livez_stays_200() {
     env.publish(&[("blocked", bytes(&blocked))]).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let child = binary(&env, &[("EDC__HTTP__LISTEN", &listen)])
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
-    wait_for("ready", WAIT, || async {
-        status_of(port, "/readyz").await == Some(200)
-    })
-    .await;
+    let mut daemon = run_daemon(&env, &[("EDC__HTTP__LISTEN", &listen)]);
+    daemon.wait_ready(WAIT).await;
     wait_for("the job waiting in the database", WAIT, || async {
         let m = scrape(port).await;
         m.count("edc_workers_busy") == 1
@@ -358,7 +317,7 @@ async fn readyz_is_503_while_draining_and_livez_stays_200() {
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
 
     // Act: SIGTERM with the job in flight
-    signal(&child, "-TERM");
+    daemon.signal(Signal::Term);
 
     // Assert: not ready (draining), still alive, metrics still served; the healthcheck says so
     wait_for("/readyz 503 while draining", WAIT, || async {
@@ -388,7 +347,8 @@ async fn readyz_is_503_while_draining_and_livez_stays_200() {
 
     // Act: release the key; the job commits and the daemon exits
     hold.rollback().await.unwrap();
-    let (code, out) = exit_of(child).await;
+    let exit = daemon.wait_exit(WAIT).await;
+    let (code, out) = (exit.code(), exit.stdout);
 
     // Assert: a clean stop that stored the record; afterwards nothing answers
     assert_eq!(code, Some(0));
@@ -405,17 +365,8 @@ async fn readyz_is_503_while_the_database_gate_is_closed() {
     let env = TestEnv::new().await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let child = binary(&env, &[("EDC__HTTP__LISTEN", &listen)])
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
-    wait_for("ready", WAIT, || async {
-        status_of(port, "/readyz").await == Some(200)
-    })
-    .await;
+    let mut daemon = run_daemon(&env, &[("EDC__HTTP__LISTEN", &listen)]);
+    daemon.wait_ready(WAIT).await;
 
     // Act: this test's database refuses connections (SQLSTATE 53300, an outage; the shared server
     // and the other tests' databases are untouched), and a record arrives
@@ -476,8 +427,7 @@ async fn readyz_is_503_while_the_database_gate_is_closed() {
             == 1
     })
     .await;
-    signal(&child, "-TERM");
-    assert_eq!(exit_of(child).await.0, Some(0));
+    assert_eq!(daemon.stop(WAIT).await.code(), Some(0));
     env.cleanup().await;
 }
 
@@ -497,7 +447,7 @@ async fn livez_answers_while_migrations_wait_and_the_broker_is_unreachable() {
     let broker = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let child = binary(
+    let daemon = run_daemon(
         &env,
         &[
             ("EDC__HTTP__LISTEN", &listen),
@@ -505,13 +455,7 @@ async fn livez_answers_while_migrations_wait_and_the_broker_is_unreachable() {
             ("EDC__AMQP__URL", &broker),
             ("EDC__AMQP__RECONNECT_MAX", "500ms"),
         ],
-    )
-    .arg("run")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let _reaper = Reaper(child.id());
+    );
 
     // Assert: alive and not ready while the migrations wait for the database
     wait_for("/livez during start-up", WAIT, || async {
@@ -540,8 +484,7 @@ async fn livez_answers_while_migrations_wait_and_the_broker_is_unreachable() {
     assert_eq!(m.count("edc_broker_sessions_total"), 0);
     assert_eq!(m.count("edc_ready"), 0);
     assert_eq!(status_of(port, "/readyz").await, Some(503));
-    signal(&child, "-TERM");
-    assert_eq!(exit_of(child).await.0, Some(0));
+    assert_eq!(daemon.stop(WAIT).await.code(), Some(0));
     let _ = admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {late} WITH (FORCE)"))
         .await;
@@ -553,20 +496,18 @@ async fn a_port_already_taken_is_a_setup_error() {
     let env = TestEnv::new().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
-    let out = binary(&env, &[("EDC__HTTP__LISTEN", &listen)])
-        .arg("run")
-        .output()
-        .unwrap();
+    let out = edc(&env, &[("EDC__HTTP__LISTEN", &listen)], &["run"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("http.listen {listen}: cannot listen there")),
         "{err}"
     );
-    let out = binary(&env, &[("EDC__HTTP__LISTEN", "localhost:9090")])
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = edc(
+        &env,
+        &[("EDC__HTTP__LISTEN", "localhost:9090")],
+        &["check-config"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
     env.cleanup().await;

@@ -47,10 +47,7 @@ async fn prune_folds_old_batch_counters_keeps_every_receipt_and_forgets_old_work
         .collect();
 
     // Act
-    let out = binary(&env, &[])
-        .args(["prune", "--older-than", "30days"])
-        .output()
-        .unwrap();
+    let out = edc(&env, &[], &["prune", "--older-than", "30days"]);
 
     // Assert
     let said = String::from_utf8_lossy(&out.stdout);
@@ -91,7 +88,7 @@ async fn prune_folds_old_batch_counters_keeps_every_receipt_and_forgets_old_work
     assert_eq!(count("SELECT count(*) FROM delivery_ledger").await, 1);
 
     // Without a horizon, prune refuses to guess.
-    let refused = binary(&env, &[]).arg("prune").output().unwrap();
+    let refused = edc(&env, &[], &["prune"]);
     assert_eq!(refused.status.code(), Some(2));
     env.cleanup().await;
 }

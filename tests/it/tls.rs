@@ -302,8 +302,8 @@ async fn a_database_that_refuses_the_tls_settings_stops_run_and_migrate_at_once(
             let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let started = Instant::now();
             let out = tokio::task::spawn_blocking({
-                let mut cmd = edc_command(&env, &extra, &[command]);
-                move || cmd.stdin(std::process::Stdio::null()).output().unwrap()
+                let process = launch(&env, &extra).args([command]).spawn();
+                move || process.output_within(COMMAND_WAIT)
             })
             .await
             .unwrap();
