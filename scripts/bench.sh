@@ -5,8 +5,8 @@
 #
 # In one run, on the same 100,000 generated DEMO-001 records (1 % invalid, 5 % queried), against the
 # local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts. Default
-# configuration: workers 16, pool 16, batch 1 (committers 2); best: workers 16, pool 16, batch 64
-# (committers 2), or --best W,P,B[,C].
+# configuration: workers 16, pool 16, batch 1 (committers 1); best: workers 16, pool 16, batch 64
+# (committers 1), or --best W,P,B[,C].
 #   1. broker ceiling     a bare lapin consumer that only acks a preloaded 50,000-message quorum-queue
 #                         backlog, at the default and the best configuration's prefetch (16, 1024),
 #                         with individual and with `multiple` acks (msg/s);

@@ -25,7 +25,7 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     /// The default configuration, the shape of the deployment card: workers 16, pool 16, batch 1,
-    /// committers 2 (the daemon's default).
+    /// committers 1 (the daemon's default).
     pub const DEFAULT: DaemonConfig = DaemonConfig {
         workers: 16,
         pool_size: 16,
@@ -67,7 +67,7 @@ impl DaemonConfig {
 }
 
 /// The daemon's own default number of committer tasks (config/default.yaml).
-pub const DEFAULT_COMMITTERS: usize = 2;
+pub const DEFAULT_COMMITTERS: usize = 1;
 
 /// The build under test does not accept this configuration (it exited with code 2 at start).
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use crate::helpers::*;
 use crate::support::*;
 
-/// The broker prefetch per worker with one record per transaction.
-const PREFETCH: i64 = 8;
+/// The broker prefetch with one record per transaction: the default `workers`.
+const PREFETCH: i64 = 16;
 
 /// The opt-in fast configuration: 64 records per transaction.
 const BATCHED: &[(&str, &str)] = &[("EDC__BATCH_SIZE", "64")];
@@ -95,8 +95,9 @@ scenarios! {
         config: BATCHED, prefetch: PREFETCH * 64,
     }
     three_replicas_one_terminated_one_killed {
-        name: "3 replicas, TERM + KILL", fault: Fault::ThreeReplicasTermAndKill, config: &[],
-        prefetch: PREFETCH,
+        name: "3 replicas, TERM + KILL", fault: Fault::ThreeReplicasTermAndKill,
+        // Two committers each (one by default): concurrent group commits in every replica.
+        config: &[("EDC__COMMITTERS", "2")], prefetch: PREFETCH,
     }
     a_message_that_crashes_the_process_becomes_poison {
         name: "crashing message x2", fault: Fault::CrashingMessages, config: &[],

@@ -872,16 +872,8 @@ async fn status_shows_the_queues_the_dead_letters_the_open_batches_and_the_repli
     // A real replica: the daemon drains the queue, and status reads its /metrics.
     let http = free_port();
     let listen = format!("127.0.0.1:{http}");
-    let mut child = edc_command(&env, &[("EDC__HTTP__LISTEN", &listen)], &["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child.id());
-    wait_for("the daemon ready", WAIT, || async {
-        matches!(http_get(http, "/readyz").await, Some((200, _)))
-    })
-    .await;
+    let mut daemon = run_daemon(&env, &[("EDC__HTTP__LISTEN", &listen)]);
+    assert_eq!(daemon.wait_ready(WAIT).await, http);
     wait_for("the queue drained", WAIT, || async {
         env.ready(&env.queue).await == 0
     })
@@ -908,11 +900,8 @@ async fn status_shows_the_queues_the_dead_letters_the_open_batches_and_the_repli
     assert!(r["rates_per_second"]["stored"].is_number(), "{r}");
     assert_eq!(s["backlog"]["verdict"], json!("keeping_up"));
     assert_eq!(queue_of(&s, "work")["consumers"], json!(1));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let exit = daemon.stop(WAIT).await;
+    assert!(exit.success(), "{}", exit.stderr);
     env.cleanup().await;
 }
 

@@ -161,7 +161,12 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
             .map(|id| (id.as_str(), bytes(&record(vs_items())))),
     );
     env.publish(&bodies).await;
-    let settings = [("EDC__WORKERS", "2"), ("EDC__BATCH_SIZE", "8")];
+    // Two committers: the one stuck on the held key leaves the other to commit the rest.
+    let settings = [
+        ("EDC__WORKERS", "2"),
+        ("EDC__BATCH_SIZE", "8"),
+        ("EDC__COMMITTERS", "2"),
+    ];
     let daemon = run_daemon(&env, &settings);
     // The waiting batch holds at most 8 of the 21.
     wait_for(
