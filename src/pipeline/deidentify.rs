@@ -8,7 +8,6 @@
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate};
 use serde_json::{Map, Value};
-use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use super::key::Pseudonymizer;
@@ -16,38 +15,6 @@ use super::validate::{Finding, Validated};
 
 /// Prefix of a pseudonymised item value inside `items`.
 pub const PSEUDONYM_PREFIX: &str = "psn:";
-
-/// The same person written two ways must give one pseudonym: Unicode compatibility forms (NFKC: a
-/// composed and a decomposed accent, full-width digits), case, spacing and punctuation that do not
-/// change the meaning are folded per field. Plain ASCII and text already composed (NFC) normalise as
-/// they did before NFKC was applied, so their pseudonyms are unchanged.
-pub fn normalise(field: &str, value: &str) -> String {
-    // ASCII is its own NFKC form: most values skip the Unicode tables.
-    let nfkc: std::borrow::Cow<str> = if value.is_ascii() {
-        value.into()
-    } else {
-        value.nfkc().collect::<String>().into()
-    };
-    let trimmed = nfkc.trim();
-    match field {
-        "phone" => {
-            let plus = if trimmed.starts_with('+') { "+" } else { "" };
-            let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-            format!("{plus}{digits}")
-        }
-        "national_id" | "mrn" => trimmed
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_uppercase)
-            .collect(),
-        "email" => trimmed.to_lowercase(),
-        _ => trimmed
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase(),
-    }
-}
 
 /// Whole years between `birth` and `on`.
 fn age_on(birth: NaiveDate, on: NaiveDate) -> i32 {
@@ -171,6 +138,7 @@ pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
 mod tests {
     use super::super::parse::tests::sample;
     use super::*;
+    use crate::pipeline::key::normalise;
 
     #[test]
     fn the_same_name_composed_or_decomposed_links() {
