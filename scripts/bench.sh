@@ -35,8 +35,9 @@
 # environment under target/bench-venv; only Debian's python3 and python3-venv are installed
 # system-wide, and only if they are missing.
 #
-# Takes 12 to 14 minutes on the 2-core development machine, of which the baseline's drain is two
-# to three (--quick, which uses a 200,000 backlog for the memory stage instead of 1,000,000, saves
+# Takes about 9 minutes on a quiet 2-core development machine (12 to 14 with other work beside
+# it), of which the baseline's drain is one to two
+# (--quick, which uses a 200,000 backlog for the memory stage instead of 1,000,000, saves
 # up to a minute of publishing; one took 13 minutes with a load average of 4 to 7 beside it); the
 # slower the daemon and the baseline, the longer the drains. Every
 # stage uses its own database and queues (edc_bench_*, edc.bench.*) and removes them, also on
