@@ -218,6 +218,24 @@ impl TestEnv {
         client
     }
 
+    /// A session whose open transaction holds `record`'s key (its row inserted, not committed), so
+    /// that a job storing that record waits in the database until the session sends `ROLLBACK`.
+    pub async fn hold_key(&self, record: &serde_json::Value) -> tokio_postgres::Client {
+        let record_id: uuid::Uuid = record["record_id"].as_str().unwrap().parse().unwrap();
+        let holder = self.db().await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        holder
+            .execute(
+                "INSERT INTO crf_records (record_id, version, study, site, subject, visit, form, items,
+                     status, protocol_version, captured_at, entered_by, payload_sha256)
+                 VALUES ($1, 1, 'DEMO-001', 'SITE-03', 'S', 'WEEK4', 'VS', '{}', 'accepted', '1', now(), 'x', 'x')",
+                &[&record_id],
+            )
+            .await
+            .unwrap();
+        holder
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }

@@ -143,17 +143,8 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
     // acks could be coalesced into one `multiple` ack (which would also ack the waiting batch).
     let env = TestEnv::new().await;
     let blocked = record(vs_items());
-    let record_id: uuid::Uuid = blocked["record_id"].as_str().unwrap().parse().unwrap();
-    let mut holder = env.db().await;
-    let hold = holder.transaction().await.unwrap();
-    hold.execute(
-        "INSERT INTO crf_records (record_id, version, study, site, subject, visit, form, items,
-             status, protocol_version, captured_at, entered_by, payload_sha256)
-         VALUES ($1, 1, 'DEMO-001', 'SITE-03', 'S', 'WEEK4', 'VS', '{}', 'accepted', '1', now(), 'x', 'x')",
-        &[&record_id],
-    )
-    .await
-    .unwrap();
+    let record_id = blocked["record_id"].as_str().unwrap();
+    let holder = env.hold_key(&blocked).await;
     let ids: Vec<String> = (0..20).map(|i| format!("behind-{i}")).collect();
     let mut bodies = vec![("blocked", bytes(&blocked))];
     bodies.extend(
@@ -211,7 +202,7 @@ async fn a_multiple_ack_never_covers_a_delivery_still_in_its_job() {
     );
 
     // Act: release the key; a new daemon stores the rest.
-    hold.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     let daemon = Daemon::start(env.settings(&[]));
     daemon.wait_settled(u64::from(unstored), WAIT).await;
     let summary = daemon.stop().await;

@@ -290,17 +290,7 @@ async fn readyz_is_503_while_draining_and_livez_stays_200() {
     // Arrange: a record whose key an open transaction holds, so its job waits in the database
     let env = TestEnv::new().await;
     let blocked = record(vs_items());
-    let record_id: uuid::Uuid = blocked["record_id"].as_str().unwrap().parse().unwrap();
-    let mut holder = env.db().await;
-    let hold = holder.transaction().await.unwrap();
-    hold.execute(
-        "INSERT INTO crf_records (record_id, version, study, site, subject, visit, form, items,
-             status, protocol_version, captured_at, entered_by, payload_sha256)
-         VALUES ($1, 1, 'DEMO-001', 'SITE-03', 'S', 'WEEK4', 'VS', '{}', 'accepted', '1', now(), 'x', 'x')",
-        &[&record_id],
-    )
-    .await
-    .unwrap();
+    let holder = env.hold_key(&blocked).await;
     env.publish(&[("blocked", bytes(&blocked))]).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -346,7 +336,7 @@ async fn readyz_is_503_while_draining_and_livez_stays_200() {
     assert!(String::from_utf8_lossy(&default.stdout).contains(&format!("{listen}/livez: 200 ok")));
 
     // Act: release the key; the job commits and the daemon exits
-    hold.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     let exit = daemon.wait_exit(WAIT).await;
     let (code, out) = (exit.code(), exit.stdout);
 
