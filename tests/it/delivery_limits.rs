@@ -25,11 +25,7 @@ async fn five_dead_letters(env: &TestEnv) -> BTreeSet<String> {
         })
         .collect();
     bodies.push(("dead-4".into(), b"{not json, Ada Lovelace".to_vec()));
-    let refs: Vec<(&str, Vec<u8>)> = bodies
-        .iter()
-        .map(|(i, b)| (i.as_str(), b.clone()))
-        .collect();
-    env.publish(&refs).await;
+    env.publish(&bodies).await;
     let daemon = Daemon::start(env.settings(&[]));
     daemon.wait_settled(5, WAIT).await;
     daemon.stop().await;
@@ -261,7 +257,7 @@ async fn a_delay_queue_never_drops_a_message_at_its_delivery_limit() {
     let settings = env.settings(cfg);
     let delay_queue =
         edc_ingest::broker::topology::retry_queues(&env.queue, &settings.retry)[0].clone();
-    env.publish_declared(cfg, &[]).await;
+    env.publish_declared::<&str>(cfg, &[]).await;
     let body = bytes(&record(vs_items()));
     let conn = amqp().await;
     let ch = conn.create_channel().await.unwrap();

@@ -241,13 +241,17 @@ impl TestEnv {
     }
 
     /// Publishes raw bodies, each with the given message id, and waits for the broker's confirms.
-    pub async fn publish(&self, bodies: &[(&str, Vec<u8>)]) {
+    pub async fn publish<S: AsRef<str>>(&self, bodies: &[(S, Vec<u8>)]) {
         self.publish_declared(&[], bodies).await;
     }
 
     /// The same, with the topology declared as the daemon would with `extra` settings (a queue's
     /// arguments must match every later declaration of it).
-    pub async fn publish_declared(&self, extra: &[(&str, &str)], bodies: &[(&str, Vec<u8>)]) {
+    pub async fn publish_declared<S: AsRef<str>>(
+        &self,
+        extra: &[(&str, &str)],
+        bodies: &[(S, Vec<u8>)],
+    ) {
         let conn = amqp().await;
         let ch = conn.create_channel().await.unwrap();
         let settings = self.settings(extra);
@@ -256,10 +260,11 @@ impl TestEnv {
             .unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
         for (id, body) in bodies {
+            let id = id.as_ref();
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(*id))
+                .with_message_id(ShortString::from(id))
                 .with_correlation_id(ShortString::from(format!("corr-{id}")));
             let confirm = ch
                 .basic_publish(
@@ -311,11 +316,7 @@ impl TestEnv {
             .enumerate()
             .map(|(i, l)| (format!("m{i}"), l.clone().into_bytes()))
             .collect();
-        let refs: Vec<(&str, Vec<u8>)> = bodies
-            .iter()
-            .map(|(i, b)| (i.as_str(), b.clone()))
-            .collect();
-        self.publish(&refs).await;
+        self.publish(&bodies).await;
     }
 
     /// Takes every message from the dead-letter queue (acking them).

@@ -85,16 +85,12 @@ async fn dead_letters_are_listed_shown_replayed_once_and_purged_without_showing_
     for r in &mut from_site_4 {
         r["site"] = json!("SITE-04");
     }
-    let bodies: Vec<(String, Vec<u8>)> = from_site_4
+    let mut all: Vec<(String, Vec<u8>)> = from_site_4
         .iter()
         .enumerate()
         .map(|(i, r)| (format!("s4-{i}"), bytes(r)))
         .collect();
-    let mut all: Vec<(&str, Vec<u8>)> = bodies
-        .iter()
-        .map(|(i, b)| (i.as_str(), b.clone()))
-        .collect();
-    all.push(("junk", b"{not json at all, Ada Lovelace".to_vec()));
+    all.push(("junk".into(), b"{not json at all, Ada Lovelace".to_vec()));
     env.publish(&all).await;
     let daemon = Daemon::start(env.settings(cfg));
     daemon.wait_settled(4, WAIT).await;
@@ -180,7 +176,7 @@ async fn dead_letters_are_listed_shown_replayed_once_and_purged_without_showing_
         "".into(),
         env.dlq.as_str().into(),
         Default::default(),
-        &bodies[0].1,
+        &all[0].1,
         props,
     )
     .await

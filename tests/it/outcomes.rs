@@ -466,11 +466,7 @@ async fn one_bad_record_fails_alone_and_its_batch_is_stored() {
         .enumerate()
         .map(|(i, r)| (format!("m{i}"), bytes(r)))
         .collect();
-    let refs: Vec<(&str, Vec<u8>)> = bodies
-        .iter()
-        .map(|(i, b)| (i.as_str(), b.clone()))
-        .collect();
-    env.publish(&refs).await;
+    env.publish(&bodies).await;
 
     // Act: one worker taking up to 64 at once
     let daemon = Daemon::start(env.settings(&[("EDC__WORKERS", "1"), ("EDC__BATCH_SIZE", "64")]));

@@ -151,8 +151,7 @@ async fn the_daemon_does_all_its_work_as_the_runtime_role() {
         .map(|(i, r)| (format!("rt-{i}"), bytes(r)))
         .collect();
     first.push(("rt-invalid".into(), bytes(&invalid)));
-    let refs: Vec<(&str, Vec<u8>)> = first.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
-    env.publish(&refs).await;
+    env.publish(&first).await;
 
     // Act
     let daemon = Daemon::start(env.settings(&vars));

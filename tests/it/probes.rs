@@ -120,11 +120,7 @@ async fn a_scrape_under_load_agrees_with_the_database() {
             .enumerate()
             .map(|(i, l)| (format!("{round}-{i}"), l.clone().into_bytes()))
             .collect();
-        let refs: Vec<(&str, Vec<u8>)> = bodies
-            .iter()
-            .map(|(i, b)| (i.as_str(), b.clone()))
-            .collect();
-        env.publish(&refs).await;
+        env.publish(&bodies).await;
     }
     let published = 2100;
     let port = free_port();

@@ -479,11 +479,7 @@ async fn the_daemon_runs_over_tls_to_both_servers_with_client_certificates() {
     let bodies: Vec<(String, Vec<u8>)> = (0..20)
         .map(|i| (format!("tls-{i}"), bytes(&record(vs_items()))))
         .collect();
-    let refs: Vec<(&str, Vec<u8>)> = bodies
-        .iter()
-        .map(|(i, b)| (i.as_str(), b.clone()))
-        .collect();
-    env.publish(&refs).await;
+    env.publish(&bodies).await;
 
     // Act
     let daemon = Daemon::start(env.settings(&vars));
