@@ -8,6 +8,8 @@ use tokio_postgres::error::SqlState;
 
 use crate::helpers::*;
 
+const WAIT: Duration = Duration::from_secs(30);
+
 #[tokio::test]
 async fn every_connection_of_the_pool_has_the_timeouts_and_the_server_enforces_them() {
     let env = TestEnv::new().await;
@@ -55,9 +57,34 @@ async fn every_connection_of_the_pool_has_the_timeouts_and_the_server_enforces_t
     holder.batch_execute("ROLLBACK").await.unwrap();
 
     // A transaction left idle is ended by the server: the session is gone.
+    // Watched from another session: any statement on the idle one would restart its clock.
     let idle = pool.get().await.unwrap();
+    let pid: i32 = idle
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     idle.batch_execute("BEGIN").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let watcher = env.db().await;
+    wait_for(
+        "the server ends the idle transaction's session",
+        WAIT,
+        || {
+            let watcher = &watcher;
+            async move {
+                let n: i64 = watcher
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                n == 0
+            }
+        },
+    )
+    .await;
     assert!(idle.batch_execute("SELECT 1").await.is_err());
     drop(idle);
     drop(client);
