@@ -100,10 +100,26 @@ pub type ParserError = nom::Err<ParserErrors>;
 /// Return type of parsers
 pub type ParserResult<I, T> = Result<(I, T), ParserError>;
 
+/// How many field tables and arrays deep a value is parsed into [AMQPValue]s (the outermost one
+/// counts as one). A table or an array nested deeper is not parsed: it is kept whole, as the
+/// [ByteArray](../type.ByteArray.html) of its encoding (its type byte, its 4-byte length and its
+/// contents), taken in one step thanks to its length prefix. So parsing, and everything that walks a
+/// parsed value later (`Clone`, `Drop`, `Debug`, `PartialEq`, serde, generation), recurses at most this
+/// deep, whatever the peer sends (RabbitMQ passes on any depth a publisher sends), and nothing is lost.
+pub const MAX_NESTING_DEPTH: usize = 32;
+
 /// Parse the [AMQPValue](../type.AMQPValue.html) of the given [AMQPType](../type.AMQPType.html)
 #[must_use]
 pub fn parse_raw_value<I: ParsableInput>(
     amqp_type: AMQPType,
+) -> impl Parser<I, Output = AMQPValue, Error = ParserErrors> {
+    parse_raw_value_at(amqp_type, 0)
+}
+
+/// [parse_raw_value] for a value inside `depth` enclosing tables and arrays.
+fn parse_raw_value_at<I: ParsableInput>(
+    amqp_type: AMQPType,
+    depth: usize,
 ) -> impl Parser<I, Output = AMQPValue, Error = ParserErrors> {
     context("parse_raw_value", move |i| match amqp_type {
         AMQPType::Boolean => map(parse_boolean, AMQPValue::Boolean).parse(i),
@@ -121,17 +137,51 @@ pub fn parse_raw_value<I: ParsableInput>(
         AMQPType::DecimalValue => map(parse_decimal_value, AMQPValue::DecimalValue).parse(i),
         AMQPType::ShortString => map(parse_short_string, AMQPValue::ShortString).parse(i),
         AMQPType::LongString => map(parse_long_string, AMQPValue::LongString).parse(i),
-        AMQPType::FieldArray => map(parse_field_array, AMQPValue::FieldArray).parse(i),
+        AMQPType::FieldArray | AMQPType::FieldTable if depth >= MAX_NESTING_DEPTH => {
+            map(parse_nested_too_deep(amqp_type), AMQPValue::ByteArray).parse(i)
+        }
+        AMQPType::FieldArray => {
+            map(|i| parse_field_array_at(i, depth), AMQPValue::FieldArray).parse(i)
+        }
         AMQPType::Timestamp => map(parse_timestamp, AMQPValue::Timestamp).parse(i),
-        AMQPType::FieldTable => map(parse_field_table, AMQPValue::FieldTable).parse(i),
+        AMQPType::FieldTable => {
+            map(|i| parse_field_table_at(i, depth), AMQPValue::FieldTable).parse(i)
+        }
         AMQPType::ByteArray => map(parse_byte_array, AMQPValue::ByteArray).parse(i),
         AMQPType::Void => Ok((i, AMQPValue::Void)),
     })
 }
 
+/// A table or an array past [MAX_NESTING_DEPTH], whole and unparsed: its type byte, its length and
+/// its contents, as they came.
+fn parse_nested_too_deep<I: ParsableInput>(
+    amqp_type: AMQPType,
+) -> impl Parser<I, Output = ByteArray, Error = ParserErrors> {
+    context(
+        "parse_nested_too_deep",
+        map(flat_map(parse_long_uint, take), move |i: I| {
+            let len = i.input_len() as LongUInt;
+            let mut bytes = Vec::with_capacity(5 + i.input_len());
+            bytes.push(amqp_type.get_id() as u8);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend(i.iter_elements());
+            bytes.into()
+        }),
+    )
+}
+
 /// Parse an [AMQPValue](../type.AMQPValue.html)
 pub fn parse_value<I: ParsableInput>(i: I) -> ParserResult<I, AMQPValue> {
-    context("parse_value", flat_map(parse_type, parse_raw_value)).parse(i)
+    parse_value_at(i, 0)
+}
+
+/// [parse_value] for a value inside `depth` enclosing tables and arrays.
+fn parse_value_at<I: ParsableInput>(i: I, depth: usize) -> ParserResult<I, AMQPValue> {
+    context(
+        "parse_value",
+        flat_map(parse_type, move |t| parse_raw_value_at(t, depth)),
+    )
+    .parse(i)
 }
 
 /// Parse an [AMQPType](../type.AMQPType.html)
@@ -215,17 +265,33 @@ pub fn parse_decimal_value<I: ParsableInput>(i: I) -> ParserResult<I, DecimalVal
     .parse(i)
 }
 
-fn make_str<I: Input<Item = u8>>(i: I) -> Result<String, std::string::FromUtf8Error> {
-    String::from_utf8(i.iter_elements().collect())
+/// The text of a short string. Bytes that are not UTF-8 (RabbitMQ never checks) do not fail the
+/// parse, which would fail the whole frame and with it the connection: each invalid sequence becomes
+/// U+FFFD, as [String::from_utf8_lossy] does, and the result is cut at a character boundary to the
+/// 255 bytes a [ShortString] holds (a replacement character takes 3 bytes where the invalid byte
+/// took 1). Valid UTF-8 is kept exactly.
+fn make_str<I: Input<Item = u8>>(i: I) -> String {
+    match String::from_utf8(i.iter_elements().collect()) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut s = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let mut end = s.len().min(MAX_SHORT_STRING_LENGTH);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            s
+        }
+    }
 }
 
 /// Parse a [ShortString](../type.ShortString.html)
 pub fn parse_short_string<I: ParsableInput>(i: I) -> ParserResult<I, ShortString> {
     context(
         "parse_short_string",
-        map(
-            map_res(flat_map(parse_short_short_uint, take), make_str),
-            ShortString::from,
+        map_res(
+            map(flat_map(parse_short_short_uint, take), make_str),
+            ShortString::try_new,
         ),
     )
     .parse(i)
@@ -244,12 +310,21 @@ pub fn parse_long_string<I: ParsableInput>(i: I) -> ParserResult<I, LongString> 
 
 /// Parse a [FieldArray](../type.FieldArray.html)
 pub fn parse_field_array<I: ParsableInput>(i: I) -> ParserResult<I, FieldArray> {
+    parse_field_array_at(i, 0)
+}
+
+/// [parse_field_array] for an array inside `depth` enclosing tables and arrays: its values are
+/// inside `depth + 1`.
+fn parse_field_array_at<I: ParsableInput>(i: I, depth: usize) -> ParserResult<I, FieldArray> {
     context(
         "parse_field_array",
         map_parser(
             flat_map(parse_long_uint, take),
             all_consuming(fold_many0(
-                context("parse_field_array_entry", complete(parse_value)),
+                context(
+                    "parse_field_array_entry",
+                    complete(move |i| parse_value_at(i, depth + 1)),
+                ),
                 FieldArray::default,
                 |mut acc, elem| {
                     acc.push(elem);
@@ -268,6 +343,12 @@ pub fn parse_timestamp<I: ParsableInput>(i: I) -> ParserResult<I, Timestamp> {
 
 /// Parse a [FieldTable](../type.FieldTable.html)
 pub fn parse_field_table<I: ParsableInput>(i: I) -> ParserResult<I, FieldTable> {
+    parse_field_table_at(i, 0)
+}
+
+/// [parse_field_table] for a table inside `depth` enclosing tables and arrays: its values are
+/// inside `depth + 1`.
+fn parse_field_table_at<I: ParsableInput>(i: I, depth: usize) -> ParserResult<I, FieldTable> {
     context(
         "parse_field_table",
         map_parser(
@@ -275,7 +356,9 @@ pub fn parse_field_table<I: ParsableInput>(i: I) -> ParserResult<I, FieldTable> 
             all_consuming(fold_many0(
                 context(
                     "parse_field_table_entry",
-                    complete(pair(parse_short_string, parse_value)),
+                    complete(pair(parse_short_string, move |i| {
+                        parse_value_at(i, depth + 1)
+                    })),
                 ),
                 FieldTable::default,
                 |mut acc, (key, value)| {
@@ -555,6 +638,131 @@ mod test {
             parse_byte_array(&[0, 0, 0, 4, 42, 1, 2, 3][..]),
             Ok((EMPTY, vec![42, 1, 2, 3].into()))
         );
+    }
+
+    /// A field value of `depth` arrays, each holding the next, the innermost empty.
+    fn nested_arrays(depth: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for level in 0..depth {
+            out.push(b'A');
+            out.extend_from_slice(&(5 * (depth - 1 - level) as u32).to_be_bytes());
+        }
+        out
+    }
+
+    /// How many arrays deep a parsed value goes, and what is at the bottom.
+    fn depth_of(mut v: &AMQPValue) -> (usize, &AMQPValue) {
+        let mut depth = 0;
+        while let AMQPValue::FieldArray(a) = v {
+            depth += 1;
+            match a.as_slice().first() {
+                Some(inner) => v = inner,
+                None => return (depth, v),
+            }
+        }
+        (depth, v)
+    }
+
+    #[test]
+    fn test_nesting_at_the_limit_is_parsed_whole() {
+        let bytes = nested_arrays(MAX_NESTING_DEPTH);
+        let (rest, v) = parse_value(&bytes[..]).unwrap();
+        assert!(rest.is_empty());
+        let (depth, bottom) = depth_of(&v);
+        assert_eq!(depth, MAX_NESTING_DEPTH);
+        assert_eq!(bottom, &AMQPValue::FieldArray(FieldArray::default()));
+    }
+
+    #[test]
+    fn test_nesting_past_the_limit_is_kept_as_its_bytes() {
+        for extra in [1, 2, 100_000] {
+            let bytes = nested_arrays(MAX_NESTING_DEPTH + extra);
+            let (rest, v) = parse_value(&bytes[..]).unwrap();
+            assert!(rest.is_empty());
+            let (depth, bottom) = depth_of(&v);
+            assert_eq!(depth, MAX_NESTING_DEPTH);
+            // The level past the limit, whole: type byte, length, contents.
+            let kept = &bytes[5 * MAX_NESTING_DEPTH..];
+            assert_eq!(bottom, &AMQPValue::ByteArray(kept.into()));
+            assert_eq!(
+                parse_value(kept).unwrap().1,
+                parse_value(&nested_arrays(extra)[..]).unwrap().1
+            );
+        }
+    }
+
+    #[test]
+    fn test_nesting_counts_tables_and_arrays_alike() {
+        // A table holding an array holding a table ... in a header table, 40 deep in all.
+        let mut inner = vec![b'F', 0, 0, 0, 0];
+        for level in (1..40).rev() {
+            let mut outer = Vec::new();
+            if level % 2 == 1 {
+                outer.push(b'A');
+                outer.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+            } else {
+                outer.push(b'F');
+                outer.extend_from_slice(&(inner.len() as u32 + 2).to_be_bytes());
+                outer.extend_from_slice(&[1, b'k']);
+            }
+            outer.extend(inner);
+            inner = outer;
+        }
+        let mut table = (inner.len() as u32 + 2).to_be_bytes().to_vec();
+        table.extend_from_slice(&[1, b'h']);
+        table.extend(&inner);
+        let (rest, t) = parse_field_table(&table[..]).unwrap();
+        assert!(rest.is_empty());
+        let mut v = t.inner().get("h").unwrap();
+        let mut levels = 1; // the header table itself
+        loop {
+            v = match v {
+                AMQPValue::FieldArray(a) => a.as_slice().first().unwrap(),
+                AMQPValue::FieldTable(t) => t.inner().get("k").unwrap(),
+                AMQPValue::ByteArray(b) => {
+                    assert!(matches!(b.as_slice()[0], b'A' | b'F'));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            levels += 1;
+        }
+        assert_eq!(levels, MAX_NESTING_DEPTH);
+    }
+
+    #[test]
+    fn test_short_strings_that_are_not_utf8_are_read_lossily() {
+        assert_eq!(
+            parse_short_string(&[4, b'i', 0xff, 0xfe, b'd'][..]),
+            Ok((EMPTY, "i\u{fffd}\u{fffd}d".into()))
+        );
+        // 255 invalid bytes would make 765 bytes of replacement characters: cut to 85 of them.
+        let mut all_invalid = vec![255u8];
+        all_invalid.extend(std::iter::repeat_n(0xffu8, 255));
+        let (_, s) = parse_short_string(&all_invalid[..]).unwrap();
+        assert_eq!(s.as_str(), "\u{fffd}".repeat(85));
+        // The cut falls at a character boundary.
+        let mut mixed = vec![255u8, b'a'];
+        mixed.extend(std::iter::repeat_n(0xffu8, 254));
+        let (_, s) = parse_short_string(&mixed[..]).unwrap();
+        assert_eq!(s.as_str(), format!("a{}", "\u{fffd}".repeat(84)));
+        // Valid UTF-8 is kept exactly, and the rest of the input is left alone.
+        assert_eq!(
+            parse_short_string(&[2, 0xc3, 0xa9, 7][..]),
+            Ok((&[7][..], "\u{e9}".into()))
+        );
+    }
+
+    #[test]
+    fn test_a_table_key_that_is_not_utf8_does_not_fail_the_table() {
+        let table = [0, 0, 0, 5, 2, 0xc3, 0x28, b'V', b'x'];
+        assert!(
+            parse_field_table(&table[..]).is_err(),
+            "x is a byte array without its length"
+        );
+        let table = [0, 0, 0, 4, 2, 0xc3, 0x28, b'V'];
+        let (_, t) = parse_field_table(&table[..]).unwrap();
+        assert_eq!(t.inner().get("\u{fffd}("), Some(&AMQPValue::Void));
     }
 
     #[test]
