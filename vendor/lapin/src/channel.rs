@@ -214,6 +214,14 @@ impl Channel {
         self.id
     }
 
+    /// The largest frame this channel's connection may send, as negotiated with the server. AMQP
+    /// never splits a content-header frame, and the server closes the whole connection over one
+    /// larger than this: a publisher whose properties may be large checks them against it.
+    #[must_use]
+    pub fn frame_max(&self) -> FrameSize {
+        self.configuration.frame_max()
+    }
+
     pub(crate) fn clone_internal(&self) -> Self {
         let mut this = self.clone();
         this.channel_closer = None;

@@ -7,13 +7,13 @@ use crate::{
     heartbeat::Heartbeat,
     internal_rpc::InternalRPCHandle,
     killswitch::KillSwitch,
-    protocol::{self, AMQPError, AMQPHardError},
+    protocol,
     socket_state::SocketState,
     thread::JoinHandle,
     types::FrameSize,
     uri::AMQPUri,
 };
-use amq_protocol::frame::{AMQPFrame, GenError, gen_frame, parse_frame};
+use amq_protocol::frame::{AMQPFrame, GenError, gen_frame, parse_frame, parsing::traits::Input};
 use async_rs::{Runtime, traits::*};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use futures_io::{AsyncRead, AsyncWrite};
@@ -26,7 +26,7 @@ use std::{
     thread::Builder as ThreadBuilder,
     time::Duration,
 };
-use tracing::{Level, debug, error, trace};
+use tracing::{Level, debug, error, trace, warn};
 
 const FRAMES_STORAGE: usize = 32;
 
@@ -63,6 +63,8 @@ pub(crate) struct IoLoop<
     serialized_frames: VecDeque<(FrameSize, FrameSending)>,
     half_closed: bool,
     first_connection: bool,
+    /// A frame larger than the negotiated `frame_max` arrived (logged at `warn` once, then `debug`).
+    oversized_frame_seen: bool,
 }
 
 impl<
@@ -113,6 +115,7 @@ impl<
             serialized_frames: VecDeque::default(),
             half_closed: false,
             first_connection: true,
+            oversized_frame_seen: false,
         }
     }
 
@@ -618,15 +621,24 @@ impl<
                 let consumed = self.receive_buffer.offset(i);
                 let frame_max = self.configuration.frame_max() as usize;
                 if frame_max > 0 && consumed > frame_max {
-                    error!(bytes = consumed, "received large frame");
-                    let error = AMQPError::new(
-                        AMQPHardError::FRAMEERROR.into(),
-                        format!("frame too large: {consumed} bytes").into(),
-                    );
-                    self.channels
-                        .channel0()
-                        .report_protocol_violation(error, 0, 0)
-                        .or_else(|err| self.critical_error(connection_killswitch, err))?;
+                    // Accepted, not a connection error: RabbitMQ never splits a content-header
+                    // frame, so it delivers one as large as its publisher's own `frame_max` allowed
+                    // (plus the headers the broker adds), whatever this connection negotiated.
+                    // Refusing it would drop the connection, return every unacknowledged delivery,
+                    // and meet the same frame again on the next connection.
+                    if self.oversized_frame_seen {
+                        debug!(
+                            bytes = consumed,
+                            frame_max, "received a frame larger than frame_max"
+                        );
+                    } else {
+                        self.oversized_frame_seen = true;
+                        warn!(
+                            bytes = consumed,
+                            frame_max,
+                            "received a frame larger than frame_max (a content header as its publisher sent it); accepted"
+                        );
+                    }
                 }
                 self.receive_buffer.consume(consumed);
                 Ok(Some(f))
@@ -635,10 +647,35 @@ impl<
                 if !e.is_incomplete() {
                     error!(error=?e, "parse error");
                     self.critical_error(connection_killswitch, ErrorKind::ParsingError(e).into())?;
+                } else {
+                    self.make_room_for_next_frame();
                 }
                 Ok(None)
             }
         }
+    }
+
+    /// Grows the receive buffer when the frame it begins with cannot fit in it whole (a frame
+    /// larger than `FRAMES_STORAGE` times `frame_max`, accepted as in [`Self::parse`]): without
+    /// room, the frame could never be completed, nothing more would be read, and the connection
+    /// would hang.
+    fn make_room_for_next_frame(&mut self) {
+        if self.receive_buffer.available_space() > 0 {
+            return;
+        }
+        let mut head = [0u8; 7];
+        let buffered = self.receive_buffer.parsing_context();
+        for (slot, byte) in head.iter_mut().zip(buffered.iter_elements()) {
+            *slot = byte;
+        }
+        // Type (1), channel (2), payload size (4); the payload, then the frame-end octet.
+        let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+        let needed = 7 + size + 1;
+        debug!(
+            bytes = needed,
+            "growing the receive buffer for one large frame"
+        );
+        self.receive_buffer.grow(needed + self.frame_size as usize);
     }
 }
 
