@@ -10,8 +10,10 @@
 //!            ack | give back
 //!   acks     one task per channel sends them in delivery order, coalesced into `multiple` acks
 //! ```
-//! [`topology`] declares the queues and exchanges; [`publish`] publishes with confirms. Every broker
-//! operation has a deadline ([`within`]): a broker that does not answer is an error like any other.
+//! [`topology`] declares the queues and exchanges; [`publish`] publishes with confirms; [`wire`] is
+//! what an uploader can put in a content header, and the size of the copies we publish of one. Every
+//! broker operation has a deadline ([`within`]): a broker that does not answer is an error like any
+//! other.
 
 pub mod acks;
 pub mod consume;
@@ -21,6 +23,7 @@ mod pump;
 pub mod settle;
 pub mod topology;
 pub mod trace;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
