@@ -250,3 +250,31 @@ async fn short_strings_that_are_not_utf8_in_any_property_or_header_key() {
     scenario(&env, BROKER_FRAME_MAX, "", &raws).await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+#[ignore = "needs publish::publish_to to fit the copy: `let props = super::wire::fit(props, channel.frame_max());`"]
+async fn a_dead_letter_of_headers_larger_than_our_frame_leaves_the_largest_out() {
+    let env = TestEnv::new().await;
+    let with = |name: &[u8], v: Vec<u8>| {
+        Props::new().headers(table(&[(name, v), (b"x-site-batch", long_string(b"kept"))]))
+    };
+    let raws = [
+        Raw::new(
+            "40 KiB",
+            with(b"bulk", long_string(&vec![b'x'; 40 * 1024])),
+            false,
+        ),
+        Raw::new("20,000 deep", with(b"deep", nested_arrays(20_000)), false),
+    ];
+    let letters = scenario(&env, BROKER_FRAME_MAX, "", &raws).await;
+    for l in &letters {
+        let h = l.delivery.properties.headers().as_ref().unwrap().inner();
+        assert!(!h.contains_key("bulk") && !h.contains_key("deep"));
+        assert_eq!(header(l, "x-site-batch").as_deref(), Some("kept"));
+        assert_eq!(
+            h.get("x-edc-headers-dropped"),
+            Some(&lapin::types::AMQPValue::LongLongInt(1))
+        );
+    }
+    env.cleanup().await;
+}
