@@ -13,7 +13,7 @@ use crate::{
     types::FrameSize,
     uri::AMQPUri,
 };
-use amq_protocol::frame::{AMQPFrame, GenError, gen_frame, parse_frame, parsing::traits::Input};
+use amq_protocol::frame::{AMQPFrame, GenError, gen_frame, parse_frame};
 use async_rs::{Runtime, traits::*};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use futures_io::{AsyncRead, AsyncWrite};
@@ -647,35 +647,10 @@ impl<
                 if !e.is_incomplete() {
                     error!(error=?e, "parse error");
                     self.critical_error(connection_killswitch, ErrorKind::ParsingError(e).into())?;
-                } else {
-                    self.make_room_for_next_frame();
                 }
                 Ok(None)
             }
         }
-    }
-
-    /// Grows the receive buffer when the frame it begins with cannot fit in it whole (a frame
-    /// larger than `FRAMES_STORAGE` times `frame_max`, accepted as in [`Self::parse`]): without
-    /// room, the frame could never be completed, nothing more would be read, and the connection
-    /// would hang.
-    fn make_room_for_next_frame(&mut self) {
-        if self.receive_buffer.available_space() > 0 {
-            return;
-        }
-        let mut head = [0u8; 7];
-        let buffered = self.receive_buffer.parsing_context();
-        for (slot, byte) in head.iter_mut().zip(buffered.iter_elements()) {
-            *slot = byte;
-        }
-        // Type (1), channel (2), payload size (4); the payload, then the frame-end octet.
-        let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
-        let needed = 7 + size + 1;
-        debug!(
-            bytes = needed,
-            "growing the receive buffer for one large frame"
-        );
-        self.receive_buffer.grow(needed + self.frame_size as usize);
     }
 }
 
