@@ -40,7 +40,7 @@ const HEADER_FRAME_OVERHEAD: usize = 20;
 /// followed by anything. Never panics, whatever the bytes.
 pub fn properties_of(bytes: &[u8]) -> Option<BasicProperties> {
     match parse_properties(bytes) {
-        Ok((rest, props)) if rest.is_empty() => Some(props),
+        Ok(([], props)) => Some(props),
         _ => None,
     }
 }

@@ -42,6 +42,9 @@ impl Raw {
     }
 }
 
+/// Why an invalid [`body`] is dead-lettered.
+const REASON: &str = "visit is not one of study DEMO-001's visits";
+
 /// A record with a fresh id: valid, or invalid (a visit the study does not have).
 fn body(valid: bool) -> Vec<u8> {
     let mut r = record(vs_items());
@@ -154,16 +157,36 @@ async fn scenario(
     let shown = String::from_utf8_lossy(&show.stdout).lines().count() as i64;
     assert_eq!(shown, invalid, "{}", text(&show));
 
-    // Each dead letter: ours (kind and reason), the body byte for byte.
+    // Each dead letter: ours (kind and reason), its body byte for byte, each invalid body once.
     let letters = env.drain_dlq().await;
-    assert_eq!(letters.len() as i64, invalid);
     for l in &letters {
         assert_eq!(header(l, "x-edc-error-kind").as_deref(), Some("invalid"));
-        assert!(
-            bodies.iter().any(|b| *b == l.delivery.data),
-            "a dead letter keeps its body byte for byte"
-        );
+        assert_eq!(header(l, "x-edc-error").as_deref(), Some(REASON));
     }
+    let mut kept: Vec<&Vec<u8>> = letters.iter().map(|l| &l.delivery.data).collect();
+    let mut sent: Vec<&Vec<u8>> = raws
+        .iter()
+        .zip(&bodies)
+        .filter(|(r, _)| !r.valid)
+        .map(|(_, b)| b)
+        .collect();
+    kept.sort();
+    sent.sort();
+    assert!(
+        kept == sent,
+        "the dead letters keep their bodies byte for byte"
+    );
+    let ours: i64 = env
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM rejections WHERE kind = 'invalid' AND reason = $1",
+            &[&REASON],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ours, invalid, "one rejection row each, with our reason");
     letters
 }
 
