@@ -14,6 +14,10 @@
 //!   put back) must fit in one content-header frame of the size OUR connection negotiated: AMQP
 //!   never splits a header frame, and the broker closes the whole connection over a larger one
 //!   (FRAME_ERROR). The uploader's largest headers give way first; ours always stay.
+//! - [`text`]: a short string an uploader chose, as text PostgreSQL can store. NUL is valid UTF-8,
+//!   so the client keeps it, but a `text` column refuses it (SQLSTATE 22021), and a refused write
+//!   pauses consumption as if the database were down: one message id with a NUL in it stopped every
+//!   replica.
 //! - [`properties_of`]: the patched property parser on raw bytes, for tests and fuzz targets (any
 //!   bytes in, never a panic).
 
@@ -34,6 +38,12 @@ pub const H_HEADERS_DROPPED: &str = "x-edc-headers-dropped";
 /// A content-header frame's bytes besides the properties: frame type, channel and size (7); class,
 /// weight and body size (12); the frame-end octet (1).
 const HEADER_FRAME_OVERHEAD: usize = 20;
+
+/// A short-string property (`message_id`, `reply_to`, `correlation_id`) as text the database can
+/// store: each NUL becomes U+FFFD, as each byte that was not UTF-8 already did in the client.
+pub fn text(s: &ShortString) -> String {
+    s.as_str().replace('\0', "\u{fffd}")
+}
 
 /// The properties read from the bytes of a content header after its body size (property flags, then
 /// the values), as the client library reads a delivery's; None if they are malformed or are
@@ -279,6 +289,14 @@ mod tests {
             .map(|k| k.as_str())
             .collect();
         assert_eq!(keys, ["k\u{fffd}", "ok"]);
+    }
+
+    #[test]
+    fn a_nul_in_a_short_string_becomes_a_replacement_character_and_nothing_else_changes() {
+        assert_eq!(text(&"a\0b\0".into()), "a\u{fffd}b\u{fffd}");
+        assert_eq!(text(&"plain, é\u{fffd}".into()), "plain, é\u{fffd}");
+        let longest = "\0".repeat(255);
+        assert_eq!(text(&longest.as_str().into()), "\u{fffd}".repeat(255));
     }
 
     #[test]
