@@ -17,3 +17,4 @@ mod receipts;
 mod retention;
 mod timeouts;
 mod tls;
+mod wire;

@@ -9,6 +9,7 @@
 //! - [`wait`]: the one bounded wait. Every wait has a deadline and fails with what it waited for.
 //! - [`http`]: a GET on the daemon's HTTP listener.
 //! - [`broker`]: the queues a test's or a measurement's world made, found and deleted.
+//! - [`raw_amqp`]: a raw AMQP publisher, for content headers no client library would send.
 //!
 //! Each user takes a different part of it, so unused items are not warned about.
 
@@ -17,4 +18,5 @@
 pub mod broker;
 pub mod http;
 pub mod process;
+pub mod raw_amqp;
 pub mod wait;
