@@ -145,7 +145,11 @@ async fn an_uploaders_invalid_records_are_dead_lettered_by_us_at_once_without_it
     for l in &letters {
         let p = &l.delivery.properties;
         let id = p.message_id().as_ref().map_or("", |m| m.as_str());
-        assert_eq!(header(l, "x-edc-error-kind").as_deref(), Some("invalid"), "{id}");
+        assert_eq!(
+            header(l, "x-edc-error-kind").as_deref(),
+            Some("invalid"),
+            "{id}"
+        );
         assert_eq!(p.user_id(), &None, "{id}");
         assert_eq!(p.expiration(), &None, "{id}");
         assert_eq!(header(l, "x-edc-planted"), None, "{id}");
@@ -210,7 +214,10 @@ async fn retry_and_postpone_copies_carry_no_user_id_and_the_uploader_survives_th
     };
     let deadline = tokio::time::Instant::now() + SOON;
     while !(seen(&copies, "retried", true) && seen(&copies, "postponed", false)) {
-        assert!(tokio::time::Instant::now() < deadline, "copies seen: {copies:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "copies seen: {copies:?}"
+        );
         copies.extend(peek(&delay_queue).await);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
@@ -224,7 +231,12 @@ async fn retry_and_postpone_copies_carry_no_user_id_and_the_uploader_survives_th
         assert_eq!(p.expiration(), &None, "{p:?}");
         assert!(!has(p, "x-edc-planted"), "{p:?}");
         assert!(has(p, "x-edc-seal"), "{p:?}");
-        let by = p.headers().as_ref().unwrap().inner().get("x-edc-uploaded-by");
+        let by = p
+            .headers()
+            .as_ref()
+            .unwrap()
+            .inner()
+            .get("x-edc-uploaded-by");
         assert_eq!(by, Some(&text(&uploader.name)), "{p:?}");
     }
     assert_eq!((summary.accepted, summary.retried), (1, 1), "{summary}");
@@ -233,7 +245,10 @@ async fn retry_and_postpone_copies_carry_no_user_id_and_the_uploader_survives_th
     assert_eq!(letters.len(), 1);
     let l = &letters[0];
     assert_eq!(header(l, "x-edc-error-kind").as_deref(), Some("failed"));
-    assert_eq!(header(l, "x-edc-attempts").as_deref(), Some("LongLongInt(2)"));
+    assert_eq!(
+        header(l, "x-edc-attempts").as_deref(),
+        Some("LongLongInt(2)")
+    );
     assert_eq!(
         header(l, "x-edc-uploaded-by").as_deref(),
         Some(uploader.name.as_str())
