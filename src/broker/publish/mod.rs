@@ -25,6 +25,10 @@ pub const H_ERROR: &str = "x-edc-error";
 pub const H_ATTEMPTS: &str = "x-edc-attempts";
 pub const H_FAILED_AT: &str = "x-edc-failed-at";
 pub const H_CONSUMER: &str = "x-edc-consumer";
+/// The work queue a dead letter came from (the dlq tools put a copy back with it, and `replay`
+/// returns it there). Written by the daemon under the seal, so that a copy put back unchanged keeps
+/// a seal that matches.
+pub const H_QUEUE: &str = "x-edc-queue";
 /// On a dead letter kept for `amqp.dead_letter_ttl`: when it expires (RFC 3339), so that a copy put
 /// back by the dlq tools keeps the same end, not a fresh one.
 pub const H_EXPIRES_AT: &str = "x-edc-expires-at";
@@ -154,7 +158,8 @@ pub struct DeadLetterInfo<'a> {
 }
 
 /// Publishes the original body, byte for byte, as a copy (see [`Original::copy`]) with our
-/// `x-edc-*` headers, and waits for the broker's confirm. Only an `Ack` counts: anything else is an
+/// `x-edc-*` headers, to `exchange` with the work queue it came from as `routing_key`, and waits for
+/// the broker's confirm. Only an `Ack` counts: anything else is an
 /// error and the caller must not ack the original.
 pub async fn publish_dead_letter(
     channel: &Channel,
@@ -170,6 +175,7 @@ pub async fn publish_dead_letter(
         (H_ATTEMPTS, AMQPValue::LongLongInt(info.attempts)),
         (H_FAILED_AT, text(&rfc3339(now))),
         (H_CONSUMER, text(info.consumer)),
+        (H_QUEUE, text(routing_key)),
     ];
     let ends = info.ttl.and_then(|ttl| {
         let end = now.checked_add_signed(chrono::Duration::from_std(ttl).ok()?)?;

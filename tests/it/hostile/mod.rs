@@ -178,5 +178,7 @@ async fn a_dead_letter_carries_our_headers_never_an_uploaders_claim_to_them() {
         Some("kept"),
         "other headers are kept"
     );
+    assert_eq!(header(l, "x-edc-queue"), Some(env.queue.clone()));
+    assert!(header(l, "x-edc-seal").is_some(), "our headers are sealed");
     env.cleanup().await;
 }
