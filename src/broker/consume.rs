@@ -16,6 +16,11 @@
 //! A delivery remembers the session it came from; if that session dies, its ack fails harmlessly: the
 //! data committed, and the redelivery is recognised as a duplicate.
 //!
+//! A session is whole or replaced: when the broker closes any of its channels (the publisher's on a
+//! refused copy, the consumer's on a refused ack) or the connection reports an error, the session
+//! is broken at once ([`watch_session`]) and the supervisor connects again and declares the topology
+//! again. A channel the broker closed never comes back, and every operation on it would fail.
+//!
 //! Shutdown: [`Supervisor::run`] returns as soon as shutdown is asked, with both consumers cancelled
 //! (`basic.cancel`) and what was delivered but not handed over given back. The caller lets the
 //! workers finish, gives back what they never took, then closes the session ([`Session::close`]).
@@ -23,7 +28,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
@@ -136,7 +141,7 @@ impl Supervisor {
                     health.broker_connected(false);
                     warn!(error = %e, "lost the broker session; reconnecting");
                     // Deliveries of this session stop waiting on it: they come back anyway.
-                    session.link.broken.cancel();
+                    session.link.break_session(e);
                     close(
                         &session.connection,
                         amqp.operation_timeout,
@@ -273,6 +278,8 @@ impl Supervisor {
         let s = &self.settings.amqp;
         let limit = s.operation_timeout;
         let (connection, idx) = connect(s, node, &self.name, limit).await?;
+        // Listening before any channel opens: the connection only reports to listeners it has.
+        let events = connection.events_listener();
         let base_tag = format!("{}#{n}", self.name);
         let setup = async {
             let channel = connection.create_channel().await?;
@@ -282,24 +289,28 @@ impl Supervisor {
             Ok::<_, lapin::Error>((channel, publisher, urgent, normal, tags))
         };
         match within(limit, "setting up the session", setup).await {
-            Ok((channel, publisher, urgent, normal, tags)) => Ok((
-                Session {
-                    connection,
-                    channel,
-                    link: Arc::new(Link::new(
-                        publisher,
-                        limit,
-                        self.stats.clone(),
-                        self.settler.seal.clone(),
-                    )),
-                    urgent,
-                    normal,
-                    tags,
-                    base_tag,
-                    generation: 0,
-                },
-                idx,
-            )),
+            Ok((channel, publisher, urgent, normal, tags)) => {
+                let link = Arc::new(Link::new(
+                    publisher,
+                    limit,
+                    self.stats.clone(),
+                    self.settler.seal.clone(),
+                ));
+                tokio::spawn(watch_session(events, link.clone()));
+                Ok((
+                    Session {
+                        connection,
+                        channel,
+                        link,
+                        urgent,
+                        normal,
+                        tags,
+                        base_tag,
+                        generation: 0,
+                    },
+                    idx,
+                ))
+            }
             Err(e) => {
                 close(&connection, limit, 320, "setup failed").await;
                 Err(e)
@@ -316,6 +327,30 @@ impl Session {
         self.link.acks.flush().await;
         close(&self.connection, limit, 200, "shutdown").await;
         self.link.stats.health.broker_connected(false);
+        // Ends its watcher and its ack task.
+        self.link.break_session("closed");
+    }
+}
+
+/// Breaks the session when its connection reports an error: the broker closed one of its channels
+/// (lapin reports a channel the broker closed as an error of the connection) or the connection
+/// itself. Ends with the session, or when the connection is gone.
+async fn watch_session(events: impl Stream<Item = lapin::Event>, link: Arc<Link>) {
+    let mut events = std::pin::pin!(events);
+    loop {
+        let event = tokio::select! {
+            _ = link.broken.cancelled() => return,
+            event = events.next() => event,
+        };
+        match event {
+            Some(lapin::Event::Error(e)) => {
+                warn!(error = %e, "the broker closed a channel or the connection; replacing the session");
+                link.break_session(format!("the broker closed a channel: {e}"));
+                return;
+            }
+            Some(_) => {}
+            None => return,
+        }
     }
 }
 

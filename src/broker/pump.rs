@@ -85,13 +85,14 @@ pub(super) async fn pump(
             biased;
             _ = sup.shutdown.cancelled() => return End::Shutdown,
             _ = gate.changed() => continue,
-            _ = link.broken.cancelled() => {
-                return End::Lost("a broker operation overran amqp.operation_timeout".into());
-            }
+            _ = link.broken.cancelled() => return End::Lost(link.why_broken().to_string()),
             _ = watchdog.tick() => {
                 sup.health.beat();
                 if !channel.status().connected() {
                     return End::Lost("the broker connection is down".into());
+                }
+                if !link.publisher.status().connected() {
+                    return End::Lost("the publisher channel is closed".into());
                 }
                 // Only idle if the broker may send more: this lane's unacked deliveries are below
                 // its prefetch (slow jobs that use it all up are not a stall).

@@ -11,13 +11,19 @@
 //! is not confirmed gives the delivery back instead. A delivery whose copy went out is acked at once,
 //! not held for a `multiple` ack: a redelivery after a crash would make a second copy. Acks are sent
 //! by the session's ack task ([`super::acks`]).
+//!
+//! Every copy is made by `publish::Original::copy`: never the uploader's `user_id`, `expiration`,
+//! `x-edc-*` headers or `x-delivery-count`; our headers sealed. A copy that failed because the
+//! publisher channel is closed (a 406, a 404: the broker closes a channel on any refusal) or because
+//! it was unroutable (a queue of our topology is gone) breaks the session: the supervisor connects
+//! again and declares the topology again, instead of every later copy failing on a dead channel.
 
 use std::sync::Arc;
 
 use tracing::{Instrument, debug, info, warn};
 
 use super::inbound::Inbound;
-use super::publish::{self, DeadLetterInfo, Seal};
+use super::publish::{self, DeadLetterInfo, Seal, UNROUTABLE};
 use super::topology::retry_queue;
 use super::{BrokerError, in_session};
 use crate::config::{AmqpSettings, RetrySettings};
@@ -51,7 +57,7 @@ impl Fate {
 
 /// Settles deliveries; one per daemon, shared by the workers and the supervisor.
 pub struct Settler {
-    /// Seals the attempt count of a delayed retry (see `publish::H_SEAL`).
+    /// Seals our headers on every copy (see `publish::seal`).
     pub(super) seal: Seal,
     amqp: AmqpSettings,
     retry: RetrySettings,
@@ -85,8 +91,6 @@ impl Settler {
 
     async fn settle_in_span(&self, d: Inbound, fate: Fate) {
         let queue = self.amqp.queue_of(d.lane);
-        // A copy carries the job's trace context on (the uploader's, when traces are not exported).
-        let copied = || d.onward_trace().stamp(d.properties.clone());
         let stats = &self.stats;
         match fate {
             Fate::Done(stored) => {
@@ -110,13 +114,12 @@ impl Settler {
                     consumer: &self.consumer,
                     ttl: self.amqp.dead_letter_ttl,
                 };
-                let props = copied();
+                let original = d.original(&self.seal);
                 let copy = publish::publish_dead_letter(
                     &d.link.publisher,
                     &self.amqp.dead_letter_exchange,
                     queue,
-                    &d.body,
-                    &props,
+                    &original,
                     &info,
                 );
                 match self.op(&d, "dead letter", copy).await {
@@ -135,18 +138,13 @@ impl Settler {
             Fate::Retry { failed, reason } => {
                 let delay = self.retry.delay_after(failed);
                 let delay_queue = retry_queue(queue, delay);
-                let seal = self
-                    .seal
-                    .seal(failed, &d.body_sha256, d.message_id.as_deref());
-                let props = copied();
+                let original = d.original(&self.seal);
                 let copy = publish::publish_retry(
                     &d.link.publisher,
                     &delay_queue,
-                    &d.body,
-                    &props,
+                    &original,
                     failed,
                     &reason,
-                    &seal,
                 );
                 match self.op(&d, "delayed retry", copy).await {
                     Ok(()) => {
@@ -163,8 +161,13 @@ impl Settler {
             Fate::Postpone(reason) => {
                 let delay = self.retry.initial_delay;
                 let delay_queue = retry_queue(queue, delay);
-                let props = copied();
-                let copy = publish::publish_to(&d.link.publisher, "", &delay_queue, &d.body, props);
+                let original = d.original(&self.seal);
+                let copy = publish::publish_postponed(
+                    &d.link.publisher,
+                    &delay_queue,
+                    &original,
+                    d.failed_attempts,
+                );
                 match self.op(&d, "postponing", copy).await {
                     Ok(()) => {
                         d.link.acks.ack_now(&d.acker, d.tag);
@@ -188,13 +191,25 @@ impl Settler {
         d.link.acks.requeue(&d.acker, d.tag);
     }
 
-    /// One broker operation of the delivery's session, within `amqp.operation_timeout`.
+    /// One copy of the delivery, published on its session within `amqp.operation_timeout`. A copy
+    /// that failed on a closed publisher channel, or unroutable, breaks the session.
     async fn op(
         &self,
         d: &Inbound,
         what: &str,
         op: impl Future<Output = Result<(), BrokerError>>,
     ) -> Result<(), BrokerError> {
-        in_session(&d.link.broken, d.link.operation_timeout, what, op).await
+        let result = in_session(&d.link.broken, d.link.operation_timeout, what, op).await;
+        if let Err(e) = &result {
+            if !d.link.publisher.status().connected() {
+                d.link
+                    .break_session(format!("the publisher channel is closed ({what}: {e})"));
+            } else if matches!(e, BrokerError::Refused(why) if *why == UNROUTABLE) {
+                d.link.break_session(format!(
+                    "{what} was unroutable: the topology is declared again"
+                ));
+            }
+        }
+        result
     }
 }

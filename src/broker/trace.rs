@@ -21,14 +21,17 @@ pub struct TraceContext {
 impl TraceContext {
     /// The context in a message's headers, if well-formed.
     pub fn of(properties: &BasicProperties) -> TraceContext {
+        // Nothing longer than a valid tracestate is even copied (a header can be megabytes).
         let text = |name: &str| -> Option<String> {
-            match properties.headers().as_ref()?.inner().get(name)? {
-                AMQPValue::LongString(s) => {
-                    std::str::from_utf8(s.as_bytes()).ok().map(str::to_string)
-                }
-                AMQPValue::ShortString(s) => Some(s.to_string()),
-                _ => None,
+            let bytes = match properties.headers().as_ref()?.inner().get(name)? {
+                AMQPValue::LongString(s) => s.as_bytes(),
+                AMQPValue::ShortString(s) => s.as_str().as_bytes(),
+                _ => return None,
+            };
+            if bytes.len() > MAX_TRACESTATE {
+                return None;
             }
+            std::str::from_utf8(bytes).ok().map(str::to_string)
         };
         let traceparent = text(TRACEPARENT).filter(|t| valid_traceparent(t));
         // A tracestate means nothing without its traceparent.
@@ -82,9 +85,9 @@ impl TraceContext {
         properties.with_headers(headers)
     }
 
-    /// The trace id, if there is a context.
+    /// The trace id, if there is a context (and it is well-formed: the fields are public).
     pub fn trace_id(&self) -> Option<&str> {
-        self.traceparent.as_deref().map(|t| &t[3..35])
+        self.traceparent.as_deref()?.get(3..35)
     }
 
     /// As the AMQP headers of the events it is carried on: a JSON object, or null.
@@ -115,8 +118,11 @@ pub fn valid_traceparent(t: &str) -> bool {
             && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0'))
 }
 
+/// The longest `tracestate` carried on, in bytes (the W3C's limit for what must be propagated).
+const MAX_TRACESTATE: usize = 512;
+
 fn valid_tracestate(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 512 && t.bytes().all(|b| (0x20..0x7f).contains(&b))
+    !t.is_empty() && t.len() <= MAX_TRACESTATE && t.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]
@@ -190,6 +196,32 @@ mod tests {
         }
         let c = TraceContext::of(&props(&[(TRACEPARENT, PARENT), (TRACESTATE, "x\u{1b}[2J")]));
         assert_eq!(c.tracestate, None);
+        for state in ["a=\0", &"a".repeat(513)] {
+            let c = TraceContext::of(&props(&[(TRACEPARENT, PARENT), (TRACESTATE, state)]));
+            assert_eq!(c.tracestate, None, "{state:?}");
+        }
+        // Of another type, or not UTF-8: dropped.
+        let mut t = FieldTable::default();
+        t.insert(TRACEPARENT.into(), AMQPValue::LongLongInt(1));
+        assert_eq!(
+            TraceContext::of(&BasicProperties::default().with_headers(t)),
+            TraceContext::default()
+        );
+        let mut t = FieldTable::default();
+        t.insert(
+            TRACEPARENT.into(),
+            AMQPValue::LongString(b"00-\xff".to_vec().into()),
+        );
+        assert_eq!(
+            TraceContext::of(&BasicProperties::default().with_headers(t)),
+            TraceContext::default()
+        );
+        // A context made by hand, not read: no panic on a malformed one.
+        let odd = TraceContext {
+            traceparent: Some("00-é".into()),
+            tracestate: None,
+        };
+        assert_eq!(odd.trace_id(), None);
         assert_eq!(
             TraceContext::default().as_headers(),
             serde_json::Value::Null

@@ -60,7 +60,7 @@ pub async fn of_store(
             Rejected::of_record(RejectKind::Failed, e.to_string(), record)
         }
         Err(PersistError::Retryable(reason)) | Err(PersistError::Contention(reason)) => {
-            let failed = d.failed_attempts + 1;
+            let failed = d.failed_attempts.saturating_add(1);
             if failed < ctx.settings.retry.max_attempts {
                 return Fate::Retry { failed, reason };
             }
@@ -75,12 +75,12 @@ pub async fn of_store(
 /// Commits the `rejections` row (with the batch receipt and the `reply_to` answer); the dead
 /// letter itself is published when the delivery is settled.
 pub async fn reject(ctx: &Context, d: &Inbound, rejected: Rejected, deadline: Instant) -> Fate {
-    let attempts = d.failed_attempts + 1;
+    let attempts = d.failed_attempts.saturating_add(1);
     let row = RejectionRow {
         rejected: &rejected,
         message_id: d.message_id.as_deref(),
         body_sha256: &d.body_sha256,
-        attempts: attempts as i32,
+        attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         consumer: &ctx.consumer_name,
         reply: d.reply.as_ref(),
     };

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use super::Context;
 use super::fate::{self, panic_reason, reject, unavailable, with_attempts};
+use crate::broker::inbound::reply_fault;
 use crate::broker::{Fate, Inbound};
 use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
 use crate::printable::Printable;
@@ -51,15 +52,18 @@ pub async fn run(ctx: &Context, mut group: Vec<Inbound>) {
     }
 }
 
-/// A `reply_to` that is not an allowed reply address gets no answer (see `amqp.reply_to_allowed`);
-/// the record itself is handled as any other.
+/// A `reply_to` that is not an allowed reply address (see `amqp.reply_to_allowed`), or an answer
+/// that cannot be sent or stored (see `inbound::reply_fault`), gets no answer; the record itself is
+/// handled as any other.
 fn screen_reply(ctx: &Context, d: &mut Inbound) {
     let Some(reply) = &d.reply else { return };
-    if ctx.settings.amqp.reply_allowed(&reply.to) {
-        return;
-    }
-    tracing::warn!(parent: &d.span, reply_to = %Printable(&reply.to),
-        "reply_to is not an allowed reply address (amqp.reply_to_allowed): no answer is sent");
+    let why = match reply_fault(reply) {
+        Some(fault) => fault,
+        None if ctx.settings.amqp.reply_allowed(&reply.to) => return,
+        None => "reply_to is not an allowed reply address (amqp.reply_to_allowed)",
+    };
+    tracing::warn!(parent: &d.span, reply_to = %Printable(&reply.to), reason = why,
+        "no answer is sent");
     ctx.stats.reply_to_refused.inc();
     d.reply = None;
 }
@@ -92,7 +96,7 @@ async fn alone(ctx: &Context, d: Inbound) {
         .instrument(d.span.clone())
         .await;
         match counted {
-            Ok(n) if n as u32 >= ctx.settings.crash_limit => {
+            Ok(n) if u32::try_from(n).unwrap_or(u32::MAX) >= ctx.settings.crash_limit => {
                 let reason = format!(
                     "the process died {n} times while handling this message; it is not run again"
                 );
@@ -101,7 +105,7 @@ async fn alone(ctx: &Context, d: Inbound) {
                 let fate = reject(ctx, &d, poison, deadline)
                     .instrument(d.span.clone())
                     .await;
-                with_attempts(fate, n as u32)
+                with_attempts(fate, u32::try_from(n).unwrap_or(u32::MAX))
             }
             Ok(_) => decide_within(ctx, slice::from_ref(&d))
                 .await
@@ -169,9 +173,15 @@ async fn decide(ctx: &Context, group: &[Inbound], deadline: Instant) -> Vec<Fate
 }
 
 /// The pure part: the body to a de-identified record, or a refusal. A panic is caught here and
-/// becomes the delivery's own refusal, so its worker lives on and nothing else is blamed.
+/// becomes the delivery's own refusal, so its worker lives on and nothing else is blamed. A message
+/// whose properties cannot be stored is refused before its body is read.
 fn prepare(ctx: &Context, registry: &Registry, d: &Inbound) -> Result<Deidentified, Rejected> {
     let _in_job = d.span.enter();
+    if let Some(why) = d.unstorable {
+        return Err(
+            Rejected::new(RejectKind::Invalid, why).hinted(&d.body, ctx.settings.max_message_bytes)
+        );
+    }
     let run = || {
         #[cfg(feature = "fault-injection")]
         crate::fault::inject(&d.body);

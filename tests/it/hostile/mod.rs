@@ -1,5 +1,11 @@
 //! What an uploader controls, treated as hostile: the reply address, headers that claim the daemon's
-//! own prefix or the broker's redelivery count, and batch sizes. Against the real broker and database.
+//! own prefix or the broker's redelivery count, and batch sizes (here); properties no clock or
+//! column can hold ([`properties`]); a `user_id` on copies ([`uploader`]); a publisher channel the
+//! broker closes ([`channel`]). Against the real broker and database.
+
+mod channel;
+mod properties;
+mod uploader;
 
 use std::time::Duration;
 
@@ -172,5 +178,7 @@ async fn a_dead_letter_carries_our_headers_never_an_uploaders_claim_to_them() {
         Some("kept"),
         "other headers are kept"
     );
+    assert_eq!(header(l, "x-edc-queue"), Some(env.queue.clone()));
+    assert!(header(l, "x-edc-seal").is_some(), "our headers are sealed");
     env.cleanup().await;
 }

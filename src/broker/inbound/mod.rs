@@ -6,25 +6,32 @@
 //!  normal lane pump --Intake--> [normal slots, batch_size] --Feed-->   else up to batch_size normal
 //! ```
 //! An [`Inbound`] carries what the workers need (the body, its hash, its id, whether it was delivered
-//! before, where to answer, how many attempts failed) and, privately, what settling it needs (its
-//! delivery tag and the session it came from). Only [`super::settle`] can settle it.
+//! before, where to answer, how many attempts failed, who uploaded it) and, privately, what settling
+//! it needs (its delivery tag and the session it came from). Only [`super::settle`] can settle it.
+//!
+//! Every property and header is the uploader's choice, so each is read here once, without trusting
+//! it: no value can panic a conversion, and no value PostgreSQL cannot store (text and jsonb refuse
+//! U+0000) goes on towards the database (see [`Inbound::unstorable`] and [`reply_fault`]).
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use lapin::message::Delivery;
-use lapin::types::AMQPValue;
 use lapin::{Acker, BasicProperties, Channel};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::acks::Acks;
-use super::publish::{H_TIMESTAMP_MS, Seal};
+use super::publish::{Bound, Original, Seal};
 use super::trace::TraceContext;
 use crate::lane::Lane;
 use crate::printable::Printable;
 use crate::stats::{Held, Stats};
 use crate::store::ingest::Reply;
+
+mod properties;
+use properties::published_at;
+pub use properties::{NUL_MESSAGE_ID, reply_fault, storable};
 
 /// A delivery, as the workers see it.
 pub struct Inbound {
@@ -32,6 +39,8 @@ pub struct Inbound {
     pub body: Vec<u8>,
     /// The original properties, kept for the copies we publish (dead letter, delay queue).
     pub properties: BasicProperties,
+    /// The AMQP `message_id`; none if it holds a character PostgreSQL cannot store (the message is
+    /// then refused: see [`Inbound::unstorable`]).
     pub message_id: Option<String>,
     pub body_sha256: String,
     /// The broker delivered it before (a requeue, a lost channel, a crash of a consumer).
@@ -43,9 +52,16 @@ pub struct Inbound {
     /// Attempts that already failed, from our own sealed header on a message back from a delay
     /// queue (a count an uploader set is not believed).
     pub failed_attempts: u32,
+    /// Who uploaded it: the AMQP `user_id` of the delivery (RabbitMQ refuses one that is not the
+    /// publishing connection's user), or on a copy back from our delay queue, our sealed
+    /// `x-edc-uploaded-by` (never an unsealed one). None if the uploader set no `user_id`.
+    pub uploaded_by: Option<String>,
+    /// Why its properties cannot be stored, if they cannot: the message is refused as `invalid`.
+    pub unstorable: Option<&'static str>,
     /// The job's span: the message id and delivery tag now, the record id once it is known.
     pub span: tracing::Span,
-    /// When it was published, if its publisher or the broker stamped it (see [`published_at`]).
+    /// When it was published, if its publisher or the broker stamped it (see
+    /// `properties::published_at`).
     pub published_at: Option<SystemTime>,
     /// Counted in `edc_deliveries_in_flight` until it is settled (dropped).
     _in_flight: Held,
@@ -64,7 +80,11 @@ impl Inbound {
             acker,
             ..
         } = delivery;
-        let message_id = properties.message_id().as_ref().map(|m| m.to_string());
+        let raw_id = properties.message_id().as_ref().map(|m| m.as_str());
+        let unstorable = raw_id
+            .is_some_and(|id| !storable(id))
+            .then_some(NUL_MESSAGE_ID);
+        let message_id = raw_id.filter(|id| storable(id)).map(str::to_string);
         let reply = properties
             .reply_to()
             .as_ref()
@@ -78,7 +98,7 @@ impl Inbound {
         let trace = TraceContext::of(&properties);
         let span = tracing::info_span!(
             "job",
-            message_id = %Printable(message_id.as_deref().unwrap_or("-")),
+            message_id = %Printable(raw_id.unwrap_or("-")),
             tag = delivery_tag,
             lane = lane.as_str(),
             record_id = tracing::field::Empty,
@@ -87,15 +107,24 @@ impl Inbound {
         if let Some(parent) = &trace.traceparent {
             crate::telemetry::set_remote_parent(&span, parent, trace.tracestate.as_deref());
         }
+        let bound = Bound {
+            body_sha256: &body_sha256,
+            message_id: message_id.as_deref(),
+        };
+        let ours = link.seal.open(&properties, bound);
+        let uploaded_by = match properties.user_id() {
+            Some(user) => Some(user.as_str()),
+            None => ours.uploaded_by(),
+        }
+        .filter(|u| storable(u))
+        .map(str::to_string);
         Inbound {
             lane,
-            published_at: published_at(&properties),
+            published_at: published_at(&properties, SystemTime::now()),
             _in_flight: link.stats.in_flight(lane),
-            failed_attempts: link.seal.failed_attempts(
-                &properties,
-                &body_sha256,
-                message_id.as_deref(),
-            ),
+            failed_attempts: ours.failed_attempts(),
+            uploaded_by,
+            unstorable,
             body_sha256,
             body: data,
             properties,
@@ -107,6 +136,21 @@ impl Inbound {
             tag: delivery_tag,
             acker,
             link,
+        }
+    }
+
+    /// What a copy of this delivery is made of (see `publish::Original`).
+    pub(super) fn original<'a>(&'a self, seal: &'a Seal) -> Original<'a> {
+        Original {
+            body: &self.body,
+            properties: &self.properties,
+            message: Bound {
+                body_sha256: &self.body_sha256,
+                message_id: self.message_id.as_deref(),
+            },
+            uploaded_by: self.uploaded_by.as_deref(),
+            trace: self.onward_trace(),
+            seal,
         }
     }
 
@@ -122,45 +166,25 @@ impl Inbound {
     }
 }
 
-/// The time a message was published, when its publisher or the broker stamped it: the
-/// `timestamp_in_ms` header (milliseconds, as RabbitMQ's incoming-message interceptor and
-/// `edc-ingest publish` set it), else the AMQP `timestamp` property (whole seconds, as AMQP defines
-/// it, so a latency read from it is up to a second long).
-fn published_at(properties: &BasicProperties) -> Option<SystemTime> {
-    let header_ms = properties
-        .headers()
-        .as_ref()
-        .and_then(|h| match h.inner().get(H_TIMESTAMP_MS)? {
-            AMQPValue::LongLongInt(n) => Some(*n),
-            AMQPValue::LongInt(n) => Some(i64::from(*n)),
-            AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-            AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
-            _ => None,
-        })
-        .filter(|ms| *ms > 0);
-    match (header_ms, *properties.timestamp()) {
-        (Some(ms), _) => Some(UNIX_EPOCH + Duration::from_millis(ms as u64)),
-        (None, Some(s)) if s > 0 => Some(UNIX_EPOCH + Duration::from_secs(s)),
-        _ => None,
-    }
-}
-
 /// What a delivery keeps of the session it came from, to be settled on it.
 pub struct Link {
     /// Confirm-mode channel for dead letters, delayed retries and postponed messages.
     pub(super) publisher: Channel,
     /// `amqp.operation_timeout`: the longest one publish-and-confirm, ack or nack may take.
     pub(super) operation_timeout: Duration,
-    /// Cancelled when the session is gone: by the supervisor when it loses the session, or by an
-    /// operation that overran `operation_timeout` (the supervisor then drops the session and
-    /// connects again). An operation on a broken session gives up at once: lapin can leave an ack
+    /// Cancelled when the session is gone: by the supervisor when it loses the session, by an
+    /// operation that overran `operation_timeout`, or when the broker closed one of its channels or
+    /// a copy was unroutable ([`Link::break_session`]); the supervisor then drops the session and
+    /// connects again. An operation on a broken session gives up at once: lapin can leave an ack
     /// issued as the connection dies waiting for ever, and a worker stuck there would hold the
     /// isolation lock that every redelivered message needs.
     pub(super) broken: CancellationToken,
+    /// Why the session was broken, when it was by [`Link::break_session`].
+    why_broken: OnceLock<String>,
     /// The channel's acks and nacks, in order and coalesced; and the count of each lane's
     /// deliveries handed to the workers and not yet acked.
     pub(super) acks: Acks,
-    /// Checks the attempt count of a message back from a delay queue.
+    /// Opens our sealed headers on a message back from a delay queue.
     pub(super) seal: Seal,
     /// Where its deliveries are counted while in flight.
     pub(super) stats: Arc<Stats>,
@@ -179,9 +203,24 @@ impl Link {
             operation_timeout,
             acks: Acks::start(broken.clone(), operation_timeout, stats.clone()),
             broken,
+            why_broken: OnceLock::new(),
             seal,
             stats,
         }
+    }
+
+    /// Breaks the session: every operation on it gives up at once, and the supervisor replaces it
+    /// (a new connection, the topology declared again). The first reason given is kept.
+    pub(super) fn break_session(&self, why: impl Into<String>) {
+        let _ = self.why_broken.set(why.into());
+        self.broken.cancel();
+    }
+
+    /// Why the session was broken.
+    pub(super) fn why_broken(&self) -> &str {
+        self.why_broken
+            .get()
+            .map_or("a broker operation overran amqp.operation_timeout", |s| s)
     }
 }
 
@@ -258,30 +297,5 @@ impl Feed {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lapin::types::{FieldTable, ShortString};
-
-    #[test]
-    fn publication_time_prefers_the_millisecond_header() {
-        let at = |ms: u64| Some(UNIX_EPOCH + Duration::from_millis(ms));
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from(H_TIMESTAMP_MS),
-            AMQPValue::LongLongInt(1_700_000_000_123),
-        );
-        let both = BasicProperties::default()
-            .with_timestamp(1_700_000_000)
-            .with_headers(headers);
-        assert_eq!(published_at(&both), at(1_700_000_000_123));
-        let seconds = BasicProperties::default().with_timestamp(1_700_000_000);
-        assert_eq!(published_at(&seconds), at(1_700_000_000_000));
-        assert_eq!(published_at(&BasicProperties::default()), None);
-        let zero = BasicProperties::default().with_timestamp(0);
-        assert_eq!(published_at(&zero), None);
     }
 }
