@@ -1,5 +1,6 @@
 //! The `dlq` commands: which dead letters (`--kind` takes only the real kinds, `--batch`, `--limit`),
-//! and how each command is run. None of them needs the pseudonymisation key.
+//! and how each command is run. None of them needs the pseudonymisation key; all of them need the
+//! database, which says which dead letters are edc-ingest's own.
 
 use std::io::Write;
 
@@ -13,8 +14,9 @@ use super::Output;
 
 #[derive(clap::Args, Clone)]
 pub struct DlqSelect {
-    /// Only dead letters of this kind: edc-ingest's own, broker:<reason> for those the broker
-    /// dead-lettered itself, unknown for those with neither header.
+    /// Only dead letters of this kind: edc-ingest's own (those it recorded in rejections; never
+    /// read from a header), broker:<reason> for those the broker dead-lettered itself, unknown for
+    /// any other.
     #[arg(long, value_parser = PossibleValuesParser::new(tools::dlq::KINDS))]
     kind: Option<String>,
     /// Only dead letters of this upload batch.
@@ -47,8 +49,8 @@ pub enum DlqCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// A few dead letters: headers and a de-identified preview of the body, each printed as it is
-    /// taken (JSON: one object per line).
+    /// A few dead letters: who made each and why, where it came from, when it expires, and a
+    /// de-identified preview of the body, each printed as it is taken (JSON: one object per line).
     #[command(after_help = "Examples:
   $ edc-ingest dlq show --kind invalid --count 3
   $ edc-ingest dlq show --batch b1f2c3d4-0000-4000-8000-000000000001 --output json")]
@@ -61,8 +63,9 @@ pub enum DlqCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Re-validate against the current protocols and republish to the work queue, printing each
-    /// dead letter's verdict as it is handled.
+    /// Re-validate against the current protocols and republish to the work queue it came from
+    /// (or amqp.queue, if it names no work queue), printing each dead letter's verdict as it is
+    /// handled.
     #[command(after_help = "Examples:
   $ edc-ingest dlq replay --kind invalid --dry-run
   $ edc-ingest dlq replay --kind invalid --actor dm-jane")]

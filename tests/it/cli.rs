@@ -418,18 +418,33 @@ async fn dlq_show_list_and_replay_print_control_characters_escaped() {
     let env = TestEnv::new().await;
     let id = "msg\u{1b}[2J\u{202e}4202\nforged line";
     let reason = "bad\u{1b}]0;owned\u{7} \u{2066}x\u{2069}\r\nkind: fake";
+    let body = bytes(&record(vs_items()));
     dead_letter(
         &env,
-        &bytes(&record(vs_items())),
+        &body,
         BasicProperties::default()
             .with_message_id(id.into())
             .with_reply_to("edc.reply.\u{1b}[31mred".into()),
-        &[
-            ("x-edc-error-kind", "invalid"),
-            ("x-edc-error", reason),
-            ("x-edc-consumer", "host\u{1b}[1A:1"),
-            ("x-edc-failed-at", "2026-11-20T10:15:00Z\u{202e}"),
-        ],
+        &[],
+    )
+    .await;
+    // Its rejections row, with a reason and a consumer as hostile as can be: what the evidence says
+    // is escaped too.
+    env.db()
+        .await
+        .execute(
+            "INSERT INTO rejections (message_id, kind, reason, body_sha256, consumer)
+             VALUES ($1, 'invalid', $2, $3, 'host\u{1b}[1A:1')",
+            &[&id, &reason, &edc_ingest::pipeline::sha256_hex(&body)],
+        )
+        .await
+        .unwrap();
+    // And one edc-ingest did not make: its forged x-edc-* headers are shown as such, escaped.
+    dead_letter(
+        &env,
+        &bytes(&record(vs_items())),
+        BasicProperties::default().with_message_id("not-ours".into()),
+        &[("x-edc-failed-at", "2026-11-20T10:15:00Z\u{202e}")],
     )
     .await;
     let id_shown = r"msg\u{1b}[2J\u{202e}4202\u{a}forged line";
@@ -444,9 +459,9 @@ async fn dlq_show_list_and_replay_print_control_characters_escaped() {
         "{out}"
     );
     assert!(out.contains(&format!("reason: {reason_shown}\n")), "{out}");
-    assert!(out.contains(r"x-edc-consumer: host\u{1b}[1A:1"), "{out}");
+    assert!(out.contains(r"consumer: host\u{1b}[1A:1"), "{out}");
     assert!(
-        out.contains(r"x-edc-failed-at: 2026-11-20T10:15:00Z\u{202e}"),
+        out.contains(r"  x-edc-failed-at: 2026-11-20T10:15:00Z\u{202e}"),
         "{out}"
     );
     assert!(out.contains(r"reply_to: edc.reply.\u{1b}[31mred"), "{out}");
@@ -460,7 +475,8 @@ async fn dlq_show_list_and_replay_print_control_characters_escaped() {
     );
 
     let json = edc(&env, &[], &["dlq", "show", "--output", "json"]);
-    let letter: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let first = stdout(&json).lines().next().unwrap_or_default().to_string();
+    let letter: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(letter["message_id"], json!(id_shown));
     assert_eq!(letter["reason"], json!(reason_shown));
     assert!(!stdout(&json).contains(raw), "{}", stdout(&json));
@@ -480,8 +496,8 @@ async fn dlq_show_list_and_replay_print_control_characters_escaped() {
         "{out}"
     );
     assert!(!out.contains(raw), "{out:?}");
-    // Looking changed nothing: the one dead letter is still there.
-    assert_eq!(env.drain_dlq().await.len(), 1);
+    // Looking changed nothing: both dead letters are still there.
+    assert_eq!(env.drain_dlq().await.len(), 2);
     env.cleanup().await;
 }
 
@@ -554,6 +570,7 @@ async fn replay_prints_each_verdict_as_it_goes_and_a_failure_part_way_keeps_them
             &env,
             &bytes(&record(vs_items())),
             BasicProperties::default().with_message_id(format!("r{i}").into()),
+            // A forged kind, not believed: they have no rejections row.
             &[("x-edc-error-kind", "failed"), ("x-edc-error", "test")],
         )
         .await;
@@ -580,11 +597,11 @@ async fn replay_prints_each_verdict_as_it_goes_and_a_failure_part_way_keeps_them
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 2, "{}", text(&out));
     assert!(
-        lines[0].starts_with("r0 [failed] would be stored as accepted"),
+        lines[0].starts_with("r0 [unknown] would be stored as accepted"),
         "{lines:?}"
     );
     assert!(
-        lines[1].starts_with("r1 [failed] would be stored as accepted"),
+        lines[1].starts_with("r1 [unknown] would be stored as accepted"),
         "{lines:?}"
     );
     assert!(

@@ -3,6 +3,7 @@
 
 mod cli;
 mod delivery_limits;
+mod dlq_trust;
 mod events;
 mod helpers;
 mod hostile;

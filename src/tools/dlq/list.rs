@@ -10,8 +10,8 @@ use crate::config::Settings;
 use crate::printable::printable;
 use crate::tools::{Format, emit};
 
-use super::Filter;
 use super::take::Session;
+use super::{Filter, connect_db};
 
 /// What `dlq list` counted.
 #[derive(Default)]
@@ -31,13 +31,15 @@ pub async fn list(
     format: Format,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let session = Session::open(settings, filter.limit).await?;
+    let db = connect_db(settings).await?;
+    let session = Session::open(settings, &db, filter.limit).await?;
+    db.close().await;
     let mut c = Counts::default();
     for l in session.letters.iter().filter(|l| l.matches(filter)) {
         c.total += 1;
         let shown = |v: Option<String>| v.map(|v| printable(&v));
         *c.by_kind
-            .entry((printable(&l.kind), printable(&l.reason)))
+            .entry((printable(&l.kind()), printable(&l.reason())))
             .or_default() += 1;
         *c.by_study.entry(shown(l.field("study"))).or_default() += 1;
         *c.by_site.entry(shown(l.field("site"))).or_default() += 1;

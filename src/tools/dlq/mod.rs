@@ -3,12 +3,17 @@
 //! in `dlq_actions`; each command has a file of its own, and `take` holds the dead letters while a
 //! command looks at them.
 //!
+//! Who made a dead letter is read from the evidence, never from its headers ([`origin`]): a dead
+//! letter the broker makes keeps its uploader's headers, forged `x-edc-*` ones included. So every
+//! command reads the `rejections` table, and needs the database.
+//!
 //! Dead letters keep the original body, which holds patient identifiers, so nothing here prints a
 //! body: `show` prints a de-identified preview ([`preview`]: identifier values, `phi` items and
 //! anything the protocol does not define are withheld). Messages are taken with `basic.get`; unless
 //! the command removes them, they are put back as a copy (see `take`), never returned to the
-//! queue. `replay` republishes to the work queue the dead letter came from, with publisher confirms,
-//! and only then removes the dead letter; `purge` asks first, holding nothing while it asks. Both
+//! queue. `replay` republishes to the work queue the dead letter came from (one of the two
+//! configured work queues, never another), with publisher confirms, and only then removes the dead
+//! letter; `purge` asks first, holding nothing while it asks. Both
 //! record who did what, when and with what result in `dlq_actions`.
 //!
 //! `show` and `replay` print each dead letter as they handle it; whatever happens next, what was
@@ -18,6 +23,8 @@
 //! None of the commands needs the pseudonymisation key.
 
 mod list;
+mod origin;
+mod props;
 mod purge;
 mod replay;
 mod show;
@@ -41,9 +48,9 @@ use take::Letter;
 pub const BROKER_REASONS: [&str; 4] = ["delivery_limit", "expired", "rejected", "maxlen"];
 
 /// Every kind `--kind` accepts, as `dlq list` shows them: edc-ingest's own kinds
-/// ([`RejectKind::ALL`](crate::pipeline::RejectKind::ALL), the `x-edc-error-kind` header), `broker:<reason>` for what the broker
-/// dead-lettered itself, and `unknown` for a dead letter with neither (one published to the queue by
-/// hand).
+/// ([`RejectKind::ALL`](crate::pipeline::RejectKind::ALL), from the dead letter's `rejections` row),
+/// `broker:<reason>` for what the broker dead-lettered itself, and `unknown` for a dead letter with
+/// neither (one published to the queue by hand).
 pub const KINDS: [&str; 12] = [
     "malformed",
     "too_large",
@@ -59,11 +66,12 @@ pub const KINDS: [&str; 12] = [
     "unknown",
 ];
 
-/// The kind of a dead letter no header explains.
+/// The kind of a dead letter neither a `rejections` row nor the broker explains.
 const UNKNOWN: &str = "unknown";
 
 /// On a copy put back: the routing key of the dead letter as it was first taken (the work queue it
 /// came from), which the copy, published to the dead-letter queue by name, would otherwise lose.
+/// `replay` reads it only to choose between the two work queues.
 pub const H_QUEUE: &str = "x-edc-queue";
 
 /// Which dead letters a command is about.
@@ -88,9 +96,17 @@ fn protocols(settings: &Settings) -> anyhow::Result<Registry> {
         .map_err(|e| anyhow::anyhow!("study protocols are invalid:\n{e}"))
 }
 
-/// The database, for the tools that record what they did or look records up.
+/// The database, which every command reads (who made each dead letter) and `replay` and `purge`
+/// write (what they did). Connected before any dead letter is taken.
 async fn connect_db(settings: &Settings) -> anyhow::Result<store::Connected> {
-    Ok(store::connect(&settings.postgres.url, &settings.postgres).await?)
+    store::connect(&settings.postgres.url, &settings.postgres)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; the dlq commands need the database, to tell edc-ingest's own dead letters \
+                 (their rejections rows) from the rest"
+            )
+        })
 }
 
 /// Records one action on a dead letter in `dlq_actions`: who did what to it, with what result.
@@ -111,7 +127,7 @@ async fn record_action(
     db.execute(
         "INSERT INTO dlq_actions (action, actor, message_id, record_id, batch_id, kind, body_sha256, result)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&action, &actor, &message_id, &record_id, &batch_id, &l.kind, &sha, &result],
+        &[&action, &actor, &message_id, &record_id, &batch_id, &l.kind(), &sha, &result],
     )
     .await?;
     Ok(())

@@ -1,6 +1,8 @@
-//! `dlq purge`: removes the dead letters of one kind for good, recording each in `dlq_actions`. It
-//! asks first (unless `--yes`), holding no dead letter while it waits for the answer, and then
-//! removes only the letters it counted.
+//! `dlq purge`: removes the dead letters of one kind for good, recording each in `dlq_actions`. The
+//! kind is the one `dlq list` shows, from the evidence (see `origin`): a forged `x-edc-error-kind`
+//! can neither bring a dead letter into a purge nor keep it out of one. It asks first (unless
+//! `--yes`), holding no dead letter while it waits for the answer, and then removes only the
+//! letters it counted.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,7 +29,7 @@ pub async fn purge(
     // towards the queue's delivery limit). The purge then removes only letters counted here.
     let mut confirmed: Option<BTreeMap<String, usize>> = None;
     if !yes {
-        let session = Session::open(settings, filter.limit).await?;
+        let session = Session::open(settings, &db, filter.limit).await?;
         let mut seen = BTreeMap::new();
         for l in session.letters.iter().filter(|l| l.matches(filter)) {
             *seen.entry(identity(l)).or_insert(0) += 1;
@@ -49,7 +51,7 @@ pub async fn purge(
         }
         confirmed = Some(seen);
     }
-    let session = Session::open(settings, filter.limit).await?;
+    let session = Session::open(settings, &db, filter.limit).await?;
     let chosen: Vec<&Letter> = session
         .letters
         .iter()

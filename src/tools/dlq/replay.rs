@@ -2,24 +2,28 @@
 //! in the database, its verdict printed at once; unless it is a dry run, republished to the work
 //! queue it came from (the urgent one included), recorded in `dlq_actions`, then removed. Needs no
 //! pseudonymisation key: only the verdict is wanted, never a pseudonym.
+//!
+//! A replay publishes only to one of the two configured work queues (`amqp.queue`,
+//! `amqp.urgent_queue`): the queue a dead letter came from (its routing key, or `x-edc-queue` on a
+//! copy put back) is used when it is one of them, else `amqp.queue`, and the line says so. What is republished
+//! carries none of the dead letter's `user_id`, `expiration`, `x-edc-*` or broker headers
+//! ([`props::replayed`]).
 
 use std::io::Write;
 
 use lapin::options::BasicAckOptions;
-use lapin::types::{AMQPValue, FieldTable};
 
-use crate::broker::publish::{
-    self, H_ATTEMPTS, H_CONSUMER, H_ERROR, H_FAILED_AT, H_KIND, H_RETRIES, H_RETRY_REASON,
-};
-use crate::config::Settings;
+use crate::broker::publish;
+use crate::config::{AmqpSettings, Settings};
 use crate::pipeline::{self, Pseudonymizer};
 use crate::printable::printable;
 use crate::protocol::Registry;
 use crate::tools::emit;
 use crate::tools::progress::Progress;
 
+use super::props;
 use super::take::{Letter, Session};
-use super::{Filter, H_QUEUE, connect_db, protocols, record_action};
+use super::{Filter, connect_db, protocols, record_action};
 
 /// Re-validates the selected dead letters against the current protocols and looks each valid one
 /// up in the database (already stored: a duplicate, or a conflict if the stored payload differs);
@@ -35,7 +39,7 @@ pub async fn replay(
 ) -> anyhow::Result<()> {
     let registry = protocols(settings)?;
     let db = connect_db(settings).await?;
-    let session = Session::open(settings, filter.limit).await?;
+    let session = Session::open(settings, &db, filter.limit).await?;
     let selected: Vec<&Letter> = session
         .letters
         .iter()
@@ -121,48 +125,19 @@ async fn replay_one(
         .message_id()
         .as_ref()
         .map_or("-".to_string(), |m| printable(m.as_str()));
-    let line = format!("{id} [{}] {verdict}", printable(&l.kind));
+    let (queue, named) = replay_queue(&settings.amqp, &l.queue(settings));
+    let mut line = format!("{id} [{}] {verdict}", printable(&l.kind()));
+    if let Some(named) = named {
+        line.push_str(&format!(
+            " (it came from {}, not a work queue: it goes to {queue})",
+            printable(&named)
+        ));
+    }
     progress.suspend(|| emit(out, &line))?;
     if dry_run {
         return Ok(false);
     }
-    let from = l.queue();
-    let queue = [&settings.amqp.queue, &settings.amqp.urgent_queue]
-        .into_iter()
-        .find(|q| from == q.as_str())
-        .unwrap_or(&settings.amqp.queue);
-    let mut headers = FieldTable::default();
-    for (k, v) in d
-        .properties
-        .headers()
-        .as_ref()
-        .map(|h| h.inner().clone())
-        .unwrap_or_default()
-    {
-        let ours = [
-            H_KIND,
-            H_ERROR,
-            H_ATTEMPTS,
-            H_FAILED_AT,
-            H_CONSUMER,
-            H_RETRIES,
-            H_RETRY_REASON,
-            H_QUEUE,
-            "x-death",
-            "x-first-death-exchange",
-            "x-first-death-queue",
-            "x-first-death-reason",
-            "x-delivery-count",
-        ];
-        if !ours.contains(&k.as_str()) {
-            headers.insert(k, v);
-        }
-    }
-    headers.insert(
-        "x-edc-replayed-by".into(),
-        AMQPValue::LongString(actor.to_string().into()),
-    );
-    let props = d.properties.clone().with_headers(headers);
+    let props = props::replayed(&d.properties, actor);
     publish::publish_to(&session.publisher, "", queue, &d.data, props)
         .await
         .map_err(|e| anyhow::anyhow!("replay of {id}: {e}"))?;
@@ -176,4 +151,44 @@ async fn replay_one(
     .await?;
     d.acker.ack(BasicAckOptions::default()).await?;
     Ok(true)
+}
+
+/// The work queue a replay goes to: the one the dead letter came from if it is one of the two work
+/// queues, else `amqp.queue`, with the name it gave (to say so).
+fn replay_queue<'a>(amqp: &'a AmqpSettings, named: &str) -> (&'a str, Option<String>) {
+    match [&amqp.queue, &amqp.urgent_queue]
+        .into_iter()
+        .find(|q| q.as_str() == named)
+    {
+        Some(q) => (q, None),
+        None => (&amqp.queue, Some(named.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_goes_only_to_one_of_the_two_work_queues() {
+        let dev = ("EDC__DEV_INSECURE_PSEUDONYM_KEY".into(), "true".into());
+        let amqp = Settings::load_with_env(None, [dev]).unwrap().amqp;
+        assert_eq!(replay_queue(&amqp, "edc.records"), ("edc.records", None));
+        assert_eq!(
+            replay_queue(&amqp, "edc.records.urgent"),
+            ("edc.records.urgent", None)
+        );
+        for elsewhere in [
+            "edc.events",
+            "edc.records.dlq",
+            "",
+            "edc.records.retry.1000ms",
+        ] {
+            assert_eq!(
+                replay_queue(&amqp, elsewhere),
+                ("edc.records", Some(elsewhere.to_string())),
+                "{elsewhere}"
+            );
+        }
+    }
 }

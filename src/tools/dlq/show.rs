@@ -1,36 +1,94 @@
-//! `dlq show`: a few dead letters, each printed as it is taken: its headers and a de-identified
-//! preview of its body ([`preview`]), as text or as one JSON object per line. Every value an
-//! uploader could have chosen is escaped and bounded.
+//! `dlq show`: a few dead letters, each printed once it is taken and looked up: who made it and why
+//! (for edc-ingest's own, from its `rejections` row), where it came from and when it expires, and a
+//! de-identified preview of its body ([`preview`]), as text or as one JSON object per line. The
+//! `x-edc-*` headers of a dead letter edc-ingest did not make are shown apart, as its uploader's.
+//! Every value an uploader could have chosen is escaped and bounded.
 
 use std::io::Write;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::broker::publish::{H_ATTEMPTS, H_CONSUMER, H_EXPIRES_AT, H_FAILED_AT};
+use crate::broker::publish::OUR_PREFIX;
 use crate::config::Settings;
 use crate::printable::printable;
 use crate::protocol::Registry;
 use crate::tools::{Format, emit};
 
+use super::origin::LOOKUP_BATCH;
+use super::props::Expiry;
 use super::take::{Letter, Session};
-use super::{Filter, protocols};
+use super::{Filter, connect_db, protocols};
+
+/// The `x-edc-*` headers of a dead letter not ours shown at most (each escaped and bounded).
+const UNVERIFIED_SHOWN: usize = 10;
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The `x-edc-*` headers of a dead letter edc-ingest did not make: its uploader's, shown as such.
+/// Null for one of ours (its headers are ours) or one without any.
+fn unverified(l: &Letter) -> Value {
+    if l.origin.row().is_some() {
+        return Value::Null;
+    }
+    let headers = l
+        .message
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let names: Vec<String> = headers
+        .inner()
+        .keys()
+        .map(|k| k.to_string())
+        .filter(|k| k.starts_with(OUR_PREFIX))
+        .collect();
+    if names.is_empty() {
+        return Value::Null;
+    }
+    let mut out: Map<String, Value> = names
+        .iter()
+        .take(UNVERIFIED_SHOWN)
+        .map(|k| {
+            (
+                printable(k),
+                json!(printable(&l.header(k).unwrap_or_default())),
+            )
+        })
+        .collect();
+    if names.len() > UNVERIFIED_SHOWN {
+        out.insert(
+            "(more)".into(),
+            json!(format!("{} not shown", names.len() - UNVERIFIED_SHOWN)),
+        );
+    }
+    Value::Object(out)
+}
 
 /// One dead letter as `show` prints it: every value an uploader could have chosen is escaped.
-fn shown(l: &Letter, registry: &Registry) -> Value {
+fn shown(l: &Letter, settings: &Settings, registry: &Registry) -> Value {
     let d = &l.message.delivery;
     let p = &d.properties;
-    let text = |v: Option<String>| v.map(|v| printable(&v));
+    let row = l.origin.row();
+    let expires_at = match l.expiry(settings) {
+        Expiry::At(t) => Some(time(t)),
+        Expiry::Never | Expiry::AsTaken => None,
+    };
     json!({
         "message_id": p.message_id().as_ref().map(|m| printable(m.as_str())),
-        "kind": printable(&l.kind),
-        "reason": printable(&l.reason),
-        "attempts": l.header(H_ATTEMPTS).and_then(|a| a.parse::<i64>().ok()),
-        "failed_at": text(l.header(H_FAILED_AT)),
-        "consumer": text(l.header(H_CONSUMER)),
-        "expires_at": text(l.header(H_EXPIRES_AT)),
+        "kind": printable(&l.kind()),
+        "reason": printable(&l.reason()),
+        "attempts": row.map(|r| r.attempts),
+        "failed_at": row.map(|r| time(r.rejected_at)),
+        "consumer": row.and_then(|r| r.consumer.as_deref()).map(printable),
+        "expires_at": expires_at,
         "reply_to": p.reply_to().as_ref().map(|r| printable(r.as_str())),
-        "queue": printable(&l.queue()),
+        "queue": printable(&l.queue(settings)),
         "body_bytes": d.data.len(),
+        "unverified_headers": unverified(l),
         "preview": l.body.as_ref().map(|b| preview(b, registry)),
     })
 }
@@ -45,21 +103,20 @@ fn shown_text(v: &Value) -> String {
         s("reason").unwrap_or_default()
     );
     if let Some(n) = v["attempts"].as_i64() {
-        out.push_str(&format!("{H_ATTEMPTS}: {n}\n"));
+        out.push_str(&format!("attempts: {n}\n"));
     }
-    for (h, k) in [
-        (H_FAILED_AT, "failed_at"),
-        (H_CONSUMER, "consumer"),
-        (H_EXPIRES_AT, "expires_at"),
-    ] {
+    for k in ["failed_at", "consumer", "expires_at", "reply_to"] {
         if let Some(v) = s(k) {
-            out.push_str(&format!("{h}: {v}\n"));
+            out.push_str(&format!("{k}: {v}\n"));
         }
     }
-    if let Some(r) = s("reply_to") {
-        out.push_str(&format!("reply_to: {r}\n"));
-    }
     out.push_str(&format!("queue: {}\n", s("queue").unwrap_or_default()));
+    if let Value::Object(headers) = &v["unverified_headers"] {
+        out.push_str("x-edc-* headers edc-ingest did not write (ignored):\n");
+        for (k, v) in headers {
+            out.push_str(&format!("  {k}: {}\n", v.as_str().unwrap_or_default()));
+        }
+    }
     let preview = match &v["preview"] {
         Value::Null => "(not a JSON object; not shown, it may hold anything)".to_string(),
         p => p.to_string(),
@@ -68,9 +125,10 @@ fn shown_text(v: &Value) -> String {
     out
 }
 
-/// The first `count` matching dead letters, each printed as soon as it is taken: headers and a
-/// de-identified preview of the body, as text or as one JSON object per line. The whole queue (up
-/// to the limit) is still read, so that the copies put back keep its order.
+/// The first `count` matching dead letters, each printed as soon as it is taken and looked up (the
+/// letters are looked up a batch at a time): who made it, where it came from and a de-identified
+/// preview of the body, as text or as one JSON object per line. The whole queue (up to the limit)
+/// is still read, so that the copies put back keep its order.
 pub async fn show(
     settings: &Settings,
     filter: &Filter,
@@ -79,32 +137,40 @@ pub async fn show(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let registry = protocols(settings)?;
+    let db = connect_db(settings).await?;
     let mut session = Session::connect(settings).await?;
     let mut printed = 0;
     let mut result: anyhow::Result<()> = Ok(());
-    while session.letters.len() < filter.limit {
-        let letter = match session.take(settings).await {
-            Ok(Some(l)) => l,
-            Ok(None) => break,
+    'taking: while session.letters.len() < filter.limit {
+        let want = (filter.limit - session.letters.len()).min(LOOKUP_BATCH);
+        let taken = match session.take(settings, &db, want).await {
+            Ok(taken) => taken,
             Err(e) => {
                 result = Err(e);
                 break;
             }
         };
-        if printed == count || !letter.matches(filter) {
-            continue;
+        let last = taken.len() < want;
+        for letter in &session.letters[taken] {
+            if printed == count || !letter.matches(filter) {
+                continue;
+            }
+            let v = shown(letter, settings, &registry);
+            let line = match format {
+                Format::Json => v.to_string(),
+                Format::Text => shown_text(&v),
+            };
+            if let Err(e) = emit(out, &line) {
+                result = Err(e.into());
+                break 'taking;
+            }
+            printed += 1;
         }
-        let v = shown(letter, &registry);
-        let line = match format {
-            Format::Json => v.to_string(),
-            Format::Text => shown_text(&v),
-        };
-        if let Err(e) = emit(out, &line) {
-            result = Err(e.into());
+        if last {
             break;
         }
-        printed += 1;
     }
+    db.close().await;
     if let Err(e) = result {
         return Err(session.fail(settings, e).await);
     }
@@ -254,6 +320,43 @@ mod tests {
         assert!(
             !text.chars().any(|c| c.is_control()) && !text.contains("Ada"),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn the_text_shows_an_uploaders_x_edc_headers_apart_from_what_the_evidence_says() {
+        let theirs = json!({"message_id": "m", "kind": "broker:delivery_limit",
+            "reason": "dead-lettered by the broker", "attempts": null, "failed_at": null,
+            "consumer": null, "expires_at": null, "reply_to": null, "queue": "edc.records",
+            "body_bytes": 2, "unverified_headers": {"x-edc-error-kind": "conflict"},
+            "preview": null});
+        let text = shown_text(&theirs);
+        assert!(
+            text.starts_with("--- message_id m\nkind: broker:delivery_limit\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "queue: edc.records\nx-edc-* headers edc-ingest did not write (ignored):\n  \
+                 x-edc-error-kind: conflict\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("attempts") && !text.contains("expires_at"),
+            "{text}"
+        );
+        let mut ours = theirs.clone();
+        ours["kind"] = json!("invalid");
+        ours["attempts"] = json!(2);
+        ours["expires_at"] = json!("2026-01-01T01:00:00Z");
+        ours["unverified_headers"] = Value::Null;
+        let text = shown_text(&ours);
+        assert!(
+            text.contains(
+                "attempts: 2\nexpires_at: 2026-01-01T01:00:00Z\nqueue: edc.records\nbody"
+            ),
+            "{text}"
         );
     }
 

@@ -1,31 +1,58 @@
 //! Taking dead letters and putting them back: a [`Session`] holds the letters a command took with
 //! `basic.get` until it removes them (acks) or puts them back as copies, so that nothing is ever
-//! returned to the queue (a return counts towards a quorum queue's delivery limit). A copy keeps the
-//! work queue the letter came from in `x-edc-queue` ([`H_QUEUE`]), for `replay`.
+//! returned to the queue (a return counts towards a quorum queue's delivery limit). The letters
+//! taken together are looked up together ([`origin`]): who made each comes from the evidence, never
+//! from its headers. A copy keeps the work queue the letter came from in `x-edc-queue`
+//! ([`H_QUEUE`](super::H_QUEUE)), for `replay`, and the expiry the evidence gives it
+//! ([`props::put_back`]).
+
+use std::ops::Range;
 
 use lapin::Confirmation;
+use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::types::ShortString;
+use lapin::{Channel, Connection};
 use serde_json::Value;
 
 use crate::broker;
-use crate::broker::publish::{H_ERROR, H_EXPIRES_AT, H_KIND};
 use crate::config::Settings;
 use crate::pipeline;
 
-use super::{Filter, H_QUEUE, UNKNOWN};
+use super::Filter;
+use super::origin::{self, Origin, header};
+use super::props::{self, Expiry};
 
-/// A dead letter taken: the message, held unacked until it is removed or put back, its kind and
-/// reason (from our headers, else the broker's `x-death`), and its body if it is a JSON object.
+/// A dead letter taken: the message, held unacked until it is removed or put back, who made it
+/// (from its `rejections` row, else the broker's `x-death`; never from its `x-edc-*` headers), and
+/// its body if it is a JSON object.
 pub(super) struct Letter {
-    pub(super) message: lapin::message::BasicGetMessage,
-    pub(super) kind: String,
-    pub(super) reason: String,
+    pub(super) message: BasicGetMessage,
+    pub(super) origin: Origin,
     pub(super) body: Option<Value>,
 }
 
 impl Letter {
+    fn new(message: BasicGetMessage, origin: Origin) -> Letter {
+        let body = serde_json::from_slice::<Value>(&message.delivery.data)
+            .ok()
+            .filter(Value::is_object);
+        Letter {
+            message,
+            origin,
+            body,
+        }
+    }
+
+    /// As `dlq list` shows it and `--kind` selects it.
+    pub(super) fn kind(&self) -> String {
+        self.origin.kind()
+    }
+
+    pub(super) fn reason(&self) -> String {
+        self.origin.reason()
+    }
+
     pub(super) fn header(&self, name: &str) -> Option<String> {
         header(&self.message.delivery.properties, name)
     }
@@ -43,36 +70,45 @@ impl Letter {
             .map(str::to_string)
     }
 
-    /// The work queue the message came from: the routing key it was dead-lettered with, kept in
-    /// [`H_QUEUE`] on the copies put back (which are published to the dead-letter queue itself).
-    pub(super) fn queue(&self) -> String {
-        self.header(H_QUEUE)
-            .unwrap_or_else(|| self.message.delivery.routing_key.to_string())
+    /// The queue the message came from, as it says (see [`props::came_from`]): any name at all,
+    /// which `replay` checks against the work queues.
+    pub(super) fn queue(&self, settings: &Settings) -> String {
+        let d = &self.message.delivery;
+        props::came_from(
+            &d.properties,
+            d.routing_key.as_str(),
+            &settings.amqp.dead_letter_queue,
+        )
     }
 
+    /// When a copy put back expires (see [`props::expiry`]).
+    pub(super) fn expiry(&self, settings: &Settings) -> Expiry {
+        props::expiry(
+            &self.origin,
+            &self.message.delivery.properties,
+            settings.amqp.dead_letter_ttl,
+        )
+    }
+
+    /// Selected by the filter; a letter whose origin is not known never is.
     pub(super) fn matches(&self, f: &Filter) -> bool {
-        f.kind.as_ref().is_none_or(|k| *k == self.kind)
+        self.origin != Origin::Unverified
+            && f.kind.as_ref().is_none_or(|k| *k == self.kind())
             && f.batch
                 .as_ref()
                 .is_none_or(|b| Some(b) == self.batch_id().as_ref())
     }
-}
 
-/// A header's value as text (a value of another type as the broker library shows it).
-fn header(props: &BasicProperties, name: &str) -> Option<String> {
-    let v = props.headers().as_ref()?.inner().get(name)?;
-    Some(as_text(v).unwrap_or_else(|| format!("{v:?}")))
-}
-
-/// A text or integer value as text; None for any other type.
-fn as_text(v: &AMQPValue) -> Option<String> {
-    match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        AMQPValue::LongLongInt(n) => Some(n.to_string()),
-        AMQPValue::LongInt(n) => Some(n.to_string()),
-        _ => None,
+    /// The key of its `rejections` row: body hash and message id.
+    fn key(&self) -> origin::Key {
+        key(&self.message)
     }
+}
+
+fn key(m: &BasicGetMessage) -> origin::Key {
+    let d = &m.delivery;
+    let id = d.properties.message_id().as_ref().map(|m| m.to_string());
+    (pipeline::sha256_hex(&d.data), id.unwrap_or_default())
 }
 
 /// An open look at the dead-letter queue: the messages taken, to be put back or removed, and a
@@ -106,44 +142,80 @@ impl Session {
         })
     }
 
-    /// Connects and takes up to `limit` dead letters.
-    pub(super) async fn open(settings: &Settings, limit: usize) -> anyhow::Result<Session> {
+    /// Connects and takes up to `limit` dead letters, looking up who made them in `db`.
+    pub(super) async fn open(
+        settings: &Settings,
+        db: &tokio_postgres::Client,
+        limit: usize,
+    ) -> anyhow::Result<Session> {
         let mut session = Session::connect(settings).await?;
         while session.letters.len() < limit {
-            match session.take(settings).await {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
+            let want = (limit - session.letters.len()).min(origin::LOOKUP_BATCH);
+            match session.take(settings, db, want).await {
+                Ok(taken) if taken.len() == want => {}
+                Ok(_) => break,
                 Err(e) => return Err(session.fail(settings, e).await),
             }
         }
         Ok(session)
     }
 
-    /// Takes the next dead letter, if there is one (held until [`Session::close`]).
-    pub(super) async fn take(&mut self, settings: &Settings) -> anyhow::Result<Option<&Letter>> {
-        let got = self
-            .channel
-            .basic_get(
-                ShortString::from(settings.amqp.dead_letter_queue.as_str()),
-                BasicGetOptions { no_ack: false },
-            )
-            .await?;
-        let Some(message) = got else { return Ok(None) };
-        let props = &message.delivery.properties;
-        let kind = header(props, H_KIND)
-            .or_else(|| death_reason(props).map(|r| format!("broker:{r}")))
-            .unwrap_or_else(|| UNKNOWN.into());
-        let reason = header(props, H_ERROR).unwrap_or_else(|| "dead-lettered by the broker".into());
-        let body = serde_json::from_slice::<Value>(&message.delivery.data)
-            .ok()
-            .filter(Value::is_object);
-        self.letters.push(Letter {
-            message,
-            kind,
-            reason,
-            body,
-        });
-        Ok(self.letters.last())
+    /// Takes up to `n` more dead letters (fewer once the queue is empty), held until
+    /// [`Session::close`], and looks up who made them in one query; returns where they are in
+    /// `letters`. If the look-up fails they are held all the same, as [`Origin::Unverified`], so that
+    /// they are put back as taken.
+    pub(super) async fn take(
+        &mut self,
+        settings: &Settings,
+        db: &tokio_postgres::Client,
+        n: usize,
+    ) -> anyhow::Result<Range<usize>> {
+        let from = self.letters.len();
+        let mut taken = Vec::new();
+        while taken.len() < n {
+            let got = self
+                .channel
+                .basic_get(
+                    ShortString::from(settings.amqp.dead_letter_queue.as_str()),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await;
+            match got {
+                Ok(Some(message)) => taken.push(message),
+                Ok(None) => break,
+                Err(e) => {
+                    self.hold(taken, None);
+                    return Err(e.into());
+                }
+            }
+        }
+        let keys: Vec<origin::Key> = taken.iter().map(key).collect();
+        match origin::look_up(db, &keys).await {
+            Ok(mut rows) => {
+                let rows = keys.iter().map(|k| rows.remove(k)).collect();
+                self.hold(taken, Some(rows));
+                Ok(from..self.letters.len())
+            }
+            Err(e) => {
+                self.hold(taken, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Holds the messages taken, with their rows if they were looked up.
+    fn hold(&mut self, taken: Vec<BasicGetMessage>, rows: Option<Vec<Option<origin::Rejection>>>) {
+        let mut rows = rows.map(Vec::into_iter);
+        for message in taken {
+            let origin = match rows.as_mut() {
+                Some(rows) => {
+                    let row = rows.next().flatten();
+                    Origin::of(row, &message.delivery.properties)
+                }
+                None => Origin::Unverified,
+            };
+            self.letters.push(Letter::new(message, origin));
+        }
     }
 
     /// Puts back what is held after `error`, and returns the error (with the put-back's own, if it
@@ -156,7 +228,8 @@ impl Session {
     }
 
     /// Puts back every letter not removed, then closes. A letter goes back as a copy: the body and
-    /// properties as taken, published to the dead-letter queue with a confirm; only once the copy
+    /// properties as taken, less an uploader's `user_id` and with the expiry the evidence gives it
+    /// ([`props::put_back`]), published to the dead-letter queue with a confirm; only once the copy
     /// is confirmed is the original acked. Nothing is ever returned to the queue, because RabbitMQ 4
     /// counts every return (a requeue, a closed channel) towards a quorum queue's delivery limit,
     /// 20 unless declared, and drops a dead letter past it: the dead-letter queue has no dead-letter
@@ -175,19 +248,20 @@ impl Session {
             .filter(|l| l.message.delivery.acker.usable())
         {
             let d = &l.message.delivery;
+            let props = props::put_back(
+                &d.properties,
+                d.routing_key.as_str(),
+                queue,
+                l.expiry(settings),
+                chrono::Utc::now(),
+            );
             let options = BasicPublishOptions {
                 mandatory: true,
                 ..Default::default()
             };
             match self
                 .publisher
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    options,
-                    &d.data,
-                    as_taken(d, queue),
-                )
+                .basic_publish("".into(), queue.into(), options, &d.data, props)
                 .await
             {
                 Ok(confirm) => copies.push((d, confirm)),
@@ -223,60 +297,8 @@ impl Session {
     }
 }
 
-/// The properties of a dead letter as taken, for its copy: without `x-delivery-count`, which the
-/// broker adds on a redelivery and which would otherwise travel in the copy as a header of its own;
-/// and, for a dead letter kept for `amqp.dead_letter_ttl`, expiring when the original would have.
-fn as_taken(d: &lapin::message::Delivery, dead_letter_queue: &str) -> BasicProperties {
-    let mut props = d.properties.clone();
-    if header(&props, H_QUEUE).is_none() && d.routing_key.as_str() != dead_letter_queue {
-        let mut headers = props.headers().clone().unwrap_or_default();
-        headers.insert(
-            H_QUEUE.into(),
-            AMQPValue::LongString(d.routing_key.as_str().into()),
-        );
-        props = props.with_headers(headers);
-    }
-    if let Some(ends) =
-        header(&props, H_EXPIRES_AT).and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-    {
-        let left = (ends.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .num_milliseconds()
-            .max(1);
-        props = props.with_expiration(ShortString::from(left.to_string()));
-    }
-    if let Some(headers) = props.headers().as_ref()
-        && headers.inner().contains_key("x-delivery-count")
-    {
-        let mut kept = FieldTable::default();
-        for (k, v) in headers.inner() {
-            if k.as_str() != "x-delivery-count" {
-                kept.insert(k.clone(), v.clone());
-            }
-        }
-        props = props.with_headers(kept);
-    }
-    props
-}
-
 /// Which dead letter a letter is, across sessions: its body's hash and its message id.
 pub(super) fn identity(l: &Letter) -> String {
-    let d = &l.message.delivery;
-    let id = d.properties.message_id().as_ref().map(|m| m.to_string());
-    format!(
-        "{}:{}",
-        pipeline::sha256_hex(&d.data),
-        id.unwrap_or_default()
-    )
-}
-
-/// The broker's own reason (x-death), for a message it dead-lettered itself (the delivery limit).
-fn death_reason(props: &BasicProperties) -> Option<String> {
-    let deaths = props.headers().as_ref()?.inner().get("x-death")?.clone();
-    let AMQPValue::FieldArray(deaths) = deaths else {
-        return None;
-    };
-    let AMQPValue::FieldTable(first) = deaths.as_slice().first()?.clone() else {
-        return None;
-    };
-    as_text(first.inner().get("reason")?)
+    let (hash, id) = l.key();
+    format!("{hash}:{id}")
 }
