@@ -232,6 +232,9 @@ pub async fn publish_to(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), BrokerError> {
+    // A copy must fit in one content-header frame of the size we negotiated: the uploader's
+    // largest headers are left out if they do not (see `wire::fit`).
+    let props = super::wire::fit(props, channel.frame_max());
     let confirm = channel
         .basic_publish(
             ShortString::from(exchange),

@@ -144,12 +144,15 @@ impl Sealed {
     }
 }
 
-/// The headers a seal covers: every one with our prefix, less the seal itself.
+/// The headers a seal covers: every one with our prefix, less the seal itself and the count of
+/// headers left out to fit a frame (`wire::H_HEADERS_DROPPED`), which is added after sealing, as
+/// the copy is published, and is never read back.
 fn ours(headers: &FieldTable) -> impl Iterator<Item = (&lapin::types::ShortString, &AMQPValue)> {
-    headers
-        .inner()
-        .iter()
-        .filter(|(k, _)| k.as_str().starts_with(OUR_PREFIX) && k.as_str() != H_SEAL)
+    headers.inner().iter().filter(|(k, _)| {
+        k.as_str().starts_with(OUR_PREFIX)
+            && k.as_str() != H_SEAL
+            && k.as_str() != crate::broker::wire::H_HEADERS_DROPPED
+    })
 }
 
 /// A length-prefixed field: no two sequences of fields hash alike.
@@ -272,6 +275,17 @@ mod tests {
         }
         assert!(nothing(&props(unsealed), M1));
         assert!(Seal::new(&[8u8; 32]).open(&props(t), M1).is_empty());
+    }
+
+    #[test]
+    fn the_count_of_headers_left_out_to_fit_a_frame_does_not_break_the_seal() {
+        let seal = Seal::new(&[9u8; 32]);
+        let mut t = sealed(&seal, &[(H_RETRIES, AMQPValue::LongLongInt(2))], M1);
+        t.insert(
+            crate::broker::wire::H_HEADERS_DROPPED.into(),
+            AMQPValue::LongLongInt(1),
+        );
+        assert_eq!(seal.open(&props(t), M1).failed_attempts(), 2);
     }
 
     #[test]

@@ -261,7 +261,13 @@ impl Session {
             };
             match self
                 .publisher
-                .basic_publish("".into(), queue.into(), options, &d.data, props)
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    options,
+                    &d.data,
+                    broker::wire::fit(props, self.publisher.frame_max()),
+                )
                 .await
             {
                 Ok(confirm) => copies.push((d, confirm)),
