@@ -197,11 +197,17 @@ fn compile_form(form_name: &str, form: FormFile, problems: &mut Vec<String>) -> 
             },
         );
     }
+    let has_partial = own
+        .values()
+        .chain(groups.values().flat_map(|g| g.items.values()))
+        .any(|i| i.kind.is_partial());
     Form {
         items: own,
         groups,
         checks,
         cel_names,
+        by_cel,
+        has_partial,
     }
 }
 

@@ -61,6 +61,14 @@ impl ItemType {
     pub fn is_numeric(self) -> bool {
         matches!(self, ItemType::Integer | ItemType::Decimal)
     }
+
+    /// `partial_date`, `partial_time` or `partial_datetime`: a value may be truncated.
+    pub fn is_partial(self) -> bool {
+        matches!(
+            self,
+            ItemType::PartialDate | ItemType::PartialTime | ItemType::PartialDatetime
+        )
+    }
 }
 
 /// What the codes of a `code` item are (an ODM CodeList's DataType): it fixes their canonical form.
@@ -187,12 +195,26 @@ pub struct Form {
     pub checks: Vec<Check>,
     /// Item name -> CEL name, for the form's items and its groups' items.
     cel_names: BTreeMap<String, String>,
+    /// CEL name -> item name (the reverse of `cel_names`).
+    by_cel: HashMap<String, String>,
+    /// Whether any item of the form or of its groups is a partial date, time or date-time.
+    has_partial: bool,
 }
 
 impl Form {
     /// The CEL name of an item of the form or of one of its groups.
     pub fn cel_name(&self, item: &str) -> Option<&str> {
         self.cel_names.get(item).map(String::as_str)
+    }
+
+    /// Whether any item of the form or of its groups is a partial date, time or date-time.
+    pub fn has_partial_items(&self) -> bool {
+        self.has_partial
+    }
+
+    /// The item of the form or of one of its groups that CEL reads under `cel`.
+    pub fn item_of_cel(&self, cel: &str) -> Option<&str> {
+        self.by_cel.get(cel).map(String::as_str)
     }
 
     /// Every item with its group (`None` for the form's own) and its CEL name, in order.

@@ -144,7 +144,11 @@ async fn a_failing_hard_check_refuses_the_record_with_one_rejections_row() {
     let dead = env.drain_dlq().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(header(&dead[0], "x-edc-error").as_deref(), Some(expect));
-    assert_eq!(dead[0].delivery.data, bytes(&rec), "body kept byte for byte");
+    assert_eq!(
+        dead[0].delivery.data,
+        bytes(&rec),
+        "body kept byte for byte"
+    );
     env.cleanup().await;
 }
 
@@ -180,7 +184,12 @@ async fn the_canonical_text_of_a_value_is_what_postgresql_prints_for_it_stored()
             .get(0);
         assert_eq!(Some(shown), stored_text(&canonical), "{v}");
     }
-    for v in [json!(true), json!("2024-03"), json!("08:30:00Z"), json!("psn:ab")] {
+    for v in [
+        json!(true),
+        json!("2024-03"),
+        json!("08:30:00Z"),
+        json!("psn:ab"),
+    ] {
         let shown: String = db
             .query_one("SELECT $1::jsonb #>> '{}'", &[&v])
             .await

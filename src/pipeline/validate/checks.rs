@@ -150,9 +150,8 @@ fn add_values(
         let (Some(def), Some(cel)) = (defs.get(name), form.cel_name(name)) else {
             continue;
         };
-        match CelInput::of(def, value) {
-            CelInput::Fixed { value, .. } => ctx.add_variable_from_value(cel.to_string(), value),
-            CelInput::Partial { .. } => {}
+        if let Some(v) = CelInput::fixed_value(def, value) {
+            ctx.add_variable_from_value(cel.to_string(), v);
         }
     }
 }
@@ -181,10 +180,10 @@ fn run_check(
         })
     };
     let mut missing = Vec::new();
-    let mut reads = Vec::with_capacity(check.items.len());
+    let mut present = Vec::with_capacity(check.items.len());
     for name in &check.items {
         match scope.get(name) {
-            Some((def, Some(v))) => reads.push((name.as_str(), CelInput::of(def, v))),
+            Some((def, Some(v))) => present.push((name.as_str(), def, v)),
             _ => missing.push(name.as_str()),
         }
     }
@@ -200,7 +199,20 @@ fn run_check(
         }
         return Ok(());
     }
-    let verdict = decide(check, scope.form, &reads, ctx);
+    // Only a partial value needs corners and spans: any other check is evaluated once, as is.
+    let verdict = if present.iter().any(|(_, def, _)| def.kind.is_partial()) {
+        let reads: Vec<(&str, CelInput)> = present
+            .iter()
+            .map(|(name, def, v)| (*name, CelInput::of(def, v)))
+            .collect();
+        decide(check, scope.form, &reads, ctx)
+    } else {
+        match check.program.execute(ctx) {
+            Ok(cel::Value::Bool(true)) => Verdict::Pass,
+            Ok(cel::Value::Bool(false)) => Verdict::Fail,
+            _ => Verdict::Error,
+        }
+    };
     match verdict {
         Verdict::Pass => {}
         Verdict::Fail if check.hard => {
@@ -263,6 +275,12 @@ fn decide(
         ctx,
         0..1u32 << partials.len(),
     );
+    let names: Vec<&str> = partials.iter().map(|p| p.0).collect();
+    verdict_of(&answers, &names)
+}
+
+/// The verdict of a check's answers at its corners (`partials`: the partial values it read).
+fn verdict_of(answers: &[Option<bool>], partials: &[&str]) -> Verdict {
     if answers.iter().any(Option::is_none) {
         Verdict::Error
     } else if answers.iter().all(|a| *a == Some(true)) {
@@ -270,10 +288,9 @@ fn decide(
     } else if answers.iter().all(|a| *a == Some(false)) {
         Verdict::Fail
     } else {
-        let names: Vec<&str> = partials.iter().map(|p| p.0).collect();
         Verdict::Undecidable(format!(
             "the answer depends on the unknown part of {}",
-            names.join(", ")
+            partials.join(", ")
         ))
     }
 }
@@ -315,11 +332,14 @@ fn alert_fires(
     scope: &Scope<'_>,
     ctx: &cel::Context<'_, '_>,
 ) -> bool {
+    if !scope.form.has_partial_items() {
+        return matches!(program.execute(ctx), Ok(cel::Value::Bool(true)));
+    }
     let mut inputs = Vec::new();
     for cel in reads {
-        let name = scope.name_of(cel);
-        if let Some(name) = name
+        if let Some(name) = scope.form.item_of_cel(cel)
             && let Some((def, Some(v))) = scope.get(name)
+            && def.kind.is_partial()
             && let CelInput::Partial { first, last, span } = CelInput::of(def, v)
         {
             inputs.push((name, first, last, span));
@@ -334,16 +354,4 @@ fn alert_fires(
         vec![0, all]
     };
     corners(program, scope.form, &partials, ctx, masks.into_iter()).contains(&Some(true))
-}
-
-impl<'a> Scope<'a> {
-    /// The item of this scope a CEL name stands for.
-    fn name_of(&self, cel: &str) -> Option<&'a str> {
-        let row = self.row.map(|(group, _)| &group.items);
-        row.into_iter()
-            .flat_map(|d| d.keys())
-            .chain(self.form.items.keys())
-            .find(|n| self.form.cel_name(n) == Some(cel))
-            .map(String::as_str)
-    }
 }

@@ -81,6 +81,21 @@ impl CelInput {
         parsed.unwrap_or_else(|| fixed(text(s)))
     }
 
+    /// The one CEL value of a stored value, without its span; `None` for a truncated partial
+    /// value (it has two corners). What a context holds for every item a check may read: cheap
+    /// for every type but the time and date-time ones (a date is its own text).
+    pub fn fixed_value(item: &Item, value: &Value) -> Option<cel::Value> {
+        match (item.kind, value) {
+            (ItemType::Text | ItemType::Code | ItemType::Date, Value::String(s)) => {
+                Some(cel::Value::String(Arc::new(s.clone())))
+            }
+            _ => match CelInput::of(item, value) {
+                CelInput::Fixed { value, .. } => Some(value),
+                CelInput::Partial { .. } => None,
+            },
+        }
+    }
+
     pub fn span(&self) -> Option<Span> {
         match self {
             CelInput::Fixed { span, .. } => *span,

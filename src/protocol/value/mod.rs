@@ -103,7 +103,16 @@ pub fn canonical(item: &Item, value: &Value) -> Result<Option<Value>, ValueError
         (ItemType::Text, _) => Err(E::Text),
         (ItemType::Boolean, Value::Bool(_)) => Ok(None),
         (ItemType::Boolean, _) => Err(E::Boolean),
+        (ItemType::Code, Value::String(_))
+            if item.code_type.unwrap_or_default() == CodeType::Text =>
+        {
+            Ok(None)
+        }
         (ItemType::Code, _) => code(item.code_type.unwrap_or_default(), value).map(keep_or),
+        // The strict shape is its own canonical form.
+        (ItemType::Date, Value::String(t)) if parse_date(t).is_some_and(|d| d.is_complete()) => {
+            Ok(None)
+        }
         (ItemType::Date, Value::String(t)) => date_text(t).map(keep_or).ok_or(E::Date),
         (ItemType::Date, _) => Err(E::DateType),
         (kind, Value::String(t)) => temporal_text(kind, t).map(keep_or),
