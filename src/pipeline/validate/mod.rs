@@ -17,6 +17,8 @@
 mod checks;
 mod items;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_groups;
