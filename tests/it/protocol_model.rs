@@ -199,3 +199,25 @@ async fn the_canonical_text_of_a_value_is_what_postgresql_prints_for_it_stored()
     }
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn check_config_prints_the_cel_names_of_a_form_and_refuses_an_unknown_one() {
+    let env = TestEnv::new().await;
+    let out = edc(&env, &[], &["check-config", "--cel-names", "F.AE"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "  DEMO-002 v1.0 form F.AE item I.AEYN -> I_AEYN",
+        "  DEMO-002 v1.0 form F.AE group IG.AELOG item I.AESTDAT -> I_AESTDAT",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line}: {stdout}");
+    }
+    let out = edc(&env, &[], &["check-config", "--cel-names", "NO\u{1b}[2JPE"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no study protocol has a form NO\\u{1b}[2JPE"),
+        "{}",
+        text(&out)
+    );
+    env.cleanup().await;
+}

@@ -66,8 +66,8 @@ pub struct RecordContext<'a> {
     pub form: &'a str,
 }
 
-/// A form's items validated: canonical, with the findings and the alerts raised.
-#[derive(Debug)]
+/// A form's items validated: canonical, with the findings and the alerts raised. Not `Debug`: its
+/// items still hold protected values (de-identification comes next).
 pub struct Checked {
     pub items: Map<String, Value>,
     pub findings: Vec<Finding>,
