@@ -65,9 +65,15 @@ pub enum Command {
   $ edc-ingest --config /etc/edc-ingest/config.yaml migrate")]
     Migrate,
     /// Validate the configuration, the key and every study protocol, then exit.
-    #[command(after_help = "Example:
-  $ edc-ingest --config /etc/edc-ingest/config.yaml check-config")]
-    CheckConfig,
+    #[command(after_help = "Examples:
+  $ edc-ingest --config /etc/edc-ingest/config.yaml check-config
+  $ edc-ingest check-config --cel-names F.AE")]
+    CheckConfig {
+        /// Also print, for every study version with this form, the name each of its items (and
+        /// its groups' items) has in CEL expressions.
+        #[arg(long, value_name = "FORM")]
+        cel_names: Option<String>,
+    },
     /// Print synthetic DEMO-001 records as NDJSON (needs no settings).
     #[command(after_help = "Examples:
   $ edc-ingest generate --count 1000 --seed 7 > records.ndjson

@@ -46,7 +46,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { cel_names } => {
             let registry = Registry::open(&settings.studies_dir)?;
             let key = Pseudonymizer::from_settings(&settings)?;
             println!("configuration OK: {}", settings.describe());
@@ -55,7 +55,10 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             for w in &registry.warnings {
                 println!("warning: {w}");
             }
-            Ok(())
+            match cel_names {
+                Some(form) => print_cel_names(&registry, &form),
+                None => Ok(()),
+            }
         }
         Command::Publish { file, urgent } => {
             let mut amqp = settings.amqp.clone();
@@ -136,4 +139,32 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             unreachable!("handled before the settings are read")
         }
     }
+}
+
+/// `check-config --cel-names FORM`: `STUDY vVERSION FORM [GROUP] ITEM -> CEL name`, one line per
+/// item of every study version that has the form.
+fn print_cel_names(registry: &Registry, form: &str) -> Result<(), Failure> {
+    let mut versions: Vec<_> = registry
+        .studies()
+        .filter_map(|p| p.forms.get(form).map(|f| (p, f)))
+        .collect();
+    if versions.is_empty() {
+        return Err(Failure::setup(format!(
+            "no study protocol has a form {}",
+            edc_ingest::printable::printable(form)
+        )));
+    }
+    versions
+        .sort_by(|(a, _), (b, _)| (&a.study, a.effective_from).cmp(&(&b.study, b.effective_from)));
+    println!("CEL names:");
+    for (p, f) in versions {
+        for (group, item, cel) in f.cel_mapping() {
+            let group = group.map(|g| format!(" group {g}")).unwrap_or_default();
+            println!(
+                "  {} v{} form {form}{group} item {item} -> {cel}",
+                p.study, p.version
+            );
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::key::Pseudonymizer;
 use super::validate::{Finding, Validated};
+use crate::protocol::Form;
 
 /// Prefix of a pseudonymised item value inside `items`.
 pub const PSEUDONYM_PREFIX: &str = "psn:";
@@ -96,6 +97,7 @@ pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
             ));
         }
     }
+    pseudonymise_rows(form, &mut items, p);
     let mut pseudonyms = Map::new();
     for (field, value) in &e.identifiers.fields {
         pseudonyms.insert(
@@ -131,6 +133,33 @@ pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
         status,
         findings,
         alerts,
+    }
+}
+
+/// `phi` items inside the rows of repeating groups become pseudonyms too, under the field
+/// `item:GROUP/ITEM`: never the repeat key, so a value links across rows and records. A null
+/// stays null.
+fn pseudonymise_rows(form: &Form, items: &mut Map<String, Value>, p: &Pseudonymizer) {
+    for (group_name, group) in &form.groups {
+        if !group.items.values().any(|d| d.phi) {
+            continue;
+        }
+        let Some(Value::Object(rows)) = items.get_mut(group_name) else {
+            continue;
+        };
+        for row in rows.values_mut() {
+            let Value::Object(row) = row else { continue };
+            for (name, value) in row.iter_mut() {
+                if value.is_null() || !group.items.get(name).is_some_and(|d| d.phi) {
+                    continue;
+                }
+                let text = crate::protocol::value::stored_text(value).unwrap_or_default();
+                *value = Value::String(format!(
+                    "{PSEUDONYM_PREFIX}{}",
+                    p.pseudonym(&format!("item:{group_name}/{name}"), &text)
+                ));
+            }
+        }
     }
 }
 

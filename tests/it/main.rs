@@ -14,6 +14,7 @@ mod outcomes;
 mod privacy;
 mod privileges;
 mod probes;
+mod protocol_model;
 mod receipts;
 mod retention;
 mod timeouts;
