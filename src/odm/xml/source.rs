@@ -1,0 +1,326 @@
+//! The bytes under the XML parser. A [`BufRead`] of its own around the input that does what the
+//! parser cannot be asked to: it refuses UTF-16 and UTF-32 before the first byte is parsed,
+//! transcodes a declared ISO-8859-1 to UTF-8 as it goes, counts lines and columns, and bounds how
+//! much one XML event may consume: past the allowance it answers with an error instead of more
+//! bytes, so the parser's buffer cannot grow past the cap whatever the input holds.
+//!
+//! The reader marks the start of each event ([`Source::mark`]); the window and the first bytes of
+//! the event (what tells a comment from a CDATA section) are counted from there.
+
+use std::io::{self, BufRead, Read};
+
+use crate::odm::model::Position;
+
+/// Bytes taken from the input at a time (half as many when transcoding, which may double them).
+const CHUNK: usize = 64 * 1024;
+/// How many bytes of an event are kept to tell its kind (`<![CDATA[` is the longest).
+const FIRST: usize = 9;
+
+/// Why the source stopped answering; the reader turns it into a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// The current event consumed its whole allowance.
+    Cap,
+    /// The input starts like UTF-16 or UTF-32 (with or without a byte-order mark).
+    WideEncoding { bom: bool },
+    /// The input could not be read.
+    Io(io::ErrorKind),
+}
+
+pub(super) struct Source<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    sniffed: bool,
+    latin1: bool,
+    /// Bytes consumed since the mark, and how many the current event may consume.
+    window: u64,
+    allowance: u64,
+    first: [u8; FIRST],
+    first_len: usize,
+    fault: Option<Fault>,
+    /// 0-based line, and characters since the line's start.
+    line: u64,
+    column: u64,
+    mark: Position,
+    /// Bytes taken from the input (before transcoding).
+    taken: u64,
+}
+
+impl<R: BufRead> Source<R> {
+    /// `cap`: the most bytes one event may consume.
+    pub(super) fn new(inner: R, cap: usize) -> Source<R> {
+        Source {
+            inner,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+            sniffed: false,
+            latin1: false,
+            window: 0,
+            // One more than the cap: the parser must be able to see the byte that ends an event
+            // of exactly `cap` bytes (the `<` after a text).
+            allowance: cap as u64 + 1,
+            first: [0; FIRST],
+            first_len: 0,
+            fault: None,
+            line: 0,
+            column: 0,
+            mark: Position { line: 1, column: 1 },
+            taken: 0,
+        }
+    }
+
+    /// The start of a new event: here.
+    pub(super) fn mark(&mut self) {
+        self.window = 0;
+        self.first_len = 0;
+        self.mark = Position {
+            line: self.line + 1,
+            column: self.column + 1,
+        };
+    }
+
+    /// Where the current event started.
+    pub(super) fn marked(&self) -> Position {
+        self.mark
+    }
+
+    /// Bytes the current event consumed so far.
+    pub(super) fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// The first bytes of the current event.
+    pub(super) fn first(&self) -> &[u8] {
+        &self.first[..self.first_len]
+    }
+
+    pub(super) fn take_fault(&mut self) -> Option<Fault> {
+        self.fault.take()
+    }
+
+    /// Bytes taken from the input so far.
+    pub(super) fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// From now on the input is ISO-8859-1 (the declaration said so): each byte is the code point
+    /// of the same number. Bytes already buffered are all before the switch only if the parser
+    /// consumed them, so the buffered rest is transcoded too.
+    pub(super) fn set_latin1(&mut self) {
+        if self.latin1 {
+            return;
+        }
+        self.latin1 = true;
+        let rest: Vec<u8> = self.buf[self.start..self.end].to_vec();
+        let mut out = Vec::with_capacity(rest.len() * 2);
+        latin1_to_utf8(&rest, &mut out);
+        if out.len() > self.buf.len() {
+            self.buf.resize(out.len(), 0);
+        }
+        self.buf[..out.len()].copy_from_slice(&out);
+        self.start = 0;
+        self.end = out.len();
+    }
+
+    fn fail(&mut self, fault: Fault) -> io::Error {
+        self.fault = Some(fault);
+        io::Error::other("refused by the ODM reader")
+    }
+
+    /// Reads the next chunk of the input into the (empty) buffer.
+    fn refill(&mut self) -> io::Result<()> {
+        let chunk = loop {
+            match self.inner.fill_buf() {
+                Ok(chunk) => break chunk,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.fail(Fault::Io(e.kind()))),
+            }
+        };
+        self.start = 0;
+        let n;
+        if self.latin1 {
+            n = chunk.len().min(CHUNK / 2);
+            let mut out = std::mem::take(&mut self.buf);
+            out.clear();
+            latin1_to_utf8(&chunk[..n], &mut out);
+            self.end = out.len();
+            out.resize(out.len().max(CHUNK), 0);
+            self.buf = out;
+        } else {
+            n = chunk.len().min(CHUNK);
+            self.buf[..n].copy_from_slice(&chunk[..n]);
+            self.end = n;
+        }
+        self.inner.consume(n);
+        self.taken += n as u64;
+        Ok(())
+    }
+
+    /// Looks at the first bytes once: a UTF-8 byte-order mark is dropped, UTF-16 and UTF-32 are
+    /// refused. Reads until 4 bytes are there (or the input ends).
+    fn sniff(&mut self) -> io::Result<()> {
+        self.sniffed = true;
+        let mut head = Vec::new();
+        while head.len() < 4 {
+            self.refill()?;
+            if self.end == 0 {
+                break;
+            }
+            head.extend_from_slice(&self.buf[..self.end]);
+        }
+        if head.len() > self.buf.len() {
+            self.buf.resize(head.len(), 0);
+        }
+        self.buf[..head.len()].copy_from_slice(&head);
+        self.start = 0;
+        self.end = head.len();
+        self.check_head()
+    }
+
+    fn check_head(&mut self) -> io::Result<()> {
+        let head = &self.buf[..self.end.min(4)];
+        if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            self.start = 3;
+            return Ok(());
+        }
+        let bom = head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]);
+        let wide = head.starts_with(&[0x00, 0x3C])
+            || head.starts_with(&[0x3C, 0x00])
+            || head.starts_with(&[0x00, 0x00]);
+        if bom || wide {
+            return Err(self.fail(Fault::WideEncoding { bom }));
+        }
+        Ok(())
+    }
+}
+
+impl<R: BufRead> Read for Source<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Source<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.fault.is_some() {
+            return Err(io::Error::other("refused by the ODM reader"));
+        }
+        if !self.sniffed {
+            self.sniff()?;
+        }
+        if self.window >= self.allowance {
+            return Err(self.fail(Fault::Cap));
+        }
+        if self.start == self.end {
+            self.refill()?;
+        }
+        let room = (self.allowance - self.window).min(usize::MAX as u64) as usize;
+        let end = self.end.min(self.start.saturating_add(room));
+        Ok(&self.buf[self.start..end])
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.end - self.start);
+        let used = &self.buf[self.start..self.start + n];
+        if self.first_len < FIRST {
+            let take = (FIRST - self.first_len).min(n);
+            self.first[self.first_len..self.first_len + take].copy_from_slice(&used[..take]);
+            self.first_len += take;
+        }
+        let lines = used.iter().filter(|&&b| b == b'\n').count() as u64;
+        if lines > 0 {
+            let last = used.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+            self.line += lines;
+            self.column = chars(&used[last + 1..]);
+        } else {
+            self.column += chars(used);
+        }
+        self.window += n as u64;
+        self.start += n;
+    }
+}
+
+/// The characters in UTF-8 bytes (continuation bytes do not start one).
+fn chars(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| (b & 0xC0) != 0x80).count() as u64
+}
+
+/// ISO-8859-1 to UTF-8: each byte is the code point of its number.
+fn latin1_to_utf8(input: &[u8], out: &mut Vec<u8>) {
+    for &b in input {
+        if b < 0x80 {
+            out.push(b);
+        } else {
+            out.push(0xC0 | (b >> 6));
+            out.push(0x80 | (b & 0x3F));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(source: &mut Source<&[u8]>) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let chunk = source.fill_buf()?.to_vec();
+            if chunk.is_empty() {
+                return Ok(out);
+            }
+            source.consume(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+    }
+
+    #[test]
+    fn latin1_becomes_utf8_and_a_utf8_bom_is_dropped() {
+        let mut out = Vec::new();
+        latin1_to_utf8(b"Zo\xeb \xff", &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "Zoë ÿ");
+        let mut s = Source::new(&b"\xEF\xBB\xBF<a/>"[..], 100);
+        assert_eq!(all(&mut s).unwrap(), b"<a/>");
+    }
+
+    #[test]
+    fn wide_encodings_are_refused_before_anything_is_read() {
+        for (input, bom) in [
+            (&b"\xFF\xFE<\x00a\x00"[..], true),
+            (&b"\xFE\xFF\x00<\x00a"[..], true),
+            (&b"<\x00?\x00x\x00"[..], false),
+            (&b"\x00\x00\x00<"[..], false),
+        ] {
+            let mut s = Source::new(input, 100);
+            assert!(s.fill_buf().is_err());
+            assert_eq!(s.take_fault(), Some(Fault::WideEncoding { bom }));
+        }
+    }
+
+    #[test]
+    fn an_event_gets_its_allowance_and_no_more() {
+        let input = vec![b'x'; 1000];
+        let mut s = Source::new(&input[..], 10);
+        s.mark();
+        let got = s.fill_buf().unwrap().len();
+        assert_eq!(got, 11);
+        s.consume(11);
+        assert!(s.fill_buf().is_err());
+        assert_eq!(s.take_fault(), Some(Fault::Cap));
+    }
+
+    #[test]
+    fn lines_and_columns_count_characters() {
+        let mut s = Source::new("ab\nçd\n€x".as_bytes(), 100);
+        s.mark();
+        all(&mut s).unwrap();
+        s.mark();
+        assert_eq!(s.marked(), Position { line: 3, column: 3 });
+    }
+}
