@@ -57,3 +57,31 @@ impl OdmSettings {
         range("max_form_items", self.max_form_items, 1, 10_000_000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut env = vec![(
+            "EDC__DEV_INSECURE_PSEUDONYM_KEY".to_string(),
+            "true".to_string(),
+        )];
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Settings::load_with_env(None, env)
+    }
+
+    #[test]
+    fn the_default_file_and_the_default_agree_and_caps_are_checked() {
+        assert_eq!(load(&[]).unwrap().odm, OdmSettings::default());
+        let s = load(&[("EDC__ODM__MAX_DEPTH", "16")]).unwrap();
+        assert_eq!(s.odm.max_depth, 16);
+        let e = load(&[("EDC__ODM__MAX_DEPTH", "15")]).unwrap_err();
+        assert!(e.to_string().contains("odm.max_depth (15)"), "{e}");
+        assert!(load(&[("EDC__ODM__MAX_EVENT_BYTES", "1023")]).is_err());
+        assert!(load(&[("EDC__ODM__MAX_FORM_ITEMS", "0")]).is_err());
+        assert!(load(&[("EDC__ODM__MAX_ATTRIBUTES", "15")]).is_err());
+    }
+}

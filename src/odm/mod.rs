@@ -6,5 +6,7 @@
 //! Nothing here does I/O beyond reading the [`std::io::BufRead`] it is given; nothing here knows
 //! the study protocol: mapping values to a record is the pipeline's.
 
+pub mod clinical;
 pub mod model;
+pub mod write;
 pub mod xml;

@@ -24,18 +24,19 @@
 
 mod error;
 mod source;
+mod state;
 
 use std::io::BufRead;
 
 use quick_xml::XmlVersion;
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{Namespace, ResolveResult};
+use quick_xml::events::Event;
 use quick_xml::reader::NsReader;
 
 use crate::config::OdmSettings;
 use crate::odm::model::Position;
 pub use error::{EncodingProblem, FileError, Malformed, Piece, Refusal};
-use source::{Fault, Source};
+use source::Source;
+use state::{Stage, State, is_latin1, legal_char, piece_of};
 
 /// The ODM 1.3 namespace (1.3, 1.3.1, 1.3.2 share it).
 pub const ODM13_NS: &str = "http://www.cdisc.org/ns/odm/v1.3";
@@ -141,33 +142,7 @@ pub enum Token<'a> {
     Eof,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Prolog,
-    Root,
-    Epilog,
-}
-
-/// What the reader tracks besides the parser (apart so borrows of the parser's buffer and of
-/// this state do not collide).
-struct State {
-    limits: Limits,
-    version: XmlVersion,
-    stage: Stage,
-    seen_any: bool,
-    /// Start positions of the open elements, outermost first.
-    open: Vec<Position>,
-    pending_end: Option<Position>,
-    failed: Option<FileError>,
-    attrs: Vec<Attr>,
-    n_attrs: usize,
-    ns: String,
-    local: String,
-    text: String,
-    at: Position,
-}
-
-enum Out {
+pub(super) enum Out {
     Start,
     End(Position),
     Text,
@@ -224,36 +199,53 @@ impl<R: BufRead> XmlReader<R> {
         self.st.at
     }
 
+    /// The namespace and local name of the element whose start tag was read last.
+    pub fn current(&self) -> (&str, &str) {
+        (&self.st.ns, &self.st.local)
+    }
+
     /// Bytes taken from the input so far (before any transcoding).
     pub fn bytes_read(&self) -> u64 {
         self.parser.get_ref().taken()
     }
 
     /// The next token. After an error, the same error again.
-    pub fn next(&mut self) -> Result<Token<'_>, FileError> {
-        if let Some(failed) = &self.st.failed {
-            return Err(failed.clone());
-        }
-        let out = match self.advance() {
-            Ok(out) => out,
-            Err(e) => {
-                self.st.failed = Some(e.clone());
-                return Err(e);
-            }
-        };
+    pub fn next_token(&mut self) -> Result<Token<'_>, FileError> {
+        let out = self.step()?;
         let st = &self.st;
         Ok(match out {
-            Out::Start => Token::Start(StartTag {
-                ns: &st.ns,
-                local: &st.local,
-                attrs: &st.attrs[..st.n_attrs],
-                at: st.at,
-                depth: st.open.len(),
-            }),
+            Out::Start => Token::Start(st.start_tag()),
             Out::End(at) => Token::End { at },
             Out::Text => Token::Text(&st.text),
             Out::Eof => Token::Eof,
         })
+    }
+
+    /// After the start tag of an element at `depth`: the start tag of its next child element, or
+    /// None at its end. Text between the children is read past. The caller reads each child
+    /// whole (with [`XmlReader::skip`], [`XmlReader::read_text`], or by walking its own
+    /// children), so what comes next is a child again.
+    pub fn next_child(&mut self, depth: usize) -> Result<Option<StartTag<'_>>, FileError> {
+        loop {
+            if self.depth() < depth {
+                return Ok(None);
+            }
+            match self.step()? {
+                Out::Start => break,
+                Out::Eof => return Ok(None),
+                Out::End(_) | Out::Text => {}
+            }
+        }
+        Ok(Some(self.st.start_tag()))
+    }
+
+    /// [`XmlReader::advance`], remembering the first error.
+    fn step(&mut self) -> Result<Out, FileError> {
+        if let Some(failed) = &self.st.failed {
+            return Err(failed.clone());
+        }
+        self.advance()
+            .inspect_err(|e| self.st.failed = Some(e.clone()))
     }
 
     /// After a [`Token::Start`]: reads past the rest of that element (its subtree, checked like
@@ -261,7 +253,7 @@ impl<R: BufRead> XmlReader<R> {
     pub fn skip(&mut self) -> Result<(), FileError> {
         let depth = self.depth();
         while self.depth() >= depth {
-            if let Token::Eof = self.next()? {
+            if let Token::Eof = self.next_token()? {
                 break;
             }
         }
@@ -277,7 +269,7 @@ impl<R: BufRead> XmlReader<R> {
         let cap = self.st.limits.max_event_bytes;
         let mut children = 0;
         while self.depth() >= depth {
-            match self.next()? {
+            match self.next_token()? {
                 Token::Text(t) => {
                     if out.len() - start + t.len() > cap {
                         let e = FileError {
@@ -425,223 +417,6 @@ impl<R: BufRead> XmlReader<R> {
             self.st.stage = Stage::Epilog;
         }
     }
-}
-
-impl State {
-    /// A start tag: caps, attributes, names, and for the root the ODM checks.
-    fn start(
-        &mut self,
-        e: &BytesStart<'_>,
-        resolver: &quick_xml::name::NamespaceResolver,
-        at: Position,
-    ) -> Result<(), Refusal> {
-        if self.stage == Stage::Epilog {
-            return Err(Refusal::Malformed(Malformed::SecondRoot));
-        }
-        if self.open.len() >= self.limits.max_depth {
-            return Err(Refusal::TooDeep {
-                cap: self.limits.max_depth,
-            });
-        }
-        self.n_attrs = 0;
-        for (i, attr) in e.attributes().enumerate() {
-            if i >= self.limits.max_attributes {
-                return Err(Refusal::TooManyAttributes {
-                    cap: self.limits.max_attributes,
-                });
-            }
-            let attr = attr.map_err(|_| Refusal::Malformed(Malformed::Attribute))?;
-            if attr.key.as_namespace_binding().is_some() {
-                continue;
-            }
-            let (ns, local) = resolver.resolve_attribute(attr.key);
-            let ns = namespace(ns)?;
-            let value = attr
-                .normalized_value(self.version)
-                .map_err(|_| Refusal::Malformed(Malformed::BadReference))?;
-            if !legal(&value) {
-                return Err(Refusal::Malformed(Malformed::IllegalCharacter));
-            }
-            if self.n_attrs == self.attrs.len() {
-                self.attrs.push(Attr::default());
-            }
-            let slot = &mut self.attrs[self.n_attrs];
-            self.n_attrs += 1;
-            slot.ns.clear();
-            slot.ns.push_str(ns);
-            slot.local.clear();
-            slot.local.push_str(local.into_inner());
-            slot.value.clear();
-            slot.value.push_str(&value);
-        }
-        let (ns, local) = resolver.resolve_element(e.name());
-        let ns = namespace(ns)?;
-        self.ns.clear();
-        self.ns.push_str(ns);
-        self.local.clear();
-        self.local.push_str(local.into_inner());
-        if self.stage == Stage::Prolog {
-            self.check_root()?;
-            self.stage = Stage::Root;
-        }
-        self.open.push(at);
-        Ok(())
-    }
-
-    fn check_root(&self) -> Result<(), Refusal> {
-        if self.ns == ODM20_NS {
-            return Err(Refusal::Odm2);
-        }
-        if self.local != "ODM" {
-            return Err(Refusal::RootNotOdm);
-        }
-        if self.ns != ODM13_NS {
-            return Err(Refusal::RootNamespace);
-        }
-        let version = self.attrs[..self.n_attrs]
-            .iter()
-            .find(|a| a.ns.is_empty() && a.local == "ODMVersion");
-        if let Some(version) = version {
-            let v = version.value.as_str();
-            let ok = v == "1.3"
-                || v.strip_prefix("1.3.").is_some_and(|rest| {
-                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
-                });
-            if !ok {
-                return Err(Refusal::OdmVersion);
-            }
-        }
-        Ok(())
-    }
-
-    /// A run of text: kept inside the root, white space only outside it.
-    fn text(&mut self, text: &str) -> Result<Option<Out>, Refusal> {
-        if !legal(text) {
-            return Err(Refusal::Malformed(Malformed::IllegalCharacter));
-        }
-        if self.stage != Stage::Root {
-            return if text
-                .bytes()
-                .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-            {
-                Ok(None)
-            } else {
-                Err(Refusal::Malformed(Malformed::TextOutsideRoot))
-            };
-        }
-        self.text.clear();
-        self.text.push_str(text);
-        Ok(Some(Out::Text))
-    }
-
-    /// A parser error in our words, at the start of the piece it happened in.
-    fn refusal_of(&self, e: quick_xml::Error, source: &mut Source<impl BufRead>) -> FileError {
-        use quick_xml::errors::{Error, IllFormedError};
-        let at = source.marked();
-        let doctype =
-            source.first().len() >= 9 && source.first()[..9].eq_ignore_ascii_case(b"<!DOCTYPE");
-        let kind = if doctype {
-            Refusal::Doctype
-        } else {
-            match e {
-                Error::Io(_) => match source.take_fault() {
-                    Some(Fault::Cap) => Refusal::TooLarge {
-                        piece: piece_of(source.first()),
-                        cap: self.limits.max_event_bytes,
-                    },
-                    Some(Fault::WideEncoding { bom: true }) => {
-                        Refusal::Encoding(EncodingProblem::Utf16Bom)
-                    }
-                    Some(Fault::WideEncoding { bom: false }) => {
-                        Refusal::Encoding(EncodingProblem::WideWithoutBom)
-                    }
-                    Some(Fault::Io(kind)) => Refusal::Io(kind),
-                    None => Refusal::Io(std::io::ErrorKind::Other),
-                },
-                Error::Syntax(_) => Refusal::Malformed(Malformed::Syntax),
-                Error::IllFormed(
-                    IllFormedError::MismatchedEndTag { .. } | IllFormedError::UnmatchedEndTag(_),
-                ) => Refusal::Malformed(Malformed::MismatchedEnd),
-                Error::IllFormed(IllFormedError::MissingEndTag(_)) => {
-                    Refusal::Malformed(Malformed::Unclosed)
-                }
-                Error::IllFormed(IllFormedError::UnclosedReference) => {
-                    Refusal::Malformed(Malformed::BadReference)
-                }
-                Error::IllFormed(IllFormedError::MissingDoctypeName) => Refusal::Doctype,
-                Error::IllFormed(
-                    IllFormedError::MissingDeclVersion(_) | IllFormedError::UnknownVersion,
-                ) => Refusal::Malformed(Malformed::Declaration),
-                Error::IllFormed(_) => Refusal::Malformed(Malformed::Syntax),
-                Error::InvalidAttr(_) => Refusal::Malformed(Malformed::Attribute),
-                Error::Encoding(_) => Refusal::Encoding(EncodingProblem::BadUtf8),
-                Error::Escape(_) => Refusal::Malformed(Malformed::BadReference),
-                Error::Namespace(_) => Refusal::Malformed(Malformed::Namespace),
-            }
-        };
-        FileError { at, kind }
-    }
-}
-
-/// A resolved namespace as text; an undeclared prefix is malformed.
-fn namespace<'n>(ns: ResolveResult<'n>) -> Result<&'n str, Refusal> {
-    match ns {
-        ResolveResult::Unbound => Ok(""),
-        ResolveResult::Bound(Namespace(ns)) => Ok(ns),
-        ResolveResult::Unknown(_) => Err(Refusal::Malformed(Malformed::Namespace)),
-    }
-}
-
-/// What kind of piece starts with these bytes.
-fn piece_of(first: &[u8]) -> Piece {
-    if first.starts_with(b"<!--") {
-        Piece::Comment
-    } else if first.starts_with(b"<![CDATA[") || first.starts_with(b"<![") {
-        Piece::Cdata
-    } else if first.starts_with(b"<!") {
-        Piece::Doctype
-    } else if first.starts_with(b"<?") {
-        Piece::ProcessingInstruction
-    } else if first.starts_with(b"</") {
-        Piece::EndTag
-    } else if first.starts_with(b"<") {
-        Piece::StartTag
-    } else if first.starts_with(b"&") {
-        Piece::Reference
-    } else {
-        Piece::Text
-    }
-}
-
-/// The names ISO-8859-1 goes by in XML declarations.
-fn is_latin1(name: &str) -> bool {
-    ["ISO-8859-1", "ISO_8859-1", "ISO8859-1", "LATIN1", "L1"]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
-}
-
-/// Whether XML 1.0 allows the character (its `Char` production).
-fn legal_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-}
-
-/// Whether XML 1.0 allows every character of `s` (a `str` holds no surrogates, so only the
-/// control characters and U+FFFE, U+FFFF are to be looked for).
-fn legal(s: &str) -> bool {
-    let b = s.as_bytes();
-    for (i, &c) in b.iter().enumerate() {
-        if c < 0x20 {
-            if !matches!(c, b'\t' | b'\n' | b'\r') {
-                return false;
-            }
-        } else if c == 0xEF
-            && b.get(i + 1) == Some(&0xBF)
-            && matches!(b.get(i + 2), Some(0xBE | 0xBF))
-        {
-            return false;
-        }
-    }
-    true
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub(super) fn read_with(doc: &[u8], limits: Limits) -> Result<Vec<Tok>, FileErro
     let mut reader = XmlReader::new(doc, limits);
     let mut out = Vec::new();
     loop {
-        match reader.next()? {
+        match reader.next_token()? {
             Token::Start(s) => out.push(Tok::Start(
                 s.ns.to_string(),
                 s.local.to_string(),
@@ -364,7 +364,7 @@ fn skip_and_read_text_stay_inside_the_element() {
     let mut names = Vec::new();
     let mut text = String::new();
     loop {
-        let (local, depth) = match r.next().unwrap() {
+        let (local, depth) = match r.next_token().unwrap() {
             Token::Start(s) => (s.local.to_string(), s.depth),
             Token::Eof => break,
             _ => continue,

@@ -58,8 +58,8 @@ fn text_split_by_references_is_capped_as_a_whole_by_read_text() {
     let body = |n: usize| odm(&format!("<A>{}</A>", "x&amp;".repeat(n)));
     let read_a = |doc: String| {
         let mut r = XmlReader::new(std::io::Cursor::new(doc.into_bytes()), small(cap));
-        r.next().unwrap();
-        r.next().unwrap();
+        r.next_token().unwrap();
+        r.next_token().unwrap();
         let mut text = String::new();
         r.read_text(&mut text).map(|_| text.len())
     };
@@ -167,7 +167,7 @@ fn a_50_mb_element_is_refused_after_about_the_cap_in_well_under_a_second() {
         let started = Instant::now();
         let mut r = XmlReader::new(BufReader::with_capacity(8192, input), Limits::default());
         let e = loop {
-            match r.next() {
+            match r.next_token() {
                 Ok(Token::Eof) => panic!("read"),
                 Ok(_) => {}
                 Err(e) => break e,
