@@ -218,7 +218,8 @@ impl TypedAs {
 /// One item value of a form instance, with the item group around it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ItemValue {
-    /// `ItemGroupData/@ItemGroupOID`.
+    /// `ItemGroupData/@ItemGroupOID`; empty when the file gives none (REDCap leaves it empty when
+    /// the first field of a section is blank: the items are still the form's).
     pub group_oid: String,
     /// `ItemGroupRepeatKey` as given; None when absent or empty. Which groups repeat is the
     /// protocol's to say: data alone cannot tell.
@@ -273,9 +274,11 @@ pub struct FormInstance {
     pub file_type: Option<FileType>,
     pub created: Option<String>,
     pub as_of: Option<String>,
-    /// `ClinicalData/@StudyOID` and `@MetaDataVersionOID`.
+    /// `ClinicalData/@StudyOID`.
     pub study_oid: String,
-    pub metadata_version_oid: String,
+    /// `ClinicalData/@MetaDataVersionOID`; None when absent (some exports leave it out, though
+    /// ODM requires it).
+    pub metadata_version_oid: Option<String>,
     /// `SubjectData/@SubjectKey`: may be a direct identifier (see the study's `odm.subject_key`).
     pub subject_key: String,
     pub subject_tx: Option<TransactionType>,

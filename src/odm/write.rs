@@ -66,7 +66,7 @@ pub fn write(form: &FormInstance) -> Result<Vec<u8>, WriteError> {
         "ClinicalData",
         &[
             ("StudyOID", Some(&form.study_oid)),
-            ("MetaDataVersionOID", Some(&form.metadata_version_oid)),
+            ("MetaDataVersionOID", form.metadata_version_oid.as_deref()),
         ],
     );
     open(
@@ -294,7 +294,7 @@ fn check(form: &FormInstance) -> Result<(), WriteError> {
     optional("CreationDateTime", &form.created)?;
     optional("AsOfDateTime", &form.as_of)?;
     required("StudyOID", &form.study_oid)?;
-    required("MetaDataVersionOID", &form.metadata_version_oid)?;
+    optional("MetaDataVersionOID", &form.metadata_version_oid)?;
     required("SubjectKey", &form.subject_key)?;
     optional("LocationOID", &form.site_oid)?;
     optional("StudyEventOID", &form.event_oid)?;
@@ -306,7 +306,7 @@ fn check(form: &FormInstance) -> Result<(), WriteError> {
     optional("FormRepeatKey", &form.form_repeat)?;
     audit(&form.audit)?;
     for item in &form.items {
-        required("ItemGroupOID", &item.group_oid)?;
+        legal("ItemGroupOID", &item.group_oid)?;
         optional("ItemGroupRepeatKey", &item.group_repeat)?;
         required("ItemOID", &item.item_oid)?;
         optional("MeasurementUnitOID", &item.unit_oid)?;

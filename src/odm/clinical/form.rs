@@ -97,11 +97,11 @@ struct Group {
 impl Group {
     fn of(start: &StartTag<'_>, skipped: &mut Skipped) -> Group {
         count_attrs(start, skipped);
-        let oid = present(start.attr("ItemGroupOID"));
-        let (tx, bad_tx) = transaction(start, "ItemGroupData");
+        let (tx, problem) = transaction(start, "ItemGroupData");
         Group {
-            problem: missing(&oid, "ItemGroupData", "ItemGroupOID", start.at).or(bad_tx),
-            oid: oid.unwrap_or_default(),
+            problem,
+            // Empty or absent: REDCap writes "" when a section's first field is blank.
+            oid: start.attr("ItemGroupOID").unwrap_or_default().to_string(),
             repeat: present(start.attr("ItemGroupRepeatKey")),
             tx,
         }

@@ -11,7 +11,12 @@
 //!
 //! A problem in one form refuses that form ([`ReadError::Form`]) and the reader goes on; a
 //! problem with the document ([`ReadError::File`]: the XML reader's refusals, a Dataset-XML
-//! file, a bad FileType) ends it.
+//! file, the ODM 2.0 structure in a 1.3 file, a bad FileType) ends it.
+//!
+//! Not read: AuditRecords referred to by ID (`AuditRecordID`, out of line in `<AuditRecords>`
+//! after the data: skipped and counted), and a subject's or event's AuditRecord that comes after
+//! its forms (counted in [`Summary::late_audit_records`]): either would need a whole subject in
+//! memory.
 
 mod error;
 mod form;
@@ -34,6 +39,9 @@ pub struct Summary {
     /// Form instances yielded, and refused.
     pub forms: u64,
     pub refused: u64,
+    /// Subject and study event AuditRecords that came after forms they would have applied to
+    /// (against ODM's order, which puts them first): those forms were yielded without them.
+    pub late_audit_records: u64,
     /// Everything read past, inside forms and outside them.
     pub skipped: Skipped,
 }
@@ -61,6 +69,8 @@ enum Frame {
         site: Option<String>,
         audit: Option<AuditRecord>,
         problem: Option<FormProblem>,
+        /// A form of this subject was yielded already.
+        yielded: bool,
     },
     Event {
         oid: Option<String>,
@@ -68,6 +78,7 @@ enum Frame {
         tx: Option<TransactionType>,
         audit: Option<AuditRecord>,
         problem: Option<FormProblem>,
+        yielded: bool,
     },
 }
 
@@ -123,15 +134,27 @@ impl<R: BufRead> ClinicalReader<R> {
                     count_attrs(&start, &mut self.summary.skipped);
                     self.frames.push(Frame::Root);
                 }
+                (Some(Frame::Root), "Study") => {
+                    // The metadata reader's; but a ClinicalData inside it (a 1.3 file in the ODM
+                    // 2.0 shape) must not pass for a file without data.
+                    count_current(&self.xml, &mut self.summary.skipped);
+                    let depth = self.xml.depth();
+                    while let Some(child) = self.xml.next_child(depth)? {
+                        if child.is_odm() && child.local == "ClinicalData" {
+                            return Err(FileError {
+                                at: child.at,
+                                kind: Refusal::Odm2Structure,
+                            });
+                        }
+                        self.xml.skip()?;
+                    }
+                }
                 (Some(Frame::Root), "ClinicalData") => {
                     self.summary.clinical_data += 1;
                     count_attrs(&start, &mut self.summary.skipped);
                     let study_oid = present(start.attr("StudyOID"));
                     let mdv_oid = present(start.attr("MetaDataVersionOID"));
-                    let problem = missing(&study_oid, "ClinicalData", "StudyOID", start.at)
-                        .or_else(|| {
-                            missing(&mdv_oid, "ClinicalData", "MetaDataVersionOID", start.at)
-                        });
+                    let problem = missing(&study_oid, "ClinicalData", "StudyOID", start.at);
                     self.frames.push(Frame::Clinical {
                         study_oid,
                         mdv_oid,
@@ -142,6 +165,12 @@ impl<R: BufRead> ClinicalReader<R> {
                     return Err(FileError {
                         at: start.at,
                         kind: Refusal::NotCaseReportForms,
+                    });
+                }
+                (Some(Frame::Subject { .. } | Frame::Event { .. }), "ItemGroupData") => {
+                    return Err(FileError {
+                        at: start.at,
+                        kind: Refusal::Odm2Structure,
                     });
                 }
                 (Some(Frame::Clinical { .. }), "SubjectData") => {
@@ -156,6 +185,7 @@ impl<R: BufRead> ClinicalReader<R> {
                         site: None,
                         audit: None,
                         problem,
+                        yielded: false,
                     });
                 }
                 (Some(Frame::Subject { .. }), "StudyEventData") => {
@@ -171,6 +201,7 @@ impl<R: BufRead> ClinicalReader<R> {
                         tx,
                         audit: None,
                         problem,
+                        yielded: false,
                     });
                 }
                 (Some(Frame::Subject { .. }), "SiteRef") => {
@@ -184,16 +215,32 @@ impl<R: BufRead> ClinicalReader<R> {
                 (Some(Frame::Subject { .. } | Frame::Event { .. }), "AuditRecord") => {
                     let audit = form::read_audit(&mut self.xml, &mut self.summary.skipped)?;
                     if let Some(
-                        Frame::Subject { audit: slot, .. } | Frame::Event { audit: slot, .. },
+                        Frame::Subject {
+                            audit: slot,
+                            yielded,
+                            ..
+                        }
+                        | Frame::Event {
+                            audit: slot,
+                            yielded,
+                            ..
+                        },
                     ) = self.frames.last_mut()
                     {
                         *slot = Some(audit);
+                        self.summary.late_audit_records += u64::from(*yielded);
                     }
                 }
                 (Some(Frame::Subject { .. } | Frame::Event { .. }), "FormData") => {
                     let head = form::head(&start);
                     let context = self.context();
                     let read = form::read_form(&mut self.xml, head, context)?;
+                    for frame in &mut self.frames {
+                        if let Frame::Subject { yielded, .. } | Frame::Event { yielded, .. } = frame
+                        {
+                            *yielded = true;
+                        }
+                    }
                     match &read {
                         Ok(form) => {
                             self.summary.forms += 1;
@@ -216,7 +263,7 @@ impl<R: BufRead> ClinicalReader<R> {
             created: self.file.created.clone(),
             as_of: self.file.as_of.clone(),
             study_oid: String::new(),
-            metadata_version_oid: String::new(),
+            metadata_version_oid: None,
             subject_key: String::new(),
             subject_tx: None,
             site_oid: None,
@@ -241,7 +288,7 @@ impl<R: BufRead> ClinicalReader<R> {
                     problem,
                 } => {
                     form.study_oid = study_oid.clone().unwrap_or_default();
-                    form.metadata_version_oid = mdv_oid.clone().unwrap_or_default();
+                    form.metadata_version_oid = mdv_oid.clone();
                     first = first.or_else(|| problem.clone());
                 }
                 Frame::Subject {
@@ -250,6 +297,7 @@ impl<R: BufRead> ClinicalReader<R> {
                     site,
                     audit,
                     problem,
+                    ..
                 } => {
                     form.subject_key = key.clone().unwrap_or_default();
                     form.subject_tx = *tx;
@@ -263,6 +311,7 @@ impl<R: BufRead> ClinicalReader<R> {
                     tx,
                     audit,
                     problem,
+                    ..
                 } => {
                     form.event_oid = oid.clone();
                     form.event_repeat = repeat.clone();
@@ -424,3 +473,5 @@ fn count_current<R: BufRead>(xml: &XmlReader<R>, skipped: &mut Skipped) {
 mod tests;
 #[cfg(test)]
 mod tests_forms;
+#[cfg(test)]
+mod tests_perf;

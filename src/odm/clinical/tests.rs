@@ -100,9 +100,9 @@ fn the_sample_reads_into_three_forms_with_their_context() {
     assert_eq!(
         (
             vitals.study_oid.as_str(),
-            vitals.metadata_version_oid.as_str()
+            vitals.metadata_version_oid.as_deref()
         ),
-        ("ST.1", "MDV.1")
+        ("ST.1", Some("MDV.1"))
     );
     assert_eq!(vitals.subject_key, "SUBJ 001");
     assert_eq!(vitals.subject_tx, Some(TransactionType::Insert));
@@ -195,8 +195,8 @@ fn the_sample_reads_into_three_forms_with_their_context() {
 
     let dm = &got[2];
     assert_eq!(
-        (dm.study_oid.as_str(), dm.metadata_version_oid.as_str()),
-        ("ST.2", "MDV.9")
+        (dm.study_oid.as_str(), dm.metadata_version_oid.as_deref()),
+        ("ST.2", Some("MDV.9"))
     );
     assert_eq!(
         (dm.subject_key.as_str(), dm.site_oid.as_deref()),
@@ -308,6 +308,63 @@ fn dataset_xml_is_refused_as_not_case_report_forms() {
         .len(),
         1
     );
+}
+
+/// "1.3.2" files in the ODM 2.0 shape: item groups where forms belong, nested in each other.
+#[test]
+fn the_odm_2_structure_is_refused_with_its_own_reason() {
+    for body in [
+        "<StudyEventData StudyEventOID=\"E\">\n<ItemGroupData ItemGroupOID=\"IG.F\"><ItemGroupData ItemGroupOID=\"IG.R\"><ItemData ItemOID=\"I\"><Value>1</Value></ItemData></ItemGroupData></ItemGroupData></StudyEventData>",
+        "\n<ItemGroupData ItemGroupOID=\"IG.F\"/>",
+    ] {
+        let doc = subject(body);
+        check_odm2_shape(&doc, "\"IG.F\"");
+    }
+    // ClinicalData inside Study.
+    let doc = format!(
+        "<ODM xmlns=\"{ODM13_NS}\"><Study OID=\"S\"><MetaDataVersion OID=\"M\"/>\n<ClinicalData StudyOID=\"S\" MetaDataVersionOID=\"M\"/></Study></ODM>"
+    );
+    check_odm2_shape(&doc, "StudyOID");
+    // Near miss: a Study with its metadata and nothing else, then the data.
+    let doc = form("").replace("<ClinicalData", "<Study OID=\"S\"><MetaDataVersion OID=\"M\"><ItemGroupDef OID=\"G\"/></MetaDataVersion></Study><ClinicalData");
+    assert_eq!(forms(&doc).len(), 1);
+}
+
+fn check_odm2_shape(doc: &str, needle: &str) {
+    let (read, _) = read_all(doc);
+    let [Err(ReadError::File(e))] = &read[..] else {
+        panic!("{read:?}")
+    };
+    assert_eq!(e.kind, Refusal::Odm2Structure);
+    assert_eq!(e.at, pos_of(doc, needle));
+}
+
+/// ODM puts a subject's AuditRecord before its events; some exports put it after. The forms read
+/// by then cannot get it (that would hold a whole subject in memory): they are counted.
+#[test]
+fn an_audit_record_after_the_forms_is_counted_as_late() {
+    let doc = subject(
+        "<StudyEventData StudyEventOID=\"E\"><FormData FormOID=\"F\"/></StudyEventData><AuditRecord><UserRef UserOID=\"U\"/></AuditRecord>",
+    );
+    let (read, summary) = read_all(&doc);
+    assert_eq!(read[0].as_ref().unwrap().audit, None);
+    assert_eq!(summary.late_audit_records, 1);
+    let doc = subject(
+        "<AuditRecord><UserRef UserOID=\"U\"/></AuditRecord><StudyEventData StudyEventOID=\"E\"><FormData FormOID=\"F\"/></StudyEventData>",
+    );
+    let (read, summary) = read_all(&doc);
+    assert!(read[0].as_ref().unwrap().audit.is_some());
+    assert_eq!(summary.late_audit_records, 0);
+}
+
+#[test]
+fn a_missing_metadata_version_or_group_oid_is_absent_not_an_error() {
+    let doc = form("<ItemData ItemOID=\"I\" Value=\"1\"/>")
+        .replace(" MetaDataVersionOID=\"M\"", "")
+        .replace("ItemGroupOID=\"G\"", "ItemGroupOID=\"\"");
+    let got = forms(&doc);
+    assert_eq!(got[0].metadata_version_oid, None);
+    assert_eq!(got[0].items[0].group_oid, "");
 }
 
 #[test]

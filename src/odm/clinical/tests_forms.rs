@@ -100,16 +100,6 @@ fn missing_oids_and_keys_refuse_the_forms_they_concern() {
             "ClinicalData",
             "StudyOID",
         ),
-        (
-            form("").replace("MetaDataVersionOID=\"M\"", ""),
-            "ClinicalData",
-            "MetaDataVersionOID",
-        ),
-        (
-            form("").replace("ItemGroupOID=\"G\"", ""),
-            "ItemGroupData",
-            "ItemGroupOID",
-        ),
         (form("<ItemData Value=\"1\"/>"), "ItemData", "ItemOID"),
         (
             form("<ItemDataInteger ItemOID=\"\">1</ItemDataInteger>"),

@@ -72,7 +72,12 @@ fn typed() -> impl Strategy<Value = Option<TypedAs>> {
 
 fn item() -> impl Strategy<Value = ItemValue> {
     (
-        prop_oneof![Just("IG.A".to_string()), Just("IG B".to_string()), oid()],
+        prop_oneof![
+            Just("IG.A".to_string()),
+            Just("IG B".to_string()),
+            Just(String::new()),
+            oid()
+        ],
         prop::option::of(prop_oneof![Just("1".to_string()), Just("2".to_string())]),
         tx(),
         oid(),
@@ -118,7 +123,7 @@ fn item() -> impl Strategy<Value = ItemValue> {
 prop_compose! {
     fn form()(
         file in (prop::option::of(oid()), prop::option::of(prop_oneof![Just(FileType::Snapshot), Just(FileType::Transactional)]), prop::option::of(oid()), prop::option::of(oid())),
-        study in (oid(), oid(), oid(), tx(), prop::option::of(oid())),
+        study in (oid(), prop::option::of(oid()), oid(), tx(), prop::option::of(oid())),
         event in prop::option::of((oid(), prop::option::of(oid()), tx())),
         own in (oid(), prop::option::of(oid()), tx(), audit()),
         items in prop::collection::vec(item(), 0..8),
@@ -174,7 +179,7 @@ fn a_small_form_is_written_as_minimal_odm() {
         created: None,
         as_of: None,
         study_oid: "S".into(),
-        metadata_version_oid: "M".into(),
+        metadata_version_oid: Some("M".into()),
         subject_key: "K 1".into(),
         subject_tx: None,
         site_oid: Some("SITE".into()),

@@ -49,8 +49,10 @@ pub enum EncodingProblem {
     Utf16Bom,
     /// Bytes that can only be UTF-16 or UTF-32 without a byte-order mark.
     WideWithoutBom,
-    /// The XML declaration names an encoding other than UTF-8 and ISO-8859-1.
+    /// The XML declaration names an encoding other than UTF-8, ISO-8859-1 and US-ASCII.
     Declared,
+    /// A byte above 0x7F in a document declared US-ASCII.
+    NotAscii,
     /// Bytes that are not UTF-8 where UTF-8 is read.
     BadUtf8,
 }
@@ -120,6 +122,9 @@ pub enum Refusal {
     Odm2,
     /// `ODMVersion` is not 1.3 or 1.3.x.
     OdmVersion,
+    /// Item groups where forms belong (under StudyEventData or SubjectData, nested in each
+    /// other), or ClinicalData inside Study: the ODM 2.0 shape some 1.3 documents have.
+    Odm2Structure,
     /// `FileType` is neither Snapshot nor Transactional.
     FileType,
     /// An XML version other than 1.0 is declared.
@@ -155,6 +160,7 @@ impl Refusal {
             Refusal::RootNamespace => "root_namespace",
             Refusal::Odm2 => "odm_2",
             Refusal::OdmVersion => "odm_version",
+            Refusal::Odm2Structure => "odm_2_structure",
             Refusal::FileType => "file_type",
             Refusal::XmlVersion => "xml_version",
             Refusal::TooLarge { .. } => "too_large",
@@ -182,6 +188,9 @@ impl fmt::Display for Refusal {
                 "ODM 2.0 (namespace http://www.cdisc.org/ns/odm/v2.0) is not supported yet: export ODM 1.3.2",
             ),
             Refusal::OdmVersion => f.write_str("ODMVersion is not 1.3 or 1.3.x"),
+            Refusal::Odm2Structure => f.write_str(
+                "an ODM 2.0-shaped structure (ItemGroupData where FormData belongs, or ClinicalData inside Study): not supported yet",
+            ),
             Refusal::FileType => f.write_str("FileType is neither Snapshot nor Transactional"),
             Refusal::XmlVersion => f.write_str("the XML declaration names a version other than 1.0"),
             Refusal::TooLarge { piece, cap } => write!(
@@ -203,7 +212,10 @@ impl fmt::Display for Refusal {
                 f.write_str("UTF-16 or UTF-32 is not accepted: UTF-8 or ISO-8859-1 only")
             }
             Refusal::Encoding(EncodingProblem::Declared) => f.write_str(
-                "the XML declaration names an encoding other than UTF-8 and ISO-8859-1",
+                "the XML declaration names an encoding other than UTF-8, ISO-8859-1 and US-ASCII",
+            ),
+            Refusal::Encoding(EncodingProblem::NotAscii) => f.write_str(
+                "a byte that is not ASCII in a document declared US-ASCII (declare UTF-8 or ISO-8859-1 if that is what it is)",
             ),
             Refusal::Encoding(EncodingProblem::BadUtf8) => {
                 f.write_str("bytes that are not UTF-8 (declare ISO-8859-1 if that is what it is)")

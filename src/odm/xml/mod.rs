@@ -12,8 +12,9 @@
 //!   instruction, reference) over `max_event_bytes`, bounded while reading: the source refuses to
 //!   hand the parser more than the cap plus one byte per piece;
 //! - nesting deeper than `max_depth`, more attributes on one element than `max_attributes`;
-//! - encodings other than UTF-8 and a declared ISO-8859-1 (transcoded to UTF-8 as it is read);
-//!   UTF-16 and UTF-32, with or without a byte-order mark;
+//! - encodings other than UTF-8, a declared ISO-8859-1 (transcoded to UTF-8 as it is read) and a
+//!   declared US-ASCII (every OpenClinica 3 export; read as the subset of UTF-8 it is, a byte above
+//!   0x7F refused); UTF-16 and UTF-32, with or without a byte-order mark;
 //! - malformed XML: unclosed or mismatched elements, references other than XML's five entities
 //!   and character references, characters XML forbids, undeclared prefixes, bad UTF-8, a second
 //!   root, text outside the root.
@@ -36,7 +37,7 @@ use crate::config::OdmSettings;
 use crate::odm::model::Position;
 pub use error::{EncodingProblem, FileError, Malformed, Piece, Refusal};
 use source::Source;
-use state::{Stage, State, is_latin1, legal_char, piece_of};
+use state::{Stage, State, is_ascii, is_latin1, legal_char, piece_of};
 
 /// The ODM 1.3 namespace (1.3, 1.3.1, 1.3.2 share it).
 pub const ODM13_NS: &str = "http://www.cdisc.org/ns/odm/v1.3";
@@ -337,6 +338,7 @@ impl<R: BufRead> XmlReader<R> {
                         None => {}
                         Some(Ok(name)) if name.eq_ignore_ascii_case("UTF-8") => {}
                         Some(Ok(name)) if is_latin1(&name) => source.set_latin1(),
+                        Some(Ok(name)) if is_ascii(&name) => source.set_ascii(),
                         Some(Ok(_)) => return fail(Refusal::Encoding(EncodingProblem::Declared)),
                         Some(Err(_)) => return fail(Refusal::Malformed(Malformed::Declaration)),
                     }

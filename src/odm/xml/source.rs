@@ -23,6 +23,8 @@ pub(super) enum Fault {
     Cap,
     /// The input starts like UTF-16 or UTF-32 (with or without a byte-order mark).
     WideEncoding { bom: bool },
+    /// A byte above 0x7F in a document declared US-ASCII.
+    NotAscii,
     /// The input could not be read.
     Io(io::ErrorKind),
 }
@@ -34,6 +36,7 @@ pub(super) struct Source<R> {
     end: usize,
     sniffed: bool,
     latin1: bool,
+    ascii: bool,
     /// Bytes consumed since the mark, and how many the current event may consume.
     window: u64,
     allowance: u64,
@@ -58,6 +61,7 @@ impl<R: BufRead> Source<R> {
             end: 0,
             sniffed: false,
             latin1: false,
+            ascii: false,
             window: 0,
             // One more than the cap: the parser must be able to see the byte that ends an event
             // of exactly `cap` bytes (the `<` after a text).
@@ -123,6 +127,12 @@ impl<R: BufRead> Source<R> {
         self.buf[..out.len()].copy_from_slice(&out);
         self.start = 0;
         self.end = out.len();
+    }
+
+    /// From now on the input is US-ASCII (the declaration said so): read as UTF-8, of which it is
+    /// the subset, and a byte above 0x7F is refused when the parser comes to it.
+    pub(super) fn set_ascii(&mut self) {
+        self.ascii = true;
     }
 
     fn fail(&mut self, fault: Fault) -> io::Error {
@@ -222,7 +232,16 @@ impl<R: BufRead> BufRead for Source<R> {
             self.refill()?;
         }
         let room = (self.allowance - self.window).min(usize::MAX as u64) as usize;
-        let end = self.end.min(self.start.saturating_add(room));
+        let mut end = self.end.min(self.start.saturating_add(room));
+        if self.ascii {
+            // Hand over the ASCII bytes only: the piece holding another one is refused.
+            if let Some(i) = self.buf[self.start..end].iter().position(|b| *b > 0x7F) {
+                if i == 0 {
+                    return Err(self.fail(Fault::NotAscii));
+                }
+                end = self.start + i;
+            }
+        }
         Ok(&self.buf[self.start..end])
     }
 
@@ -301,6 +320,16 @@ mod tests {
             assert!(s.fill_buf().is_err());
             assert_eq!(s.take_fault(), Some(Fault::WideEncoding { bom }));
         }
+    }
+
+    #[test]
+    fn us_ascii_hands_over_ascii_only() {
+        let mut s = Source::new(&b"ab\xe9c"[..], 100);
+        s.set_ascii();
+        assert_eq!(s.fill_buf().unwrap(), b"ab");
+        s.consume(2);
+        assert!(s.fill_buf().is_err());
+        assert_eq!(s.take_fault(), Some(Fault::NotAscii));
     }
 
     #[test]

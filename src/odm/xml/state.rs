@@ -184,6 +184,7 @@ impl State {
                     Some(Fault::WideEncoding { bom: false }) => {
                         Refusal::Encoding(EncodingProblem::WideWithoutBom)
                     }
+                    Some(Fault::NotAscii) => Refusal::Encoding(EncodingProblem::NotAscii),
                     Some(Fault::Io(kind)) => Refusal::Io(kind),
                     None => Refusal::Io(std::io::ErrorKind::Other),
                 },
@@ -240,6 +241,13 @@ pub(super) fn piece_of(first: &[u8]) -> Piece {
     } else {
         Piece::Text
     }
+}
+
+/// The names US-ASCII goes by in XML declarations (OpenClinica 3 declares it).
+pub(super) fn is_ascii(name: &str) -> bool {
+    ["US-ASCII", "ASCII"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// The names ISO-8859-1 goes by in XML declarations.

@@ -245,13 +245,7 @@ fn other_encodings_are_refused() {
         refusal(&utf16(&[], &doc)).kind,
         Refusal::Encoding(EncodingProblem::WideWithoutBom)
     );
-    for name in [
-        "UTF-16",
-        "windows-1252",
-        "US-ASCII",
-        "ISO-8859-15",
-        "EBCDIC",
-    ] {
+    for name in ["UTF-16", "windows-1252", "ISO-8859-15", "EBCDIC"] {
         let doc = format!("<?xml version=\"1.0\" encoding=\"{name}\"?>{}", odm(""));
         let e = refusal(doc.as_bytes());
         assert_eq!(
@@ -268,6 +262,26 @@ fn other_encodings_are_refused() {
     let mut doc = vec![0xEF, 0xBB, 0xBF];
     doc.extend_from_slice(odm("<X>é</X>").as_bytes());
     read_with(&doc, Limits::default()).unwrap();
+}
+
+/// Every OpenClinica 3 export declares US-ASCII: the subset of UTF-8 it is, and no more.
+#[test]
+fn us_ascii_is_read_as_ascii_and_a_byte_above_it_refused() {
+    for name in ["US-ASCII", "us-ascii", "ASCII"] {
+        let doc = format!(
+            "<?xml version=\"1.0\" encoding=\"{name}\"?>{}",
+            odm("<X V=\"a\">b&#233;</X>")
+        );
+        let toks = read(&doc).unwrap();
+        assert_eq!(toks[2], Tok::Text("bé".into()));
+    }
+    let doc = format!(
+        "<?xml version=\"1.0\" encoding=\"US-ASCII\"?>\n{}",
+        odm("\n<X>caf\u{e9}</X>")
+    );
+    let e = refusal(doc.as_bytes());
+    assert_eq!(e.kind, Refusal::Encoding(EncodingProblem::NotAscii));
+    assert_eq!(e.at, Position { line: 3, column: 4 });
 }
 
 #[test]
