@@ -19,6 +19,9 @@ pub struct OdmSettings {
     pub max_attributes: usize,
     /// The most item values in one form instance (FormData); a larger form is refused on its own.
     pub max_form_items: usize,
+    /// The most bytes one form instance's values (with their OIDs, keys and AuditRecords) may
+    /// hold in memory; a larger form is refused on its own.
+    pub max_form_bytes: usize,
 }
 
 impl Default for OdmSettings {
@@ -29,6 +32,7 @@ impl Default for OdmSettings {
             max_depth: 64,
             max_attributes: 256,
             max_form_items: 20_000,
+            max_form_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -54,7 +58,13 @@ impl OdmSettings {
         )?;
         range("max_depth", self.max_depth, 16, 1024)?;
         range("max_attributes", self.max_attributes, 16, 65_536)?;
-        range("max_form_items", self.max_form_items, 1, 10_000_000)
+        range("max_form_items", self.max_form_items, 1, 10_000_000)?;
+        range(
+            "max_form_bytes",
+            self.max_form_bytes,
+            1024,
+            1024 * 1024 * 1024,
+        )
     }
 }
 
@@ -83,5 +93,6 @@ mod tests {
         assert!(load(&[("EDC__ODM__MAX_EVENT_BYTES", "1023")]).is_err());
         assert!(load(&[("EDC__ODM__MAX_FORM_ITEMS", "0")]).is_err());
         assert!(load(&[("EDC__ODM__MAX_ATTRIBUTES", "15")]).is_err());
+        assert!(load(&[("EDC__ODM__MAX_FORM_BYTES", "1023")]).is_err());
     }
 }

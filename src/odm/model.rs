@@ -369,8 +369,17 @@ impl Skipped {
     }
 }
 
-/// Adds `n` under `ns`, or under [`OTHER_NAMESPACES`] once [`MAX_NAMESPACES`] are counted.
+/// The longest namespace kept as a key, in bytes; a longer one is cut (at a character boundary).
+pub const MAX_NAMESPACE_BYTES: usize = 256;
+
+/// Adds `n` under `ns` (cut to [`MAX_NAMESPACE_BYTES`]), or under [`OTHER_NAMESPACES`] once
+/// [`MAX_NAMESPACES`] are counted: the counts stay small whatever a document declares.
 pub(crate) fn count_ns(map: &mut BTreeMap<String, u64>, ns: &str, n: u64) {
+    let mut end = ns.len().min(MAX_NAMESPACE_BYTES);
+    while !ns.is_char_boundary(end) {
+        end -= 1;
+    }
+    let ns = &ns[..end];
     if let Some(count) = map.get_mut(ns) {
         *count += n;
     } else if map.len() < MAX_NAMESPACES {
@@ -445,5 +454,9 @@ mod tests {
         assert_eq!(map.len(), MAX_NAMESPACES + 1);
         assert_eq!(map[OTHER_NAMESPACES], 10);
         assert_eq!(map["urn:x:0"], 2);
+        let mut map = BTreeMap::new();
+        count_ns(&mut map, &"é".repeat(1000), 1);
+        let key = map.keys().next().unwrap();
+        assert!(key.len() <= MAX_NAMESPACE_BYTES && key.chars().all(|c| c == 'é'));
     }
 }

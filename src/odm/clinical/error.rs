@@ -38,6 +38,8 @@ pub enum FormProblem {
     ItemOutsideGroup { at: Position },
     /// More items than `odm.max_form_items`.
     TooManyItems { cap: usize },
+    /// Items holding more than `odm.max_form_bytes` in memory.
+    TooLarge { cap: usize },
 }
 
 impl FormProblem {
@@ -53,6 +55,7 @@ impl FormProblem {
             FormProblem::NestedGroup { .. } => "nested_group",
             FormProblem::ItemOutsideGroup { .. } => "item_outside_group",
             FormProblem::TooManyItems { .. } => "too_many_items",
+            FormProblem::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -94,6 +97,10 @@ impl fmt::Display for FormProblem {
             FormProblem::TooManyItems { cap } => {
                 write!(f, "the form has more than {cap} items (odm.max_form_items)")
             }
+            FormProblem::TooLarge { cap } => write!(
+                f,
+                "the form's values come to more than {cap} bytes (odm.max_form_bytes)"
+            ),
         }
     }
 }

@@ -43,6 +43,38 @@ fn note(problem: &mut Option<FormProblem>, p: FormProblem) {
     }
 }
 
+/// What a form has come to so far: its first problem, and the bytes its items hold.
+struct Tally {
+    problem: Option<FormProblem>,
+    bytes: usize,
+}
+
+impl Tally {
+    fn note(&mut self, p: FormProblem) {
+        note(&mut self.problem, p);
+    }
+}
+
+/// About the memory an item value holds: the struct and its strings.
+fn size_of_item(item: &ItemValue) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let audit = item.audit.as_ref().map_or(0, |a| {
+        std::mem::size_of::<AuditRecord>()
+            + text(&a.user_oid)
+            + text(&a.location_oid)
+            + text(&a.date_time)
+            + text(&a.reason_for_change)
+            + text(&a.source_id)
+    });
+    std::mem::size_of::<ItemValue>()
+        + item.group_oid.len()
+        + text(&item.group_repeat)
+        + item.item_oid.len()
+        + text(&item.value)
+        + text(&item.unit_oid)
+        + audit
+}
+
 /// The local name of an ODM element; "" for other namespaces.
 fn odm_name<'a>(start: &StartTag<'a>) -> &'a str {
     if start.is_odm() { start.local } else { "" }
@@ -54,7 +86,10 @@ pub(super) fn read_form<R: BufRead>(
     head: Head,
     (mut form, inherited): (FormInstance, Option<FormProblem>),
 ) -> Result<Result<FormInstance, FormError>, FileError> {
-    let mut problem = inherited.or(head.problem);
+    let mut tally = Tally {
+        problem: inherited.or(head.problem),
+        bytes: 0,
+    };
     form.form_oid = head.oid.clone().unwrap_or_default();
     form.form_repeat = head.repeat;
     form.tx = head.tx;
@@ -66,16 +101,16 @@ pub(super) fn read_form<R: BufRead>(
             "AuditRecord" => form.audit = Some(read_audit(xml, &mut form.skipped)?),
             "ItemGroupData" => {
                 let group = Group::of(&start, &mut form.skipped);
-                read_group(xml, group, &mut form, &mut problem)?;
+                read_group(xml, group, &mut form, &mut tally)?;
             }
             name if name == "ItemData" || TypedAs::from_element(name).is_some() => {
-                note(&mut problem, FormProblem::ItemOutsideGroup { at: start.at });
+                tally.note(FormProblem::ItemOutsideGroup { at: start.at });
                 skip_counted(xml, &mut form.skipped)?;
             }
             _ => skip_counted(xml, &mut form.skipped)?,
         }
     }
-    Ok(match problem {
+    Ok(match tally.problem {
         None => Ok(form),
         Some(problem) => Err(FormError {
             study_oid: Some(form.study_oid).filter(|s| !s.is_empty()),
@@ -112,10 +147,10 @@ fn read_group<R: BufRead>(
     xml: &mut XmlReader<R>,
     mut group: Group,
     form: &mut FormInstance,
-    problem: &mut Option<FormProblem>,
+    tally: &mut Tally,
 ) -> Result<(), FileError> {
     if let Some(p) = group.problem.take() {
-        note(problem, p);
+        tally.note(p);
     }
     let first = form.items.len();
     let mut audit = None;
@@ -124,12 +159,12 @@ fn read_group<R: BufRead>(
         match odm_name(&start) {
             "AuditRecord" => audit = Some(read_audit(xml, &mut form.skipped)?),
             "ItemGroupData" => {
-                note(problem, FormProblem::NestedGroup { at: start.at });
+                tally.note(FormProblem::NestedGroup { at: start.at });
                 skip_counted(xml, &mut form.skipped)?;
             }
             name if name == "ItemData" || TypedAs::from_element(name).is_some() => {
                 let item = Item::of(&start, &mut form.skipped);
-                read_item(xml, item, &group, form, problem)?;
+                read_item(xml, item, &group, form, tally)?;
             }
             _ => skip_counted(xml, &mut form.skipped)?,
         }
@@ -200,22 +235,19 @@ fn read_item<R: BufRead>(
     mut item: Item,
     group: &Group,
     form: &mut FormInstance,
-    problem: &mut Option<FormProblem>,
+    tally: &mut Tally,
 ) -> Result<(), FileError> {
     let at = item.value.at;
     if item.binary {
         // Never read: the content is skipped unseen.
-        note(
-            problem,
-            FormProblem::BinaryItem {
-                item_oid: item.value.item_oid,
-                at,
-            },
-        );
+        tally.note(FormProblem::BinaryItem {
+            item_oid: item.value.item_oid,
+            at,
+        });
         return xml.skip();
     }
     if let Some(p) = item.problem.take() {
-        note(problem, p);
+        tally.note(p);
     }
     let v = &mut item.value;
     // A typed form's value is its text; an ItemData's is its Value attribute or <Value> child.
@@ -247,7 +279,7 @@ fn read_item<R: BufRead>(
                     let mut text = String::new();
                     xml.read_text(&mut text)?;
                     if v.value.is_some() {
-                        note(problem, FormProblem::SeveralValues { at });
+                        tally.note(FormProblem::SeveralValues { at });
                     }
                     v.value = Some(text);
                 }
@@ -262,21 +294,28 @@ fn read_item<R: BufRead>(
     }
     if v.is_null {
         if v.value.as_deref().is_some_and(|s| !s.is_empty()) {
-            note(problem, FormProblem::NullWithValue { at });
+            tally.note(FormProblem::NullWithValue { at });
         }
         v.value = None;
     }
-    if problem.is_some() {
+    if tally.problem.is_some() {
         return Ok(());
     }
     let cap = xml.limits().max_form_items;
     if form.items.len() >= cap {
-        note(problem, FormProblem::TooManyItems { cap });
+        tally.note(FormProblem::TooManyItems { cap });
         return Ok(());
     }
     v.group_oid.clone_from(&group.oid);
     v.group_repeat.clone_from(&group.repeat);
     v.group_tx = group.tx;
+    let size = size_of_item(v);
+    let cap = xml.limits().max_form_bytes;
+    if tally.bytes + size > cap {
+        tally.note(FormProblem::TooLarge { cap });
+        return Ok(());
+    }
+    tally.bytes += size;
     form.items.push(item.value);
     Ok(())
 }

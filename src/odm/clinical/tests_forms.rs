@@ -271,3 +271,21 @@ fn reasons_name_the_form_and_never_its_values() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_form_may_hold_as_many_bytes_as_the_cap_and_no_more() {
+    let limits = Limits {
+        max_form_bytes: 10_000,
+        ..Limits::default()
+    };
+    let value = "v".repeat(1000);
+    let items = |n: usize| form(&format!("<ItemData ItemOID=\"I\" Value=\"{value}\"/>").repeat(n));
+    // Each item holds its 1000-byte value and about 200 bytes besides.
+    let (read, _) = read_limited(&items(7), limits);
+    assert_eq!(read[0].as_ref().unwrap().items.len(), 7);
+    let (read, _) = read_limited(&items(9), limits);
+    assert!(
+        matches!(&read[..], [Err(ReadError::Form(e))] if e.problem == FormProblem::TooLarge { cap: 10_000 }),
+        "{read:?}"
+    );
+}

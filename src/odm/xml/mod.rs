@@ -53,6 +53,7 @@ pub struct Limits {
     pub max_depth: usize,
     pub max_attributes: usize,
     pub max_form_items: usize,
+    pub max_form_bytes: usize,
 }
 
 impl From<&OdmSettings> for Limits {
@@ -62,6 +63,7 @@ impl From<&OdmSettings> for Limits {
             max_depth: s.max_depth,
             max_attributes: s.max_attributes,
             max_form_items: s.max_form_items,
+            max_form_bytes: s.max_form_bytes,
         }
     }
 }
