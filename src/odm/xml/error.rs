@@ -25,6 +25,8 @@ pub enum Piece {
     ProcessingInstruction,
     Doctype,
     Reference,
+    /// An element or attribute name, or a namespace URI declared.
+    Name,
 }
 
 impl Piece {
@@ -38,6 +40,7 @@ impl Piece {
             Piece::ProcessingInstruction => "a processing instruction or XML declaration",
             Piece::Doctype => "a DOCTYPE",
             Piece::Reference => "an entity or character reference",
+            Piece::Name => "an element or attribute name, or a namespace URI declared,",
         }
     }
 }

@@ -37,6 +37,7 @@ use crate::config::OdmSettings;
 use crate::odm::model::Position;
 pub use error::{EncodingProblem, FileError, Malformed, Piece, Refusal};
 use source::Source;
+pub use state::MAX_NAME_BYTES;
 use state::{Stage, State, is_ascii, is_latin1, legal_char, piece_of};
 
 /// The ODM 1.3 namespace (1.3, 1.3.1, 1.3.2 share it).

@@ -15,6 +15,10 @@ use super::{
 };
 use crate::odm::model::Position;
 
+/// The longest element or attribute name, and namespace URI declared, in bytes. The parser keeps
+/// the names of the open elements and the namespaces in scope: this bounds them by the depth.
+pub const MAX_NAME_BYTES: usize = 1024;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
     Prolog,
@@ -76,7 +80,16 @@ impl State {
                 });
             }
             let attr = attr.map_err(|_| Refusal::Malformed(Malformed::Attribute))?;
-            if attr.key.as_namespace_binding().is_some() {
+            let long = attr.key.as_ref().len() > MAX_NAME_BYTES;
+            let binding = attr.key.as_namespace_binding().is_some();
+            // Names and the namespaces bound are kept while their element is open: each is short.
+            if long || (binding && attr.value.len() > MAX_NAME_BYTES) {
+                return Err(Refusal::TooLarge {
+                    piece: Piece::Name,
+                    cap: MAX_NAME_BYTES,
+                });
+            }
+            if binding {
                 continue;
             }
             let (ns, local) = resolver.resolve_attribute(attr.key);
@@ -98,6 +111,12 @@ impl State {
             slot.local.push_str(local.into_inner());
             slot.value.clear();
             slot.value.push_str(&value);
+        }
+        if e.name().as_ref().len() > MAX_NAME_BYTES {
+            return Err(Refusal::TooLarge {
+                piece: Piece::Name,
+                cap: MAX_NAME_BYTES,
+            });
         }
         let (ns, local) = resolver.resolve_element(e.name());
         let ns = namespace(ns)?;

@@ -27,7 +27,7 @@ fn with_piece(piece: Piece, size: usize) -> String {
         )),
         Piece::Comment => odm(&format!("<A><!--{}--></A>", fill("<!---->".len()))),
         Piece::ProcessingInstruction => odm(&format!("<A><?pi {}?></A>", fill("<?pi ?>".len()))),
-        Piece::Doctype | Piece::Reference => unreachable!(),
+        Piece::Doctype | Piece::Reference | Piece::Name => unreachable!(),
     }
 }
 
@@ -72,6 +72,35 @@ fn text_split_by_references_is_capped_as_a_whole_by_read_text() {
             cap
         }
     );
+}
+
+#[test]
+fn names_and_namespaces_may_be_as_long_as_their_cap_and_no_longer() {
+    let name = |n: usize| "N".repeat(n);
+    let cap = MAX_NAME_BYTES;
+    let too_long = Refusal::TooLarge {
+        piece: Piece::Name,
+        cap,
+    };
+    let ns = |n: usize| format!("urn:{}", "x".repeat(n - 4));
+    for (ok, bad) in [
+        (
+            odm(&format!("<{} />", name(cap))),
+            odm(&format!("<{} />", name(cap + 1))),
+        ),
+        (
+            odm(&format!("<A {}=\"1\"/>", name(cap))),
+            odm(&format!("<A {}=\"1\"/>", name(cap + 1))),
+        ),
+        (
+            odm(&format!("<A xmlns:v=\"{}\"/>", ns(cap))),
+            odm(&format!("<A xmlns:v=\"{}\"/>", ns(cap + 1))),
+        ),
+    ] {
+        read_with(ok.as_bytes(), Limits::default()).unwrap();
+        let e = read_with(bad.as_bytes(), Limits::default()).unwrap_err();
+        assert_eq!(e.kind, too_long);
+    }
 }
 
 #[test]
