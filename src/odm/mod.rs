@@ -8,5 +8,6 @@
 
 pub mod clinical;
 pub mod model;
+pub mod walk;
 pub mod write;
 pub mod xml;

@@ -6,9 +6,10 @@
 
 use std::io::BufRead;
 
-use super::{count_attrs, count_current, missing, present, skip_counted, transaction};
+use super::{missing, transaction};
 use crate::odm::clinical::{FormError, FormProblem};
 use crate::odm::model::{AuditRecord, FormInstance, ItemValue, Position, Skipped, TypedAs};
+use crate::odm::walk::{count_attrs, count_current, present, skip_counted};
 use crate::odm::xml::{FileError, Piece, Refusal, StartTag, Token, XmlReader};
 
 /// What the FormData's start tag says.

@@ -23,9 +23,8 @@ mod form;
 
 use std::io::BufRead;
 
-use crate::odm::model::{
-    AuditRecord, FileType, FormInstance, Position, Skipped, TransactionType, count_ns,
-};
+use crate::odm::model::{AuditRecord, FileType, FormInstance, Position, Skipped, TransactionType};
+use crate::odm::walk::{count_attrs, count_current, present, skip_counted};
 use crate::odm::xml::{FileError, Limits, Refusal, StartTag, Token, XmlReader};
 pub use error::{FormError, FormProblem, ReadError};
 
@@ -274,7 +273,7 @@ impl<R: BufRead> ClinicalReader<R> {
             form_repeat: None,
             tx: None,
             audit: None,
-            items: Vec::new(),
+            items: Vec::with_capacity(16),
             at: Position::default(),
             skipped: Skipped::default(),
         };
@@ -370,11 +369,6 @@ fn file_info(root: &StartTag<'_>) -> Result<FileInfo, FileError> {
     })
 }
 
-/// An attribute's value, None when absent or empty (vendors write empty where absent is meant).
-fn present(value: Option<&str>) -> Option<String> {
-    value.filter(|v| !v.is_empty()).map(str::to_string)
-}
-
 /// The problem of a required attribute that is absent.
 fn missing(
     value: &Option<String>,
@@ -406,66 +400,6 @@ fn transaction(
                 }),
             ),
         },
-    }
-}
-
-/// Counts the vendor attributes of an element that is read.
-fn count_attrs(start: &StartTag<'_>, skipped: &mut Skipped) {
-    for attr in start.extension_attrs() {
-        count_ns(&mut skipped.extension_attributes, attr.ns(), 1);
-    }
-}
-
-/// ODM element names counted by name when read past; any other under `(other)`.
-const ODM_ELEMENTS: &[&str] = &[
-    "Study",
-    "AdminData",
-    "ReferenceData",
-    "Association",
-    "Signature",
-    "Signatures",
-    "Annotation",
-    "Annotations",
-    "AuditRecords",
-    "InvestigatorRef",
-    "ArchiveLayoutRef",
-    "ClinicalData",
-    "SubjectData",
-    "StudyEventData",
-    "FormData",
-    "ItemGroupData",
-    "ItemData",
-    "AuditRecord",
-    "SiteRef",
-    "MeasurementUnitRef",
-    "Value",
-    "Comment",
-    "Flag",
-];
-
-/// After the start tag just read: reads past its element and counts it.
-fn skip_counted<R: BufRead>(
-    xml: &mut XmlReader<R>,
-    skipped: &mut Skipped,
-) -> Result<(), FileError> {
-    count_current(xml, skipped);
-    xml.skip()
-}
-
-/// Counts the element whose start tag was just read as read past (the caller skips it).
-fn count_current<R: BufRead>(xml: &XmlReader<R>, skipped: &mut Skipped) {
-    let (ns, local) = xml.current();
-    if ns == crate::odm::xml::ODM13_NS {
-        let name = ODM_ELEMENTS
-            .iter()
-            .find(|n| **n == local)
-            .copied()
-            .unwrap_or("(other)");
-        *skipped.odm_elements.entry(name).or_default() += 1;
-    } else if ns.is_empty() {
-        count_ns(&mut skipped.extension_elements, "(no namespace)", 1);
-    } else {
-        count_ns(&mut skipped.extension_elements, ns, 1);
     }
 }
 

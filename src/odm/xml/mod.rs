@@ -1,7 +1,7 @@
 //! The hardened XML reader every ODM path uses (daemon messages, `odm import`, `study from-odm`).
 //!
 //! An XML document is hostile input. This reader streams over any [`BufRead`] (quick-xml's
-//! `NsReader` over [`source::Source`]) and holds at most one piece of XML at a time, so its memory
+//! `Reader` over [`source::Source`], namespaces kept by [`names`]) and holds at most one piece of XML at a time, so its memory
 //! is bounded by the caps ([`Limits`]) whatever the input's size. It refuses, each with its own
 //! [`Refusal`] and the line and column where it happened, never the content:
 //! - any DOCTYPE: there is no DTD support, hence no external entity and no entity expansion of
@@ -24,6 +24,7 @@
 //! processing instructions are read past.
 
 mod error;
+mod names;
 mod source;
 mod state;
 
@@ -31,7 +32,7 @@ use std::io::BufRead;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::Event;
-use quick_xml::reader::NsReader;
+use quick_xml::reader::Reader;
 
 use crate::config::OdmSettings;
 use crate::odm::model::Position;
@@ -155,14 +156,14 @@ pub(super) enum Out {
 
 /// The streaming reader: see the module's text.
 pub struct XmlReader<R: BufRead> {
-    parser: NsReader<Source<R>>,
+    parser: Reader<Source<R>>,
     buf: Vec<u8>,
     st: State,
 }
 
 impl<R: BufRead> XmlReader<R> {
     pub fn new(input: R, limits: Limits) -> XmlReader<R> {
-        let mut parser = NsReader::from_reader(Source::new(input, limits.max_event_bytes));
+        let mut parser = Reader::from_reader(Source::new(input, limits.max_event_bytes));
         let config = parser.config_mut();
         config.check_end_names = true;
         config.expand_empty_elements = false;
@@ -177,6 +178,7 @@ impl<R: BufRead> XmlReader<R> {
                 stage: Stage::Prolog,
                 seen_any: false,
                 open: Vec::new(),
+                scopes: names::Scopes::default(),
                 pending_end: None,
                 failed: None,
                 attrs: Vec::new(),
@@ -350,9 +352,8 @@ impl<R: BufRead> XmlReader<R> {
                 Event::PI(_) | Event::Comment(_) => {}
                 Event::Start(ref e) | Event::Empty(ref e) => {
                     let empty = matches!(event, Event::Empty(_));
-                    let resolver = self.parser.resolver();
                     self.st
-                        .start(e, resolver, at)
+                        .start(e, at)
                         .map_err(|kind| FileError { at, kind })?;
                     if empty {
                         self.st.pending_end = Some(at);
@@ -418,6 +419,7 @@ impl<R: BufRead> XmlReader<R> {
     /// An element ends.
     fn close(&mut self) {
         self.st.open.pop();
+        self.st.scopes.close();
         if self.st.open.is_empty() {
             self.st.stage = Stage::Epilog;
         }

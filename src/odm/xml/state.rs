@@ -6,8 +6,8 @@ use std::io::BufRead;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::BytesStart;
-use quick_xml::name::{Namespace, NamespaceResolver, ResolveResult};
 
+use super::names::{Scopes, split};
 use super::source::{Fault, Source};
 use super::{
     Attr, EncodingProblem, FileError, Limits, Malformed, ODM13_NS, ODM20_NS, Out, Piece, Refusal,
@@ -35,6 +35,8 @@ pub(super) struct State {
     pub(super) seen_any: bool,
     /// Start positions of the open elements, outermost first.
     pub(super) open: Vec<Position>,
+    /// The namespaces declared on the open elements.
+    pub(super) scopes: Scopes,
     pub(super) pending_end: Option<Position>,
     pub(super) failed: Option<FileError>,
     pub(super) attrs: Vec<Attr>,
@@ -58,12 +60,7 @@ impl State {
     }
 
     /// A start tag: caps, attributes, names, and for the root the ODM checks.
-    pub(super) fn start(
-        &mut self,
-        e: &BytesStart<'_>,
-        resolver: &NamespaceResolver,
-        at: Position,
-    ) -> Result<(), Refusal> {
+    pub(super) fn start(&mut self, e: &BytesStart<'_>, at: Position) -> Result<(), Refusal> {
         if self.stage == Stage::Epilog {
             return Err(Refusal::Malformed(Malformed::SecondRoot));
         }
@@ -72,33 +69,46 @@ impl State {
                 cap: self.limits.max_depth,
             });
         }
+        if e.name().as_ref().len() > MAX_NAME_BYTES {
+            return Err(Refusal::TooLarge {
+                piece: Piece::Name,
+                cap: MAX_NAME_BYTES,
+            });
+        }
+        self.scopes.open();
+        // One pass over the attributes: declarations into the scope, the others into the slots
+        // with their prefix where the namespace goes once all declarations are known.
         self.n_attrs = 0;
-        for (i, attr) in e.attributes().enumerate() {
+        for (i, attr) in e.attributes().with_checks(false).enumerate() {
             if i >= self.limits.max_attributes {
                 return Err(Refusal::TooManyAttributes {
                     cap: self.limits.max_attributes,
                 });
             }
             let attr = attr.map_err(|_| Refusal::Malformed(Malformed::Attribute))?;
-            let long = attr.key.as_ref().len() > MAX_NAME_BYTES;
-            let binding = attr.key.as_namespace_binding().is_some();
-            // Names and the namespaces bound are kept while their element is open: each is short.
-            if long || (binding && attr.value.len() > MAX_NAME_BYTES) {
+            let key = attr.key.into_inner();
+            let value = attr
+                .normalized_value(self.version)
+                .map_err(|_| Refusal::Malformed(Malformed::BadReference))?;
+            let (prefix, local) = split(key)?;
+            let declared = match (prefix, local) {
+                ("", "xmlns") => Some(""),
+                ("xmlns", declared) => Some(declared),
+                _ => None,
+            };
+            // Names and the namespaces declared stay while their element is open: each is short.
+            if key.len() > MAX_NAME_BYTES || (declared.is_some() && value.len() > MAX_NAME_BYTES) {
                 return Err(Refusal::TooLarge {
                     piece: Piece::Name,
                     cap: MAX_NAME_BYTES,
                 });
             }
-            if binding {
-                continue;
-            }
-            let (ns, local) = resolver.resolve_attribute(attr.key);
-            let ns = namespace(ns)?;
-            let value = attr
-                .normalized_value(self.version)
-                .map_err(|_| Refusal::Malformed(Malformed::BadReference))?;
             if !legal(&value) {
                 return Err(Refusal::Malformed(Malformed::IllegalCharacter));
+            }
+            if let Some(declared) = declared {
+                self.scopes.declare(declared, &value)?;
+                continue;
             }
             if self.n_attrs == self.attrs.len() {
                 self.attrs.push(Attr::default());
@@ -106,24 +116,35 @@ impl State {
             let slot = &mut self.attrs[self.n_attrs];
             self.n_attrs += 1;
             slot.ns.clear();
-            slot.ns.push_str(ns);
+            slot.ns.push_str(prefix);
             slot.local.clear();
-            slot.local.push_str(local.into_inner());
+            slot.local.push_str(local);
             slot.value.clear();
             slot.value.push_str(&value);
         }
-        if e.name().as_ref().len() > MAX_NAME_BYTES {
-            return Err(Refusal::TooLarge {
-                piece: Piece::Name,
-                cap: MAX_NAME_BYTES,
-            });
+        for slot in &mut self.attrs[..self.n_attrs] {
+            if !slot.ns.is_empty() {
+                let ns = self.scopes.resolve(&slot.ns)?;
+                slot.ns.clear();
+                slot.ns.push_str(ns);
+            }
         }
-        let (ns, local) = resolver.resolve_element(e.name());
-        let ns = namespace(ns)?;
+        // Two attributes of one name, by namespace and local name (as XML Namespaces asks).
+        let attrs = &self.attrs[..self.n_attrs];
+        for (i, a) in attrs.iter().enumerate() {
+            if attrs[..i]
+                .iter()
+                .any(|b| b.local == a.local && b.ns == a.ns)
+            {
+                return Err(Refusal::Malformed(Malformed::Attribute));
+            }
+        }
+        let (prefix, local) = split(e.name().into_inner())?;
+        let ns = self.scopes.resolve(prefix)?;
         self.ns.clear();
         self.ns.push_str(ns);
         self.local.clear();
-        self.local.push_str(local.into_inner());
+        self.local.push_str(local);
         if self.stage == Stage::Prolog {
             self.check_root()?;
             self.stage = Stage::Root;
@@ -229,15 +250,6 @@ impl State {
             }
         };
         FileError { at, kind }
-    }
-}
-
-/// A resolved namespace as text; an undeclared prefix is malformed.
-fn namespace<'n>(ns: ResolveResult<'n>) -> Result<&'n str, Refusal> {
-    match ns {
-        ResolveResult::Unbound => Ok(""),
-        ResolveResult::Bound(Namespace(ns)) => Ok(ns),
-        ResolveResult::Unknown(_) => Err(Refusal::Malformed(Malformed::Namespace)),
     }
 }
 

@@ -139,13 +139,15 @@ fn attributes_may_be_as_many_as_the_cap_and_no_more() {
     assert_eq!(e.kind, Refusal::TooManyAttributes { cap: 20 });
 }
 
-/// A 50 MB input made as it is read: `head`, then `fill` bytes of `byte`, then `tail`.
+/// A 50 MB input made as it is read: `head`, then `fill` bytes of `byte`, then `tail`. `read`
+/// counts what was read from it.
 struct Huge {
     head: Vec<u8>,
     fill: u64,
     byte: u8,
     tail: Vec<u8>,
     pos: u64,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl Read for Huge {
@@ -166,6 +168,7 @@ impl Read for Huge {
             n += 1;
             self.pos += 1;
         }
+        self.read.set(self.pos);
         Ok(n)
     }
 }
@@ -186,12 +189,14 @@ fn a_50_mb_element_is_refused_after_about_the_cap_in_well_under_a_second() {
         (format!("{root}<!--"), b'-', "--></ODM>", Piece::Comment),
         (format!("{root}<![CDATA["), b'x', "]]></ODM>", Piece::Cdata),
     ] {
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
         let input = Huge {
             head: head.into_bytes(),
             fill: 50 * 1024 * 1024,
             byte,
             tail: tail.as_bytes().to_vec(),
             pos: 0,
+            read: read.clone(),
         };
         let started = Instant::now();
         let mut r = XmlReader::new(BufReader::with_capacity(8192, input), Limits::default());
