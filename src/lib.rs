@@ -25,6 +25,7 @@
 //! - [`failure`]: how a command fails, and its exit code.
 //! - [`telemetry`], [`shutdown`]: logging, signals.
 //! - [`protocol`]: the study protocols (items, edit checks and alerts in CEL).
+//! - [`odm`]: CDISC ODM XML in: the hardened streaming reader, form instances, their writer.
 //! - [`pipeline`]: the pure stages a body goes through.
 //! - [`health`]: readiness and liveness, set by the parts that know them.
 //! - [`stats`]: the metrics (counters, gauges, histograms): one source for `/metrics`, the summary
@@ -49,6 +50,7 @@ pub mod fault;
 pub mod health;
 pub mod http;
 pub mod lane;
+pub mod odm;
 pub mod pipeline;
 pub mod printable;
 pub mod protocol;
@@ -66,7 +68,7 @@ pub mod worker;
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
     "fault", "lane", "printable", "config", "tls", "failure", "telemetry", "shutdown", "protocol",
-    "pipeline", "health", "stats", "store", "broker", "worker", "relay", "http", "tools", "daemon",
+    "odm", "pipeline", "health", "stats", "store", "broker", "worker", "relay", "http", "tools", "daemon",
 ];
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ use serde::Deserialize;
 
 use crate::lane::Lane;
 
+mod odm;
 mod parse;
 mod secret;
 mod validate;
 
+pub use odm::OdmSettings;
 use parse::{duration, glob_match, optional_duration};
 pub use secret::{Secret, SecretUrl, nodes, read_secret_file, redact_url};
 
@@ -65,6 +67,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub otel: OtelSettings,
+    /// The caps of the CDISC ODM reader.
+    #[serde(default)]
+    pub odm: OdmSettings,
 }
 
 /// Trace export over OTLP/HTTP.

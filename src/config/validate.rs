@@ -131,6 +131,7 @@ impl Settings {
             ));
         }
         self.http.address()?;
+        self.odm.validate()?;
         let endpoint = self.otel.endpoint.trim();
         if !endpoint.is_empty() && !endpoint.starts_with("http://") {
             return invalid(format!(
