@@ -17,10 +17,21 @@
 //! repeats. If the leader dies, its connection closes, the lock is released and another replica
 //! takes over.
 //!
+//! A leader that vanishes without closing anything (its node lost, the network cut) is given up by
+//! the server after `postgres.dead_peers` (keepalives, `tcp_user_timeout`: tens of seconds), which
+//! ends its backend and so releases the lock. The relay, for its part, takes its connection for
+//! dead when it stops answering: every statement on it has a bound (the heartbeat and the lock
+//! request `relay_heartbeat`; a round's statements the server's own `statement_timeout` plus
+//! `relay_heartbeat`), and every `relay_heartbeat` it checks that the lock is still its own. Past a
+//! bound it drops the connection at once, without waiting for it, and relays again only once it
+//! holds the lock on a new one. What it published meanwhile of the rows it had claimed is
+//! published again by the next leader, with the same `event_id`s, as after a crash.
+//!
 //! One refused event never holds back the later ones (an `alert.raised` for a serious adverse event
 //! behind a callback to a full queue, say): it is parked with its reason and counted, and the round
 //! goes on.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +65,12 @@ enum RelayError {
     Database(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(
+        "the database connection did not answer {what} within {after:?}: taken as dead (postgres.dead_peers.relay_heartbeat)"
+    )]
+    Silent { what: &'static str, after: Duration },
+    #[error("this connection no longer holds the relay lock")]
+    LockLost,
 }
 
 /// What the relay needs: the settings, its connection name, its counters and when to stop.
@@ -87,25 +104,38 @@ impl Relay {
     async fn lead(&self) -> Result<(), RelayError> {
         let pg = &self.settings.postgres;
         let mut db = store::connect(&pg.url, pg).await?;
+        let heartbeat = pg.dead_peers.relay_heartbeat;
         let result = async {
-            loop {
-                let locked: bool = db
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
-                    .await?
-                    .get(0);
-                if locked {
-                    break;
+            let backend: i32 = loop {
+                let row = bounded(
+                    "the lock request",
+                    heartbeat,
+                    db.query_one(
+                        "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+                        &[&RELAY_LOCK],
+                    ),
+                )
+                .await?;
+                if row.get::<_, bool>(0) {
+                    break row.get(1);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = self.shutdown.cancelled() => return Ok(()),
                 }
-            }
-            debug!("outbox relay: leading");
+            };
+            info!(
+                backend_pid = backend,
+                "outbox relay: this replica relays events now"
+            );
             self.relay(&mut db.client).await
         }
         .await;
-        db.close().await;
+        match &result {
+            // Its I/O task would wait for the answers still owed, as long as TCP takes to give up.
+            Err(RelayError::Silent { .. } | RelayError::LockLost) => db.abandon(),
+            _ => db.close().await,
+        }
         result
     }
 
@@ -126,7 +156,13 @@ impl Relay {
                 FieldTable::default(),
             );
             broker::within(limit, "declaring the events exchange", declare).await?;
+            let heartbeat = self.settings.postgres.dead_peers.relay_heartbeat;
+            let mut checked = tokio::time::Instant::now();
             loop {
+                if checked.elapsed() >= heartbeat {
+                    still_leading(db, heartbeat).await?;
+                    checked = tokio::time::Instant::now();
+                }
                 let (rows, events) = self.round(db, channel).await?;
                 if events > 0 {
                     debug!(rows, events, "outbox relay: published");
@@ -159,12 +195,20 @@ impl Relay {
     ) -> Result<(usize, usize), RelayError> {
         // Batches whose last outcome has committed get their batch.completed event now, behind the
         // events of their records.
-        db.execute("SELECT complete_batches()", &[]).await?;
-        let tx = db.transaction().await?;
+        // The server ends a statement at statement_timeout: no answer by then, and a heartbeat
+        // more, means the connection is dead.
+        let pg = &self.settings.postgres;
+        let limit = pg.statement_timeout + pg.dead_peers.relay_heartbeat;
+        bounded(
+            "completing batches",
+            limit,
+            db.execute("SELECT complete_batches()", &[]),
+        )
+        .await?;
+        let tx = bounded("BEGIN", limit, db.transaction()).await?;
         // Rows of both forms: one per transaction (`events`, V7) or one per event (before V7).
-        let rows = tx
-            .query(
-                "WITH claimed AS (
+        let claim = tx.query(
+            "WITH claimed AS (
                     SELECT id, coalesce(events, jsonb_build_array(jsonb_build_object(
                                'event_id', event_id, 'routing_key', routing_key,
                                'reply_to', reply_to, 'correlation_id', correlation_id,
@@ -182,9 +226,9 @@ impl Relay {
                  FROM sized c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
                  WHERE c.before = 0 OR c.before < $2
                  ORDER BY c.id, e.n",
-                &[&ROWS, &EVENTS],
-            )
-            .await?;
+            &[&ROWS, &EVENTS],
+        );
+        let rows = bounded("claiming rows", limit, claim).await?;
         if rows.is_empty() {
             return Ok((0, 0));
         }
@@ -198,17 +242,25 @@ impl Relay {
                 callbacks += u64::from(event.reply_to.is_some());
                 continue;
             };
-            tx.execute(
-                "INSERT INTO outbox_parked (reason, event) VALUES ($1, $2::text::jsonb)",
-                &[&reason, &event.raw],
+            bounded(
+                "parking an event",
+                limit,
+                tx.execute(
+                    "INSERT INTO outbox_parked (reason, event) VALUES ($1, $2::text::jsonb)",
+                    &[&reason, &event.raw],
+                ),
             )
             .await?;
             warn!(%reason, event_id = %event.event_id, routing = event.kind(), "event refused by the broker: parked");
             parked += 1;
         }
-        tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
-            .await?;
-        tx.commit().await?;
+        bounded(
+            "deleting published rows",
+            limit,
+            tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids]),
+        )
+        .await?;
+        bounded("COMMIT", limit, tx.commit()).await?;
         let published = (events.len() - parked) as u64;
         self.stats.events_published(EventKind::Callback, callbacks);
         self.stats
@@ -272,6 +324,39 @@ impl Relay {
         // Unconfirmed rows stay in the outbox (the transaction rolls back) and go out again.
         let limit = self.settings.amqp.operation_timeout;
         Ok(broker::within(limit, "publishing events", confirmed).await?)
+    }
+}
+
+/// A statement on the lock connection, given at most `within`: past it the connection is taken
+/// as dead.
+async fn bounded<T>(
+    what: &'static str,
+    within: Duration,
+    statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, RelayError> {
+    match tokio::time::timeout(within, statement).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(RelayError::Silent {
+            what,
+            after: within,
+        }),
+    }
+}
+
+/// The heartbeat: the lock connection answers within `within`, and its session still holds the
+/// relay lock (a connection pooler in front of the server could have handed the statements to
+/// another session).
+async fn still_leading(db: &tokio_postgres::Client, within: Duration) -> Result<(), RelayError> {
+    let check = db.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks
+                        WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                          AND objsubid = 1 AND (classid::int8 << 32 | objid::int8) = $1)",
+        &[&RELAY_LOCK],
+    );
+    if bounded("the heartbeat", within, check).await?.get(0) {
+        Ok(())
+    } else {
+        Err(RelayError::LockLost)
     }
 }
 
