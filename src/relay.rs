@@ -49,7 +49,7 @@ use crate::stats::{EventKind, Stats};
 use crate::store::{self, ConnectError};
 
 /// Advisory-lock key of the relay leader ("edc_outb").
-const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
+pub const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
 /// Outbox rows (transactions) claimed per round at most.
 const ROWS: i64 = 32;
 /// Events published per round at most (more only when one row alone holds more): a round's
