@@ -56,13 +56,20 @@ pub const MIGRATION_LOCK: i64 = 0x6564_635f_6d69_6772; // "edc_migr"
 /// keepalives and `TCP_USER_TIMEOUT`, the backend's `tcp_keepalives_*`, `tcp_user_timeout` and
 /// `client_connection_check_interval`), so that either side gives up on a peer that vanished
 /// without a word within tens of seconds, and the server drops a dead client's locks. With them,
-/// the TLS connector that checks what the URL's `sslmode` (or the default) asks for (see [`tls`]);
-/// a connection below `verify-ca` is logged once, as a warning. A URL or TLS setting that cannot be
-/// used is `Refused`.
+/// the TLS connector that checks what the URL's `sslmode` (or the default) asks for (see [`tls`]).
+/// A URL or TLS setting that cannot be used is `Refused`.
 pub fn pg_config(
     url: &SecretUrl,
     settings: &PostgresSettings,
 ) -> Result<(tokio_postgres::Config, tls::MakeRustls), ConnectError> {
+    configured(url, settings).map(|(cfg, connector, _)| (cfg, connector))
+}
+
+/// [`pg_config`], with what its TLS leaves unchecked ([`tls::Tls::weakness`]).
+fn configured(
+    url: &SecretUrl,
+    settings: &PostgresSettings,
+) -> Result<(tokio_postgres::Config, tls::MakeRustls, Option<String>), ConnectError> {
     let refused = |why: String| ConnectError::Refused {
         at: url.to_string(),
         why,
@@ -71,9 +78,6 @@ pub fn pg_config(
     let (text, params) = tls::split_tls_params(url.expose()).ok_or_else(not_valid)?;
     let mut cfg: tokio_postgres::Config = text.parse().map_err(|_| not_valid())?;
     let tls = tls::Tls::new(&params, &settings.tls, &cfg).map_err(|e| refused(e.to_string()))?;
-    if let Some(weakness) = tls.weakness() {
-        warn_once(url, &weakness);
-    }
     let connector = tls.apply(&mut cfg);
     cfg.connect_timeout(settings.connect_timeout);
     cfg.application_name("edc-ingest");
@@ -105,7 +109,7 @@ pub fn pg_config(
         ));
     }
     cfg.options(options.trim());
-    Ok((cfg, connector))
+    Ok((cfg, connector, tls.weakness()))
 }
 
 /// The server setting PostgreSQL 13 and older do not have.
@@ -115,14 +119,18 @@ const CHECK_INTERVAL: &str = "client_connection_check_interval";
 /// every later connection of the process goes without it.
 static NO_CHECK_INTERVAL: AtomicBool = AtomicBool::new(false);
 
-/// Logs `weakness` for `url` the first time this process meets it: at start, since the settings
-/// are checked before anything connects.
-fn warn_once(url: &SecretUrl, weakness: &str) {
+/// Logs, as a warning and once per process, what the connections of `url` leave unchecked, if
+/// they are below `verify-ca`: at the daemon's start (its pool) and at `migrate`. The one-shot
+/// tools do not repeat it on every call.
+fn warn_if_weak(url: &SecretUrl, weakness: Option<String>) {
+    let Some(weakness) = weakness else {
+        return;
+    };
     static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let shown = url.to_string();
     let first = SEEN
         .lock()
-        .map(|mut seen| seen.insert(format!("{shown} {weakness}")))
+        .map(|mut seen| seen.insert(shown.clone()))
         .unwrap_or(true);
     if first {
         warn!(url = %shown, "PostgreSQL connection not fully protected: {weakness}");
@@ -130,7 +138,8 @@ fn warn_once(url: &SecretUrl, weakness: &str) {
 }
 
 pub fn pool(settings: &PostgresSettings) -> anyhow::Result<Pool> {
-    let (cfg, tls) = pg_config(&settings.url, settings)?;
+    let (cfg, tls, weakness) = configured(&settings.url, settings)?;
+    warn_if_weak(&settings.url, weakness);
     let manager = Manager::from_config(
         cfg,
         tls,
@@ -233,6 +242,7 @@ impl std::ops::DerefMut for Connected {
 /// names of the migrations applied now.
 pub async fn migrate(settings: &PostgresSettings) -> Result<Vec<String>, MigrateError> {
     let url = settings.migration_url();
+    warn_if_weak(url, configured(url, settings)?.2);
     let mut conn = connect(url, settings).await?;
     let lost = |e: tokio_postgres::Error| MigrateError::from(ConnectError::of(url.to_string(), &e));
     // A migration may take longer than a job's statement; only the wait for the lock is bounded.

@@ -163,6 +163,21 @@ async fn below_verify_ca_the_start_says_in_one_line_what_is_not_checked() {
         assert!(lines[0].contains("WARN"), "{what}: {}", lines[0]);
         assert!(!lines[0].contains(":edc@"), "{what}: {}", lines[0]);
     }
+    // The daemon says it at start too, once, with migrations left to the Job as on Kubernetes.
+    let require = url("127.0.0.1", "sslmode=require");
+    let mut daemon = run_daemon(
+        &env,
+        &[
+            ("EDC__POSTGRES__URL", require.as_str()),
+            ("EDC__POSTGRES__MIGRATE_ON_START", "false"),
+        ],
+    );
+    daemon.wait_ready(WAIT).await;
+    let exit = daemon.stop(WAIT).await;
+    assert!(exit.success(), "{}", exit.stderr);
+    let lines = warnings(&exit.stderr);
+    assert_eq!(lines.len(), 1, "run: one line: {}", exit.stderr);
+    assert!(lines[0].contains("pose as the server"), "{}", lines[0]);
     // verify-full with the CA, a password bound to the channel: nothing to say.
     let full = url("localhost", "sslmode=verify-full");
     let out = edc(
