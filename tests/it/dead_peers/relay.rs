@@ -1,8 +1,7 @@
-//! Dead peers: a database connection that goes silent, as when a node loses power or the network
-//! is cut, so that no reset ever arrives. The relay's connection (the one holding its advisory
-//! lock) is cut with iptables, on loopback, both ways and for that one connection only (other
-//! tests use the same servers). Without keepalives on both ends, the server would keep the
-//! vanished relay's backend, and its lock, for about two hours, and no replica would relay events.
+//! The relay's connection (the one holding its advisory lock) cut with iptables, on loopback, both
+//! ways and for that one connection only (other tests use the same servers). Without keepalives on
+//! both ends, the server would keep the vanished relay's backend, and its lock, for about two
+//! hours, and no replica would relay events.
 //!
 //! The rules are removed when the [`Cut`] is dropped, also when the test fails. The tests skip,
 //! saying so, only where there is no `iptables` (`scripts/test.sh` installs it); they need root.
@@ -198,116 +197,6 @@ async fn the_relay(env: &TestEnv, daemons: &[&DaemonProcess]) -> (i32, u16, usiz
     })
     .await;
     (pid, port, owner.unwrap())
-}
-
-/// The server-side settings of a session, in their base units, by name.
-async fn session_settings(db: &tokio_postgres::Client) -> Vec<(String, String)> {
-    db.query(
-        "SELECT name, setting FROM pg_settings
-         WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count',
-                        'tcp_user_timeout', 'client_connection_check_interval')
-         ORDER BY name",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
-/// The keepalive timers of the sockets of the session's connection (`ss -o`), in seconds: the
-/// client's and the server's, once both are idle (a socket with data in flight shows its
-/// retransmission timer instead).
-async fn keepalive_timers(db: &tokio_postgres::Client) -> Vec<f64> {
-    let port: i32 = db
-        .query_one(
-            "SELECT client_port FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let filter = format!("( sport = :{port} or dport = :{port} )");
-    let read = || {
-        let out = Command::new("ss")
-            .args(["-tnoH", "state", "established", &filter])
-            .output()
-            .expect("ss (iproute2) runs");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split("timer:(keepalive,").nth(1)?.split(',').next())
-            .map(ss_seconds)
-            .collect::<Vec<f64>>()
-    };
-    let mut timers = Vec::new();
-    let _ = kit::wait::try_wait_for("both sockets idle", Duration::from_secs(5), || {
-        timers = read();
-        let both = timers.len() == 2;
-        async move { both }
-    })
-    .await;
-    timers
-}
-
-/// A timer as `ss` prints it (`119min`, `1min5sec`, `10sec`, `9.980ms` for 9 s 980 ms, `450ms`),
-/// in seconds.
-fn ss_seconds(text: &str) -> f64 {
-    let mut rest = text;
-    let mut total = 0.0;
-    if let Some((m, r)) = rest.split_once("min") {
-        total += m.parse::<f64>().unwrap_or(f64::MAX) * 60.0;
-        rest = r;
-    }
-    if let Some(r) = rest.strip_suffix("sec") {
-        total += r.parse::<f64>().unwrap_or(f64::MAX);
-    } else if let Some(r) = rest.strip_suffix("ms") {
-        total += match r.split_once('.') {
-            Some((s, ms)) => {
-                s.parse::<f64>().unwrap_or(f64::MAX) + ms.parse::<f64>().unwrap_or(0.0) / 1000.0
-            }
-            None => r.parse::<f64>().unwrap_or(f64::MAX) / 1000.0,
-        };
-    }
-    total
-}
-
-#[tokio::test]
-async fn every_database_connection_gives_up_a_silent_peer_on_both_ends() {
-    // Arrange: the default dead-peer settings.
-    let env = TestEnv::new().await;
-    let settings = env.settings(&[]);
-    let url = edc_ingest::config::SecretUrl::new(env.db_url.as_str());
-    let expected: Vec<(String, String)> = [
-        ("client_connection_check_interval", "10000"),
-        ("tcp_keepalives_count", "3"),
-        ("tcp_keepalives_idle", "10"),
-        ("tcp_keepalives_interval", "5"),
-        ("tcp_user_timeout", "30000"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-
-    // Act: a dedicated connection (the relay's, the tools'), and one of the pool (the workers').
-    let dedicated = edc_ingest::store::connect(&url, &settings.postgres)
-        .await
-        .unwrap();
-    let pool = edc_ingest::store::pool(&settings.postgres).unwrap();
-    let pooled = pool.get().await.unwrap();
-
-    // Assert: the server's side of each session, and both sockets' keepalive timers, armed at
-    // keepalives_idle (10 s) rather than the system's two hours.
-    for (what, db) in [("dedicated", &*dedicated), ("pooled", &**pooled)] {
-        assert_eq!(session_settings(db).await, expected, "{what}");
-        let timers = keepalive_timers(db).await;
-        assert_eq!(timers.len(), 2, "{what}: both ends keep alive: {timers:?}");
-        assert!(timers.iter().all(|t| *t <= 10.0), "{what}: {timers:?}");
-    }
-    drop(pooled);
-    pool.close();
-    dedicated.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
