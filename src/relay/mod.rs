@@ -31,15 +31,21 @@
 //! behind a callback to a full queue, say): it is parked with its reason and counted, and the round
 //! goes on.
 
-use std::future::Future;
+mod event;
+mod lock;
+
+use event::{Event, refused};
+pub use lock::RELAY_LOCK;
+use lock::{bounded, still_leading};
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::maybe_done;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Confirmation, ExchangeKind};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Confirmation, ExchangeKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -48,8 +54,6 @@ use crate::config::Settings;
 use crate::stats::{EventKind, Stats};
 use crate::store::{self, ConnectError};
 
-/// Advisory-lock key of the relay leader ("edc_outb").
-pub const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
 /// Outbox rows (transactions) claimed per round at most.
 const ROWS: i64 = 32;
 /// Events published per round at most (more only when one row alone holds more): a round's
@@ -324,170 +328,5 @@ impl Relay {
         // Unconfirmed rows stay in the outbox (the transaction rolls back) and go out again.
         let limit = self.settings.amqp.operation_timeout;
         Ok(broker::within(limit, "publishing events", confirmed).await?)
-    }
-}
-
-/// A statement on the lock connection, given at most `within`: past it the connection is taken
-/// as dead.
-async fn bounded<T>(
-    what: &'static str,
-    within: Duration,
-    statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, RelayError> {
-    match tokio::time::timeout(within, statement).await {
-        Ok(answer) => Ok(answer?),
-        Err(_) => Err(RelayError::Silent {
-            what,
-            after: within,
-        }),
-    }
-}
-
-/// The heartbeat: the lock connection answers within `within`, and its session still holds the
-/// relay lock (a connection pooler in front of the server could have handed the statements to
-/// another session).
-async fn still_leading(db: &tokio_postgres::Client, within: Duration) -> Result<(), RelayError> {
-    let check = db.query_one(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks
-                        WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-                          AND objsubid = 1 AND (classid::int8 << 32 | objid::int8) = $1)",
-        &[&RELAY_LOCK],
-    );
-    if bounded("the heartbeat", within, check).await?.get(0) {
-        Ok(())
-    } else {
-        Err(RelayError::LockLost)
-    }
-}
-
-/// One event of an outbox row, as it is published.
-struct Event {
-    /// The whole element, kept for parking.
-    raw: String,
-    event_id: String,
-    routing_key: String,
-    reply_to: Option<String>,
-    correlation_id: Option<String>,
-    /// AMQP headers to carry (the record's trace context), as a JSON object.
-    headers: Option<String>,
-    body: String,
-}
-
-impl Event {
-    fn of(row: &tokio_postgres::Row) -> Event {
-        Event {
-            raw: row.get(1),
-            event_id: row.get::<_, Option<String>>(2).unwrap_or_default(),
-            routing_key: row.get::<_, Option<String>>(3).unwrap_or_default(),
-            reply_to: row.get(4),
-            correlation_id: row.get(5),
-            headers: row.get(6),
-            body: row.get::<_, Option<String>>(7).unwrap_or_default(),
-        }
-    }
-
-    /// Its kind, safe to log: `callback`, or the routing key of an event (ours, never an
-    /// uploader's value).
-    fn kind(&self) -> &str {
-        if self.reply_to.is_some() {
-            "callback"
-        } else {
-            &self.routing_key
-        }
-    }
-
-    fn properties(&self) -> BasicProperties {
-        let mut props = BasicProperties::default()
-            .with_message_id(ShortString::from(self.event_id.as_str()))
-            .with_content_type(ShortString::from("application/json"))
-            .with_delivery_mode(2)
-            .with_type(ShortString::from(if self.reply_to.is_some() {
-                "outcome"
-            } else {
-                self.routing_key.as_str()
-            }));
-        if let Some(c) = &self.correlation_id {
-            props = props.with_correlation_id(ShortString::from(c.as_str()));
-        }
-        let headers = self.headers.as_deref().and_then(|h| {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(h).ok()
-        });
-        if let Some(headers) = headers {
-            let mut table = FieldTable::default();
-            for (k, v) in headers {
-                if let serde_json::Value::String(v) = v {
-                    table.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
-                }
-            }
-            props = props.with_headers(table);
-        }
-        props
-    }
-}
-
-/// Why the broker refused an event, if it did: a `nack`, or a callback returned unroutable.
-fn refused(confirm: Confirmation, event: &Event) -> Option<String> {
-    match confirm {
-        Confirmation::Ack(None) | Confirmation::NotRequested => None,
-        Confirmation::Ack(Some(_)) => Some(format!(
-            "unroutable: no queue takes the {} (its reply queue does not exist)",
-            event.kind()
-        )),
-        Confirmation::Nack(_) => Some(format!(
-            "the broker refused the {} (nack: a full queue that rejects publishes, say)",
-            event.kind()
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(reply_to: Option<&str>, headers: Option<&str>) -> Event {
-        Event {
-            raw: "{}".into(),
-            event_id: "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d".into(),
-            routing_key: "record.accepted".into(),
-            reply_to: reply_to.map(str::to_string),
-            correlation_id: Some("c-1".into()),
-            headers: headers.map(str::to_string),
-            body: "{}".into(),
-        }
-    }
-
-    #[test]
-    fn only_a_plain_ack_is_published_anything_else_is_parked_with_our_reason() {
-        let e = event(Some("edc.reply.site-03"), None);
-        assert_eq!(refused(Confirmation::Ack(None), &e), None);
-        let nack = refused(Confirmation::Nack(None), &e).unwrap();
-        assert!(nack.contains("refused the callback"), "{nack}");
-        assert!(!nack.contains("site-03"), "never the uploader's address");
-        let ev = event(None, None);
-        assert!(
-            refused(Confirmation::Nack(None), &ev)
-                .unwrap()
-                .contains("record.accepted")
-        );
-    }
-
-    #[test]
-    fn an_event_carries_its_id_type_correlation_and_trace_headers() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let p = event(None, Some(&format!(r#"{{"traceparent": "{tp}"}}"#))).properties();
-        assert_eq!(
-            p.message_id().as_ref().unwrap().as_str(),
-            "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d"
-        );
-        assert_eq!(p.kind().as_ref().unwrap().as_str(), "record.accepted");
-        assert_eq!(p.delivery_mode(), &Some(2));
-        let headers = p.headers().as_ref().unwrap();
-        assert!(
-            matches!(headers.inner().get("traceparent"), Some(AMQPValue::LongString(s)) if s.to_string() == tp)
-        );
-        let callback = event(Some("edc.reply.x"), None).properties();
-        assert_eq!(callback.kind().as_ref().unwrap().as_str(), "outcome");
-        assert_eq!(callback.correlation_id().as_ref().unwrap().as_str(), "c-1");
-        assert!(callback.headers().is_none());
     }
 }
