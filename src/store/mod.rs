@@ -10,7 +10,8 @@
 //! - [`retention`]: pruning of the working tables that would otherwise only grow.
 //! - [`backlog`]: the outbox backlog, the relay lag and the open batches, read for `/metrics`.
 //! - [`role`]: the runtime role's grants, and whether the daemon's role can do its work.
-//! - [`tls`]: TLS with libpq's `sslmode` semantics.
+//! - [`tls`]: TLS with libpq's `sslmode` semantics, a default that never leaves a connection over
+//!   the network unverified by omission, and channel binding for a password sent over TLS.
 //!
 //! Connections come from here only: the pool ([`pool`]) for the daemon's work, a dedicated
 //! connection ([`connect`]) for the relay, the migrations and the command-line tools. The pool is
@@ -33,7 +34,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-
 use tracing::{info, warn};
 
 use crate::config::{PostgresSettings, SecretUrl};
