@@ -113,7 +113,14 @@ pub async fn connect(
 /// the copies we publish are fitted to it ([`wire::fit`]).
 const FRAME_MAX: u32 = 32 * 1024;
 
-/// A node's URL as lapin connects to it, with [`FRAME_MAX`] unless it says otherwise.
+/// The AMQP heartbeat asked for, in seconds, unless the URL asks otherwise (`?heartbeat=`). The
+/// broker proposes 60 s, and a connection whose far side vanishes without a reset (a node lost, a
+/// network cut) is only given up after two missed heartbeats: measured, an event 3 minutes after a
+/// cut with the broker's 60 s, 36 s with 10 s. Both sides pick the lower of the two proposals.
+const HEARTBEAT_SECS: u16 = 15;
+
+/// A node's URL as lapin connects to it, with [`FRAME_MAX`] and [`HEARTBEAT_SECS`] unless it says
+/// otherwise.
 fn tuned(node: &str) -> Result<AMQPUri, String> {
     let mut uri: AMQPUri = node.parse().map_err(|e: String| {
         // The parser's message can quote the URL: keep only that it failed.
@@ -121,6 +128,7 @@ fn tuned(node: &str) -> Result<AMQPUri, String> {
         "not a valid AMQP URL".to_string()
     })?;
     uri.query.frame_max.get_or_insert(FRAME_MAX);
+    uri.query.heartbeat.get_or_insert(HEARTBEAT_SECS);
     Ok(uri)
 }
 
@@ -243,8 +251,10 @@ mod tests {
     fn a_connection_asks_for_small_frames_unless_its_url_says_otherwise() {
         let uri = tuned("amqp://u:p@h:5672/%2f").unwrap();
         assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
-        let uri = tuned("amqp://u:p@h:5672/%2f?frame_max=131072").unwrap();
+        assert_eq!(uri.query.heartbeat, Some(HEARTBEAT_SECS));
+        let uri = tuned("amqp://u:p@h:5672/%2f?frame_max=131072&heartbeat=60").unwrap();
         assert_eq!(uri.query.frame_max, Some(131072));
+        assert_eq!(uri.query.heartbeat, Some(60));
         let err = tuned("amqp://u:secret@h:notaport/%2f").unwrap_err();
         assert!(!err.contains("secret"), "{err}");
     }

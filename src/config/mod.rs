@@ -15,12 +15,15 @@ use serde::Deserialize;
 
 use crate::lane::Lane;
 
+mod dead_peers;
 mod odm;
 mod parse;
 mod secret;
 mod validate;
 
+pub use dead_peers::DeadPeerSettings;
 pub use odm::OdmSettings;
+
 use parse::{duration, glob_match, optional_duration};
 pub use secret::{Secret, SecretUrl, nodes, read_secret_file, redact_url};
 
@@ -198,7 +201,8 @@ pub struct AmqpSettings {
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// The certificate(s) of the CA that the server's certificate must chain to; none: the
-    /// system's store (RabbitMQ), no check unless `sslmode` asks for one (PostgreSQL).
+    /// system's store (RabbitMQ). For PostgreSQL, a CA makes `verify-full` the default `sslmode`;
+    /// without one, the default is `prefer` on this machine only (see `store::tls`).
     pub ca_file: Option<PathBuf>,
     /// The client's certificate (chain), presented to the server; with `key_file`.
     pub cert_file: Option<PathBuf>,
@@ -239,14 +243,17 @@ pub struct PostgresSettings {
     pub lock_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub idle_in_transaction_timeout: Duration,
+    /// TCP keepalives and timeouts on both ends of every connection, and the relay's heartbeat: a
+    /// peer that vanished without a word is given up within tens of seconds.
+    pub dead_peers: DeadPeerSettings,
     /// The longest a start waits for another replica's migrations (their advisory lock).
     #[serde(deserialize_with = "duration")]
     pub migration_lock_timeout: Duration,
     /// The group role (NOLOGIN) that the migrations grant the runtime's privileges to; the login
     /// role of `url` is a member of it. Empty: no grants (the daemon runs as the owner).
     pub runtime_role: String,
-    /// Certificates for the connections of `url` and `migrate_url`; `sslmode` in the URL says
-    /// whether TLS is used and what is checked.
+    /// Certificates for the connections of `url` and `migrate_url`; `sslmode` in the URL (else
+    /// the default, see `store::tls`) says whether TLS is used and what is checked.
     pub tls: TlsSettings,
 }
 

@@ -101,6 +101,7 @@ impl Settings {
                 return invalid(format!("{key} must be at least 1ms"));
             }
         }
+        pg.dead_peers.validate()?;
         if self.amqp.operation_timeout < Duration::from_secs(1) {
             return invalid("amqp.operation_timeout must be at least 1s".into());
         }

@@ -10,7 +10,8 @@
 //! - [`retention`]: pruning of the working tables that would otherwise only grow.
 //! - [`backlog`]: the outbox backlog, the relay lag and the open batches, read for `/metrics`.
 //! - [`role`]: the runtime role's grants, and whether the daemon's role can do its work.
-//! - [`tls`]: TLS with libpq's `sslmode` semantics.
+//! - [`tls`]: TLS with libpq's `sslmode` semantics, a default that never leaves a connection over
+//!   the network unverified by omission, and channel binding for a password sent over TLS.
 //!
 //! Connections come from here only: the pool ([`pool`]) for the daemon's work, a dedicated
 //! connection ([`connect`]) for the relay, the migrations and the command-line tools. The pool is
@@ -27,9 +28,13 @@ pub mod retention;
 pub mod role;
 pub mod tls;
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tracing::{info, warn};
 
 use crate::config::{PostgresSettings, SecretUrl};
 
@@ -47,12 +52,24 @@ pub const MIGRATION_LOCK: i64 = 0x6564_635f_6d69_6772; // "edc_migr"
 
 /// The connection settings of `url`, with the daemon's timeouts: every session it opens has
 /// `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` set, so the server
-/// ends what a job that gave up left running. With them, the TLS connector that checks what the
-/// URL's `sslmode` asks for (see [`tls`]). A URL or TLS setting that cannot be used is `Refused`.
+/// ends what a job that gave up left running; and `postgres.dead_peers` on both ends (the socket's
+/// keepalives and `TCP_USER_TIMEOUT`, the backend's `tcp_keepalives_*`, `tcp_user_timeout` and
+/// `client_connection_check_interval`), so that either side gives up on a peer that vanished
+/// without a word within tens of seconds, and the server drops a dead client's locks. With them,
+/// the TLS connector that checks what the URL's `sslmode` (or the default) asks for (see [`tls`]).
+/// A URL or TLS setting that cannot be used is `Refused`.
 pub fn pg_config(
     url: &SecretUrl,
     settings: &PostgresSettings,
 ) -> Result<(tokio_postgres::Config, tls::MakeRustls), ConnectError> {
+    configured(url, settings).map(|(cfg, connector, _)| (cfg, connector))
+}
+
+/// [`pg_config`], with what its TLS leaves unchecked ([`tls::Tls::weakness`]).
+fn configured(
+    url: &SecretUrl,
+    settings: &PostgresSettings,
+) -> Result<(tokio_postgres::Config, tls::MakeRustls, Option<String>), ConnectError> {
     let refused = |why: String| ConnectError::Refused {
         at: url.to_string(),
         why,
@@ -60,11 +77,16 @@ pub fn pg_config(
     let not_valid = || refused("not a valid PostgreSQL URL or connection string".into());
     let (text, params) = tls::split_tls_params(url.expose()).ok_or_else(not_valid)?;
     let mut cfg: tokio_postgres::Config = text.parse().map_err(|_| not_valid())?;
-    let connector = tls::Tls::new(&params, &settings.tls)
-        .map_err(|e| refused(e.to_string()))?
-        .apply(&mut cfg);
+    let tls = tls::Tls::new(&params, &settings.tls, &cfg).map_err(|e| refused(e.to_string()))?;
+    let connector = tls.apply(&mut cfg);
     cfg.connect_timeout(settings.connect_timeout);
     cfg.application_name("edc-ingest");
+    let peers = &settings.dead_peers;
+    cfg.keepalives(true)
+        .keepalives_idle(peers.keepalives_idle)
+        .keepalives_interval(peers.keepalives_interval)
+        .keepalives_retries(peers.keepalives_count)
+        .tcp_user_timeout(peers.tcp_user_timeout);
     let ms = |d: Duration| d.as_millis();
     let mut options = cfg.get_options().map(str::to_string).unwrap_or_default();
     options.push_str(&format!(
@@ -73,12 +95,51 @@ pub fn pg_config(
         ms(settings.lock_timeout),
         ms(settings.idle_in_transaction_timeout)
     ));
+    options.push_str(&format!(
+        " -c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={} -c tcp_user_timeout={}",
+        peers.keepalives_idle.as_secs(),
+        peers.keepalives_interval.as_secs(),
+        peers.keepalives_count,
+        ms(peers.tcp_user_timeout)
+    ));
+    if !NO_CHECK_INTERVAL.load(Ordering::Relaxed) {
+        options.push_str(&format!(
+            " -c {CHECK_INTERVAL}={}",
+            ms(peers.client_connection_check_interval)
+        ));
+    }
     cfg.options(options.trim());
-    Ok((cfg, connector))
+    Ok((cfg, connector, tls.weakness()))
+}
+
+/// The server setting PostgreSQL 13 and older do not have.
+const CHECK_INTERVAL: &str = "client_connection_check_interval";
+
+/// Set once a server refused [`CHECK_INTERVAL`] (an unknown setting ends the connection at once):
+/// every later connection of the process goes without it.
+static NO_CHECK_INTERVAL: AtomicBool = AtomicBool::new(false);
+
+/// Logs, as a warning and once per process, what the connections of `url` leave unchecked, if
+/// they are below `verify-ca`: at the daemon's start (its pool) and at `migrate`. The one-shot
+/// tools do not repeat it on every call.
+fn warn_if_weak(url: &SecretUrl, weakness: Option<String>) {
+    let Some(weakness) = weakness else {
+        return;
+    };
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let shown = url.to_string();
+    let first = SEEN
+        .lock()
+        .map(|mut seen| seen.insert(shown.clone()))
+        .unwrap_or(true);
+    if first {
+        warn!(url = %shown, "PostgreSQL connection not fully protected: {weakness}");
+    }
 }
 
 pub fn pool(settings: &PostgresSettings) -> anyhow::Result<Pool> {
-    let (cfg, tls) = pg_config(&settings.url, settings)?;
+    let (cfg, tls, weakness) = configured(&settings.url, settings)?;
+    warn_if_weak(&settings.url, weakness);
     let manager = Manager::from_config(
         cfg,
         tls,
@@ -102,12 +163,44 @@ pub async fn connect(
     settings: &PostgresSettings,
 ) -> Result<Connected, ConnectError> {
     let (cfg, tls) = pg_config(url, settings)?;
-    let (client, connection) = cfg
-        .connect(tls)
-        .await
-        .map_err(|e| ConnectError::of(url.to_string(), &e))?;
+    let (client, connection) = match cfg.connect(tls).await {
+        Err(e) if names_check_interval(&e) && !NO_CHECK_INTERVAL.swap(true, Ordering::Relaxed) => {
+            info!(
+                "the server has no {CHECK_INTERVAL} (PostgreSQL 13 or older): connecting without it"
+            );
+            let (cfg, tls) = pg_config(url, settings)?;
+            cfg.connect(tls).await
+        }
+        other => other,
+    }
+    .map_err(|e| refused_by_client(ConnectError::of(url.to_string(), &e), &e))?;
     let io = tokio::spawn(connection);
     Ok(Connected { client, io })
+}
+
+/// The server's answer to a setting it does not know, naming [`CHECK_INTERVAL`].
+fn names_check_interval(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code() == &tokio_postgres::error::SqlState::UNDEFINED_OBJECT
+            && db.message().contains(CHECK_INTERVAL)
+    })
+}
+
+/// A connection that tokio-postgres itself refused to complete, before any password left (the
+/// server asked for it without the channel binding the settings require, or in a way it does not
+/// support), is the settings' or the server's to change: refused, not waited for.
+fn refused_by_client(classified: ConnectError, e: &tokio_postgres::Error) -> ConnectError {
+    let text = e.to_string();
+    match classified {
+        ConnectError::Unreachable { at, why }
+            if e.as_db_error().is_none()
+                && (text.starts_with("authentication error")
+                    || text.starts_with("invalid configuration")) =>
+        {
+            ConnectError::Refused { at, why }
+        }
+        other => other,
+    }
 }
 
 /// A dedicated connection: the client and the task that drives its I/O.
@@ -121,6 +214,12 @@ impl Connected {
     pub async fn close(self) {
         drop(self.client);
         let _ = self.io.await;
+    }
+
+    /// Drops a connection taken as dead without waiting for it: its I/O task would wait for the
+    /// answers still owed, for as long as TCP takes to give up. The socket is closed at once.
+    pub fn abandon(self) {
+        self.io.abort();
     }
 }
 
@@ -143,6 +242,7 @@ impl std::ops::DerefMut for Connected {
 /// names of the migrations applied now.
 pub async fn migrate(settings: &PostgresSettings) -> Result<Vec<String>, MigrateError> {
     let url = settings.migration_url();
+    warn_if_weak(url, configured(url, settings)?.2);
     let mut conn = connect(url, settings).await?;
     let lost = |e: tokio_postgres::Error| MigrateError::from(ConnectError::of(url.to_string(), &e));
     // A migration may take longer than a job's statement; only the wait for the lock is bounded.

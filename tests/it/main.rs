@@ -2,6 +2,7 @@
 //! both). Each test gets a fresh database and fresh queue names, so tests run in parallel.
 
 mod cli;
+mod dead_peers;
 mod delivery_limits;
 mod dlq_trust;
 mod events;

@@ -17,9 +17,26 @@
 //! repeats. If the leader dies, its connection closes, the lock is released and another replica
 //! takes over.
 //!
+//! A leader that vanishes without closing anything (its node lost, the network cut) is given up by
+//! the server after `postgres.dead_peers` (keepalives, `tcp_user_timeout`: tens of seconds), which
+//! ends its backend and so releases the lock. The relay, for its part, takes its connection for
+//! dead when it stops answering: every statement on it has a bound (the heartbeat and the lock
+//! request `relay_heartbeat`; a round's statements the server's own `statement_timeout` plus
+//! `relay_heartbeat`), and every `relay_heartbeat` it checks that the lock is still its own. Past a
+//! bound it drops the connection at once, without waiting for it, and relays again only once it
+//! holds the lock on a new one. What it published meanwhile of the rows it had claimed is
+//! published again by the next leader, with the same `event_id`s, as after a crash.
+//!
 //! One refused event never holds back the later ones (an `alert.raised` for a serious adverse event
 //! behind a callback to a full queue, say): it is parked with its reason and counted, and the round
 //! goes on.
+
+mod event;
+mod lock;
+
+use event::{Event, refused};
+pub use lock::RELAY_LOCK;
+use lock::{bounded, still_leading};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,8 +44,8 @@ use std::time::Duration;
 
 use futures::future::maybe_done;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Confirmation, ExchangeKind};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Confirmation, ExchangeKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -37,8 +54,6 @@ use crate::config::Settings;
 use crate::stats::{EventKind, Stats};
 use crate::store::{self, ConnectError};
 
-/// Advisory-lock key of the relay leader ("edc_outb").
-const RELAY_LOCK: i64 = 0x6564_635f_6f75_7462;
 /// Outbox rows (transactions) claimed per round at most.
 const ROWS: i64 = 32;
 /// Events published per round at most (more only when one row alone holds more): a round's
@@ -54,6 +69,12 @@ enum RelayError {
     Database(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(
+        "the database connection did not answer {what} within {after:?}: taken as dead (postgres.dead_peers.relay_heartbeat)"
+    )]
+    Silent { what: &'static str, after: Duration },
+    #[error("this connection no longer holds the relay lock")]
+    LockLost,
 }
 
 /// What the relay needs: the settings, its connection name, its counters and when to stop.
@@ -87,25 +108,38 @@ impl Relay {
     async fn lead(&self) -> Result<(), RelayError> {
         let pg = &self.settings.postgres;
         let mut db = store::connect(&pg.url, pg).await?;
+        let heartbeat = pg.dead_peers.relay_heartbeat;
         let result = async {
-            loop {
-                let locked: bool = db
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
-                    .await?
-                    .get(0);
-                if locked {
-                    break;
+            let backend: i32 = loop {
+                let row = bounded(
+                    "the lock request",
+                    heartbeat,
+                    db.query_one(
+                        "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+                        &[&RELAY_LOCK],
+                    ),
+                )
+                .await?;
+                if row.get::<_, bool>(0) {
+                    break row.get(1);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = self.shutdown.cancelled() => return Ok(()),
                 }
-            }
-            debug!("outbox relay: leading");
+            };
+            info!(
+                backend_pid = backend,
+                "outbox relay: this replica relays events now"
+            );
             self.relay(&mut db.client).await
         }
         .await;
-        db.close().await;
+        match &result {
+            // Its I/O task would wait for the answers still owed, as long as TCP takes to give up.
+            Err(RelayError::Silent { .. } | RelayError::LockLost) => db.abandon(),
+            _ => db.close().await,
+        }
         result
     }
 
@@ -126,7 +160,13 @@ impl Relay {
                 FieldTable::default(),
             );
             broker::within(limit, "declaring the events exchange", declare).await?;
+            let heartbeat = self.settings.postgres.dead_peers.relay_heartbeat;
+            let mut checked = tokio::time::Instant::now();
             loop {
+                if checked.elapsed() >= heartbeat {
+                    still_leading(db, heartbeat).await?;
+                    checked = tokio::time::Instant::now();
+                }
                 let (rows, events) = self.round(db, channel).await?;
                 if events > 0 {
                     debug!(rows, events, "outbox relay: published");
@@ -159,12 +199,20 @@ impl Relay {
     ) -> Result<(usize, usize), RelayError> {
         // Batches whose last outcome has committed get their batch.completed event now, behind the
         // events of their records.
-        db.execute("SELECT complete_batches()", &[]).await?;
-        let tx = db.transaction().await?;
+        // The server ends a statement at statement_timeout: no answer by then, and a heartbeat
+        // more, means the connection is dead.
+        let pg = &self.settings.postgres;
+        let limit = pg.statement_timeout + pg.dead_peers.relay_heartbeat;
+        bounded(
+            "completing batches",
+            limit,
+            db.execute("SELECT complete_batches()", &[]),
+        )
+        .await?;
+        let tx = bounded("BEGIN", limit, db.transaction()).await?;
         // Rows of both forms: one per transaction (`events`, V7) or one per event (before V7).
-        let rows = tx
-            .query(
-                "WITH claimed AS (
+        let claim = tx.query(
+            "WITH claimed AS (
                     SELECT id, coalesce(events, jsonb_build_array(jsonb_build_object(
                                'event_id', event_id, 'routing_key', routing_key,
                                'reply_to', reply_to, 'correlation_id', correlation_id,
@@ -182,9 +230,9 @@ impl Relay {
                  FROM sized c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
                  WHERE c.before = 0 OR c.before < $2
                  ORDER BY c.id, e.n",
-                &[&ROWS, &EVENTS],
-            )
-            .await?;
+            &[&ROWS, &EVENTS],
+        );
+        let rows = bounded("claiming rows", limit, claim).await?;
         if rows.is_empty() {
             return Ok((0, 0));
         }
@@ -198,17 +246,25 @@ impl Relay {
                 callbacks += u64::from(event.reply_to.is_some());
                 continue;
             };
-            tx.execute(
-                "INSERT INTO outbox_parked (reason, event) VALUES ($1, $2::text::jsonb)",
-                &[&reason, &event.raw],
+            bounded(
+                "parking an event",
+                limit,
+                tx.execute(
+                    "INSERT INTO outbox_parked (reason, event) VALUES ($1, $2::text::jsonb)",
+                    &[&reason, &event.raw],
+                ),
             )
             .await?;
             warn!(%reason, event_id = %event.event_id, routing = event.kind(), "event refused by the broker: parked");
             parked += 1;
         }
-        tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
-            .await?;
-        tx.commit().await?;
+        bounded(
+            "deleting published rows",
+            limit,
+            tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids]),
+        )
+        .await?;
+        bounded("COMMIT", limit, tx.commit()).await?;
         let published = (events.len() - parked) as u64;
         self.stats.events_published(EventKind::Callback, callbacks);
         self.stats
@@ -272,137 +328,5 @@ impl Relay {
         // Unconfirmed rows stay in the outbox (the transaction rolls back) and go out again.
         let limit = self.settings.amqp.operation_timeout;
         Ok(broker::within(limit, "publishing events", confirmed).await?)
-    }
-}
-
-/// One event of an outbox row, as it is published.
-struct Event {
-    /// The whole element, kept for parking.
-    raw: String,
-    event_id: String,
-    routing_key: String,
-    reply_to: Option<String>,
-    correlation_id: Option<String>,
-    /// AMQP headers to carry (the record's trace context), as a JSON object.
-    headers: Option<String>,
-    body: String,
-}
-
-impl Event {
-    fn of(row: &tokio_postgres::Row) -> Event {
-        Event {
-            raw: row.get(1),
-            event_id: row.get::<_, Option<String>>(2).unwrap_or_default(),
-            routing_key: row.get::<_, Option<String>>(3).unwrap_or_default(),
-            reply_to: row.get(4),
-            correlation_id: row.get(5),
-            headers: row.get(6),
-            body: row.get::<_, Option<String>>(7).unwrap_or_default(),
-        }
-    }
-
-    /// Its kind, safe to log: `callback`, or the routing key of an event (ours, never an
-    /// uploader's value).
-    fn kind(&self) -> &str {
-        if self.reply_to.is_some() {
-            "callback"
-        } else {
-            &self.routing_key
-        }
-    }
-
-    fn properties(&self) -> BasicProperties {
-        let mut props = BasicProperties::default()
-            .with_message_id(ShortString::from(self.event_id.as_str()))
-            .with_content_type(ShortString::from("application/json"))
-            .with_delivery_mode(2)
-            .with_type(ShortString::from(if self.reply_to.is_some() {
-                "outcome"
-            } else {
-                self.routing_key.as_str()
-            }));
-        if let Some(c) = &self.correlation_id {
-            props = props.with_correlation_id(ShortString::from(c.as_str()));
-        }
-        let headers = self.headers.as_deref().and_then(|h| {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(h).ok()
-        });
-        if let Some(headers) = headers {
-            let mut table = FieldTable::default();
-            for (k, v) in headers {
-                if let serde_json::Value::String(v) = v {
-                    table.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
-                }
-            }
-            props = props.with_headers(table);
-        }
-        props
-    }
-}
-
-/// Why the broker refused an event, if it did: a `nack`, or a callback returned unroutable.
-fn refused(confirm: Confirmation, event: &Event) -> Option<String> {
-    match confirm {
-        Confirmation::Ack(None) | Confirmation::NotRequested => None,
-        Confirmation::Ack(Some(_)) => Some(format!(
-            "unroutable: no queue takes the {} (its reply queue does not exist)",
-            event.kind()
-        )),
-        Confirmation::Nack(_) => Some(format!(
-            "the broker refused the {} (nack: a full queue that rejects publishes, say)",
-            event.kind()
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(reply_to: Option<&str>, headers: Option<&str>) -> Event {
-        Event {
-            raw: "{}".into(),
-            event_id: "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d".into(),
-            routing_key: "record.accepted".into(),
-            reply_to: reply_to.map(str::to_string),
-            correlation_id: Some("c-1".into()),
-            headers: headers.map(str::to_string),
-            body: "{}".into(),
-        }
-    }
-
-    #[test]
-    fn only_a_plain_ack_is_published_anything_else_is_parked_with_our_reason() {
-        let e = event(Some("edc.reply.site-03"), None);
-        assert_eq!(refused(Confirmation::Ack(None), &e), None);
-        let nack = refused(Confirmation::Nack(None), &e).unwrap();
-        assert!(nack.contains("refused the callback"), "{nack}");
-        assert!(!nack.contains("site-03"), "never the uploader's address");
-        let ev = event(None, None);
-        assert!(
-            refused(Confirmation::Nack(None), &ev)
-                .unwrap()
-                .contains("record.accepted")
-        );
-    }
-
-    #[test]
-    fn an_event_carries_its_id_type_correlation_and_trace_headers() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let p = event(None, Some(&format!(r#"{{"traceparent": "{tp}"}}"#))).properties();
-        assert_eq!(
-            p.message_id().as_ref().unwrap().as_str(),
-            "4b0c6f2e-6b1e-4c55-9d57-0d1f6a1b2c3d"
-        );
-        assert_eq!(p.kind().as_ref().unwrap().as_str(), "record.accepted");
-        assert_eq!(p.delivery_mode(), &Some(2));
-        let headers = p.headers().as_ref().unwrap();
-        assert!(
-            matches!(headers.inner().get("traceparent"), Some(AMQPValue::LongString(s)) if s.to_string() == tp)
-        );
-        let callback = event(Some("edc.reply.x"), None).properties();
-        assert_eq!(callback.kind().as_ref().unwrap().as_str(), "outcome");
-        assert_eq!(callback.correlation_id().as_ref().unwrap().as_str(), "c-1");
-        assert!(callback.headers().is_none());
     }
 }
