@@ -1,6 +1,8 @@
 //! Integration tests against a real RabbitMQ and a real PostgreSQL (see `scripts/test.sh`, which starts
 //! both). Each test gets a fresh database and fresh queue names, so tests run in parallel.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod delivery_limits;
 mod events;
