@@ -2,8 +2,9 @@
 //!
 //! A pseudonym is `HMAC-SHA256(key, field || 0x1f || normalised value)`. The key is the one secret
 //! that protects every pseudonym, so:
-//! - a key file must be readable by its owner only (mode 0400 or 0600): one readable or writable by
-//!   group or others is refused, as is one larger than [`MAX_KEY_FILE_BYTES`];
+//! - a key file must be a regular file (not a symbolic link), owned by the daemon's user and
+//!   readable by it alone (mode 0400 or 0600), checked on the opened descriptor: one readable or
+//!   writable by group or others is refused, as is one larger than [`MAX_KEY_FILE_BYTES`];
 //! - a key file of text (printable ASCII, such as base64) is trimmed of surrounding whitespace; any
 //!   other file is a binary key, used byte for byte;
 //! - the key and the HMAC state made from it are wiped from memory when dropped;
@@ -11,7 +12,6 @@
 //!   every record's pseudonyms: it names the key without revealing it, so a rotation shows in the
 //!   data (see README, "Rotating the key").
 
-use std::io::Read;
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -109,35 +109,13 @@ impl Pseudonymizer {
         &self.key_id
     }
 
-    /// Reads a key file (see the module's text for what is refused and what is trimmed).
+    /// Reads a key file (see the module's text for what is refused and what is trimmed), checked
+    /// on the opened descriptor ([`crate::config::read_private_file`]).
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let shown = path.display();
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("pseudonym_key_file {shown}: {e}"))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "pseudonym_key_file {shown} can be read or written by group or others (mode {mode:03o}); \
-                     make it readable by the daemon's user alone: chmod 0400 {shown}"
-                ));
-            }
-        }
-        if !meta.is_file() {
-            return Err(format!("pseudonym_key_file {shown} is not a file"));
-        }
-        let mut raw = Zeroizing::new(Vec::new());
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut raw))
-            .map_err(|e| format!("pseudonym_key_file {shown}: {e}"))?;
-        if raw.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(format!(
-                "pseudonym_key_file {shown} is larger than {MAX_KEY_FILE_BYTES} bytes: not a key"
-            ));
-        }
-        Self::new(key_bytes(&raw)).map_err(|e| format!("pseudonym_key_file {shown}: {e}"))
+        let raw = crate::config::read_private_file(path, MAX_KEY_FILE_BYTES)
+            .map_err(|e| format!("pseudonym_key_file {e}"))?;
+        Self::new(key_bytes(&raw))
+            .map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))
     }
 
     /// The key the settings give: `pseudonym_key`, else `pseudonym_key_file`, else the public
