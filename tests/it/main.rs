@@ -17,5 +17,6 @@ mod privileges;
 mod probes;
 mod receipts;
 mod retention;
+mod secrets;
 mod timeouts;
 mod tls;
