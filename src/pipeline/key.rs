@@ -16,43 +16,11 @@ use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
+pub use super::identifier::{Identifier, Unusable, normalise};
 use crate::config::Settings;
 use crate::failure::Failure;
-
-/// The same person written two ways must give one pseudonym: Unicode compatibility forms (NFKC: a
-/// composed and a decomposed accent, full-width digits), case, spacing and punctuation that do not
-/// change the meaning are folded per field. Plain ASCII and text already composed (NFC) normalise as
-/// they did before NFKC was applied, so their pseudonyms are unchanged.
-pub fn normalise(field: &str, value: &str) -> String {
-    // ASCII is its own NFKC form: most values skip the Unicode tables.
-    let nfkc: std::borrow::Cow<str> = if value.is_ascii() {
-        value.into()
-    } else {
-        value.nfkc().collect::<String>().into()
-    };
-    let trimmed = nfkc.trim();
-    match field {
-        "phone" => {
-            let plus = if trimmed.starts_with('+') { "+" } else { "" };
-            let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-            format!("{plus}{digits}")
-        }
-        "national_id" | "mrn" => trimmed
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_uppercase)
-            .collect(),
-        "email" => trimmed.to_lowercase(),
-        _ => trimmed
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase(),
-    }
-}
 
 /// The built-in key of `dev_insecure_pseudonym_key`. Public, so it protects nothing.
 const DEV_KEY: &[u8] = b"edc-ingest insecure development key: never use with real patients";
@@ -141,12 +109,23 @@ impl Pseudonymizer {
         ))
     }
 
-    /// The pseudonym of `value` in `field`, after normalising the value for that field.
+    /// The pseudonym of `value` in `field`, after normalising the value for that field: for the
+    /// `phi` items, whose text may be anything. A patient identifier goes through
+    /// [`Pseudonymizer::pseudonym_of`].
     pub fn pseudonym(&self, field: &str, value: &str) -> String {
+        self.hmac(field, &normalise(field, value))
+    }
+
+    /// The pseudonym of a patient identifier: `HMAC(key, field || 0x1f || normalised value)`.
+    pub fn pseudonym_of(&self, id: &Identifier) -> String {
+        self.hmac(id.field(), id.normalised())
+    }
+
+    fn hmac(&self, field: &str, normalised: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(field.as_bytes());
         mac.update(&[0x1f]);
-        mac.update(normalise(field, value).as_bytes());
+        mac.update(normalised.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 }
