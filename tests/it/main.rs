@@ -9,6 +9,7 @@ mod events;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod linkage;
 mod liveness;
 mod operations;
 mod outcomes;
