@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod linkage;
+mod listener;
 mod liveness;
 mod operations;
 mod outcomes;
