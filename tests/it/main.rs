@@ -20,5 +20,6 @@ mod probes;
 mod receipts;
 mod retention;
 mod secrets;
+mod status_tls;
 mod timeouts;
 mod tls;
