@@ -22,6 +22,8 @@
 //! The modules live in `benches/throughput/`: a `benches/*.rs` file would be auto-discovered by
 //! cargo as a bench target of its own.
 
+#![forbid(unsafe_code)]
+
 #[path = "throughput/baseline.rs"]
 mod baseline;
 #[path = "throughput/broker.rs"]

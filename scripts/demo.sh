@@ -28,7 +28,20 @@ scripts/services.sh rabbitmqctl -q list_queues name 2>/dev/null | { grep '^edc\.
   scripts/services.sh rabbitmqctl -q delete_queue "$q" </dev/null >/dev/null 2>&1 || true
 done
 mkdir -p "$state"
-[ -s "$state/demo-pseudonym.key" ] || head -c 48 /dev/urandom | base64 > "$state/demo-pseudonym.key"
+# The daemon refuses a key that group or others can read, so the key is created 0600 from its first
+# byte (umask 077: never readable by others, not even for a moment), written aside and renamed into
+# place. A key an earlier run left with a looser mode is repaired, not replaced: it keeps the demo's
+# pseudonyms.
+key=$state/demo-pseudonym.key
+if [ ! -s "$key" ]; then
+  (
+    umask 077
+    rm -f "$key.new"
+    head -c 48 /dev/urandom | base64 > "$key.new"
+    mv -f "$key.new" "$key"
+  )
+fi
+chmod 0600 "$key"
 
 export EDC__POSTGRES__URL=${admin_url%/*}/edc_demo
 export EDC__AMQP__QUEUE=edc.demo.records

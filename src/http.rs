@@ -11,13 +11,23 @@
 //! the drain, so `/readyz` says 503 through it. It runs on the daemon's own runtime thread: an answer
 //! proves that thread is free (see `health`).
 //!
-//! Bounded: at most [`MAX_CONNECTIONS`] at once, each closed after one answer (no keep-alive) and
-//! given [`CONNECTION_TIMEOUT`] in all, so a slow or idle client holds nothing for long. Nothing a
-//! request says reaches a log line or a metric.
+//! Bounded, and never starved: the probes must answer however many connections others hold open
+//! on the port, or the kubelet restarts a healthy pod.
+//! - Every connection is accepted at once (none waits in the kernel's backlog behind idle ones).
+//! - At most [`MAX_CONNECTIONS`] are served at once. At capacity, a new one evicts the oldest
+//!   connection that has not finished sending its request head (an idle or a slowloris client);
+//!   only if every one has, the oldest of all.
+//! - A client has [`HEAD_TIMEOUT`] to send its request line and headers: a probe sends them at
+//!   once, so more than that is an idle or a trickling connection, and it is closed.
+//! - One request per connection (no keep-alive), [`CONNECTION_TIMEOUT`] in all.
+//!
+//! Nothing a request says reaches a log line or a metric.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -27,21 +37,20 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::failure::Failure;
 use crate::stats::{self, Stats};
 
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once; at capacity a new one evicts an older one (see the module's text).
 pub const MAX_CONNECTIONS: usize = 32;
 /// The longest one connection may take, from accept to the end of the answer.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest a client may take to send its request line and headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a client may take, from accept, to send its request line and headers.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running listener. Dropped, it stops too (a daemon that fails to start frees its port).
 pub struct Listener {
@@ -86,15 +95,17 @@ impl Drop for Listener {
     }
 }
 
+/// A connection being served: its task, and whether its request head has arrived.
+struct Served {
+    task: AbortHandle,
+    head: Arc<AtomicBool>,
+}
+
 async fn serve(listener: TcpListener, stats: Arc<Stats>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
+    let mut served: VecDeque<Served> = VecDeque::with_capacity(MAX_CONNECTIONS);
     loop {
         while connections.try_join_next().is_some() {}
-        let slot = tokio::select! {
-            _ = stop.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -107,26 +118,63 @@ async fn serve(listener: TcpListener, stats: Arc<Stats>, stop: CancellationToken
                 }
             },
         };
-        let stats = stats.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |request| {
-                let response = respond(&stats, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!(error = %e, "HTTP connection ended with an error"),
-                Err(_) => debug!("HTTP connection timed out"),
+        served.retain(|c| !c.task.is_finished());
+        if served.len() >= MAX_CONNECTIONS {
+            // Oldest first: the first still waiting for its request head, else the first of all.
+            let victim = served
+                .iter()
+                .position(|c| !c.head.load(Relaxed))
+                .unwrap_or(0);
+            if let Some(evicted) = served.remove(victim) {
+                evicted.task.abort();
+                debug!("HTTP listener at capacity: the oldest waiting connection was closed");
             }
-        });
+        }
+        let head = Arc::new(AtomicBool::new(false));
+        let task = connections.spawn(connection(stream, stats.clone(), head.clone()));
+        served.push_back(Served { task, head });
+        // Let the connections read what has arrived (a probe's request comes with its connect)
+        // before the next accept: a flood of new connections must not evict a probe whose
+        // request is already in its socket, unread.
+        tokio::task::yield_now().await;
     }
     connections.shutdown().await;
+}
+
+/// One connection: its request head within [`HEAD_TIMEOUT`] of the accept, the whole exchange
+/// within [`CONNECTION_TIMEOUT`]. `head` is set when the request head has arrived.
+async fn connection(stream: TcpStream, stats: Arc<Stats>, head: Arc<AtomicBool>) {
+    let accepted = tokio::time::Instant::now();
+    let received = head.clone();
+    let service = service_fn(move |request| {
+        received.store(true, Relaxed);
+        let response = respond(&stats, &request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        done = &mut connection => Some(done),
+        _ = tokio::time::sleep_until(accepted + HEAD_TIMEOUT) => None,
+    };
+    let served = match served {
+        Some(done) => Ok(done),
+        // No request head yet: an idle or a trickling client.
+        None if !head.load(Relaxed) => {
+            debug!("HTTP connection closed: no request within {HEAD_TIMEOUT:?}");
+            return;
+        }
+        None => tokio::time::timeout_at(accepted + CONNECTION_TIMEOUT, connection).await,
+    };
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "HTTP connection ended with an error"),
+        Err(_) => debug!("HTTP connection timed out"),
+    }
 }
 
 /// The answer to one request.

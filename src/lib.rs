@@ -41,6 +41,8 @@
 //!   `healthcheck`.
 //! - [`daemon`]: wiring; [`daemon::run`] runs the daemon until its shutdown token is cancelled.
 
+#![forbid(unsafe_code)]
+
 pub mod broker;
 pub mod config;
 pub mod daemon;

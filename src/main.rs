@@ -2,6 +2,8 @@
 //! (see `cli`). Exit codes: 0 success, 1 runtime failure, 2 configuration error or a command line
 //! refused.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use std::io::{IsTerminal, Write};

@@ -8,14 +8,18 @@
 //! of the uploader's trace when its message carried a W3C `traceparent`, and what the daemon
 //! publishes for the record (events, callbacks, retries, dead letters) carries the job's own
 //! context on. When off, nothing of OpenTelemetry is set up, and the uploader's context is carried
-//! on as it came.
+//! on as it came. A build without the `otel` cargo feature has no OpenTelemetry and no HTTP client
+//! at all: it refuses a set `otel.endpoint` at start.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+#[cfg(feature = "otel")]
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
+#[cfg(feature = "otel")]
 use opentelemetry_sdk::trace::SdkTracerProvider;
+#[cfg(feature = "otel")]
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -28,12 +32,14 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// What must be flushed before the process ends.
 pub struct Telemetry {
+    #[cfg(feature = "otel")]
     provider: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
     /// Exports the spans still held, then stops the exporter. Call outside any async runtime.
     pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
         if let Some(provider) = self.provider {
             let _ = provider.shutdown();
         }
@@ -52,25 +58,45 @@ pub fn init(log: &LogSettings, otel: &OtelSettings) -> Result<Telemetry, String>
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
         LogFormat::Pretty => fmt.boxed(),
     };
-    let provider = match otel.endpoint.trim() {
-        "" => None,
-        endpoint => Some(provider(endpoint, &otel.service_name)?),
-    };
-    let traces = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("edc-ingest"))
-            .boxed()
-    });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(traces)
-        .try_init();
-    EXPORTING.store(provider.is_some(), Relaxed);
-    install_panic_hook();
-    Ok(Telemetry { provider })
+    #[cfg(feature = "otel")]
+    {
+        let provider = match otel.endpoint.trim() {
+            "" => None,
+            endpoint => Some(provider(endpoint, &otel.service_name)?),
+        };
+        let traces = provider.as_ref().map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("edc-ingest"))
+                .boxed()
+        });
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .with(traces)
+            .try_init();
+        EXPORTING.store(provider.is_some(), Relaxed);
+        install_panic_hook();
+        Ok(Telemetry { provider })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        if !otel.endpoint.trim().is_empty() {
+            return Err(
+                "otel.endpoint is set, but this build has no trace export (built without the \
+                 `otel` cargo feature): empty otel.endpoint, or use a build with the feature"
+                    .into(),
+            );
+        }
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init();
+        install_panic_hook();
+        Ok(Telemetry {})
+    }
 }
 
+#[cfg(feature = "otel")]
 fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, String> {
     use opentelemetry_otlp::{SpanExporter, WithExportConfig};
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
@@ -95,6 +121,12 @@ pub fn exporting() -> bool {
 
 /// Makes `span` a child of the remote span `traceparent` names (already checked to be a standard
 /// W3C value). Nothing when traces are not exported.
+#[cfg(not(feature = "otel"))]
+pub fn set_remote_parent(_span: &tracing::Span, _traceparent: &str, _tracestate: Option<&str>) {}
+
+/// Makes `span` a child of the remote span `traceparent` names (already checked to be a standard
+/// W3C value). Nothing when traces are not exported.
+#[cfg(feature = "otel")]
 pub fn set_remote_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
     if !exporting() {
         return;
@@ -119,6 +151,13 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: &str, tracestate: Op
 }
 
 /// The W3C `traceparent` and `tracestate` of `span` itself, when traces are exported.
+#[cfg(not(feature = "otel"))]
+pub fn context_of(_span: &tracing::Span) -> Option<(String, Option<String>)> {
+    None
+}
+
+/// The W3C `traceparent` and `tracestate` of `span` itself, when traces are exported.
+#[cfg(feature = "otel")]
 pub fn context_of(span: &tracing::Span) -> Option<(String, Option<String>)> {
     if !exporting() {
         return None;

@@ -158,28 +158,18 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
-/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1), which only its owner may read or write
-/// (group read is allowed, as for a key a group-owned secret volume provides).
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1): a private file
+/// ([`crate::config::read_private_file`]), a regular file owned by the daemon's user that group
+/// and others can neither read nor write (mode 0400 or 0600), checked on the opened descriptor.
 fn private_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let shown = path.display();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| TlsError(format!("{what}: {shown}: {e}")))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o027 != 0 {
-            return Err(TlsError(format!(
-                "{what}: {shown} can be read or written by others (mode {mode:03o}); make it \
-                 readable by the daemon's user alone: chmod 0400 {shown}"
-            )));
-        }
-    }
-    let pem = zeroize::Zeroizing::new(read_pem(path, what)?);
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| TlsError(format!("{what}: {shown} holds no private key in PEM: {e}")))
+    let pem = crate::config::read_private_file(path, MAX_PEM_BYTES)
+        .map_err(|e| TlsError(format!("{what}: {e}")))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        TlsError(format!(
+            "{what}: {} holds no private key in PEM: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// A rustls client configuration that checks what `verify` says. `Chain` and `Full` need
@@ -399,6 +389,36 @@ mod tests {
         }
         let e = client_config(Verify::Chain, &Files::default(), "postgres.tls").unwrap_err();
         assert!(e.0.contains("postgres.tls.ca_file"), "{e}");
+    }
+
+    #[test]
+    fn a_client_key_its_group_can_read_or_reached_through_a_link_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert_path = dir.path().join("cert.pem");
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        for (mode, setting) in [(0o640, "amqp.tls"), (0o440, "postgres.tls")] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Files::read_paths(None, Some(&cert_path), Some(&key), setting).unwrap_err();
+            assert!(
+                e.0.starts_with(&format!("{setting}.key_file: "))
+                    && e.0.contains(&format!("{mode:03o}")),
+                "{e}"
+            );
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+        Files::read_paths(None, Some(&cert_path), Some(&key), "amqp.tls").unwrap();
+        let link = dir.path().join("link.pem");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        let e = Files::read_paths(None, Some(&cert_path), Some(&link), "amqp.tls").unwrap_err();
+        assert!(e.0.contains("symbolic link"), "{e}");
+        // Certificates and CAs are public: a link to one is fine (a ConfigMap mounts links).
+        let cert_link = dir.path().join("ca-link.pem");
+        std::os::unix::fs::symlink(&cert_path, &cert_link).unwrap();
+        Files::read_paths(Some(&cert_link), Some(&cert_link), Some(&key), "amqp.tls").unwrap();
     }
 
     #[test]

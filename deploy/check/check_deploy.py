@@ -9,8 +9,8 @@ this needs (kubernetes-validate, which brings jsonschema and PyYAML).
 2. What no schema sees: names that must agree between files (Secrets and their keys, ConfigMaps,
    the KEDA references, the queues), the settings file's keys against config/default.yaml, the
    protocols ConfigMap against config/studies/, the grace period against shutdown_grace, the
-   pseudonym key never read from a Secret volume directly, the hardened security contexts, and the
-   connection budget of the KEDA cap.
+   pseudonym key never read from a Secret volume directly, the hardened security contexts, the
+   connection budget of the KEDA cap, images pinned by digest, and the NetworkPolicy (policy.py).
 3. deploy/grafana/*.json: valid JSON, a Prometheus datasource variable used by every panel, and
    only metric names that the daemon serves.
 
@@ -27,6 +27,8 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import yaml
+
+import policy
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "kubernetes"
@@ -423,6 +425,16 @@ def check_daemon(by_kind, settings, report):
                           f"volume {mount['name']} (mode 0400, uid {IMAGE_UID})")
 
 
+def http_port(by_kind):
+    """The port the daemon's HTTP listener takes in the Deployment (EDC__HTTP__LISTEN, else the
+    image's 0.0.0.0:9090)."""
+    _, dep = one(by_kind, "Deployment", "edc-ingest")
+    spec = ((dep or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+    main = next((c for c in spec.get("containers") or [] if c.get("name") == "edc-ingest"), {})
+    env = {e["name"]: e.get("value") for e in main.get("env") or []}
+    return int((env.get("EDC__HTTP__LISTEN") or "0.0.0.0:9090").rsplit(":", 1)[1])
+
+
 def check_security(by_kind, report):
     checked = 0
     before = len(report.errors)
@@ -609,6 +621,8 @@ def main():
     check_daemon(by_kind, settings, report)
     check_security(by_kind, report)
     check_keda(by_kind, settings, report, args.max_connections, args.reserved_connections)
+    policy.check_images(by_kind, report)
+    policy.check_network_policy(by_kind, http_port(by_kind), report)
 
     print("==> Grafana dashboards")
     check_grafana(report)

@@ -18,6 +18,7 @@ use crate::lane::Lane;
 mod dead_peers;
 mod odm;
 mod parse;
+mod private;
 mod secret;
 mod validate;
 
@@ -25,7 +26,8 @@ pub use dead_peers::DeadPeerSettings;
 pub use odm::OdmSettings;
 
 use parse::{duration, glob_match, optional_duration};
-pub use secret::{Secret, SecretUrl, nodes, read_secret_file, redact_url};
+pub use private::{MAX_SECRET_FILE_BYTES, read_private_file, read_secret_file};
+pub use secret::{Secret, SecretUrl, nodes, redact_url};
 
 /// The defaults, documented key by key in the file itself.
 pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
@@ -222,10 +224,15 @@ impl TlsSettings {
 pub struct PostgresSettings {
     /// The runtime role's connection.
     pub url: SecretUrl,
-    /// A file holding the password of `url` (and of `migrate_url`), instead of writing it there.
+    /// A file holding the password of `url` (the runtime role), instead of writing it there. Not
+    /// of `migrate_url`, which has its own, `migrate_password_file`.
     pub password_file: Option<PathBuf>,
     /// The role that owns the schema and runs the migrations; none: `url`'s role does.
     pub migrate_url: Option<SecretUrl>,
+    /// A file holding the password of `migrate_url`. The owner and the runtime role are two roles
+    /// with two passwords, and where they are deployed apart (a migration job, the daemons) each
+    /// holds only its own file.
+    pub migrate_password_file: Option<PathBuf>,
     /// Apply pending migrations when the daemon starts. Off where a separate job runs
     /// `edc-ingest migrate` with the owner role.
     pub migrate_on_start: bool,
@@ -311,7 +318,8 @@ impl Settings {
             .ok()
     }
 
-    /// Sets the passwords read from `amqp.password_file` and `postgres.password_file` in the URLs.
+    /// Sets the passwords read from `amqp.password_file`, `postgres.password_file` and
+    /// `postgres.migrate_password_file` in their URLs.
     fn read_password_files(&mut self) -> Result<(), ConfigError> {
         let set = |url: &SecretUrl, file: &Path, key: &str| {
             let password =
@@ -327,6 +335,17 @@ impl Settings {
         }
         if let Some(file) = self.postgres.password_file.clone() {
             self.postgres.url = set(&self.postgres.url, &file, "postgres.password_file")?;
+        }
+        if let Some(file) = self.postgres.migrate_password_file.clone() {
+            let Some(url) = self.postgres.migrate_url.clone() else {
+                return Err(ConfigError::Invalid(
+                    "postgres.migrate_password_file is set but postgres.migrate_url is not: the \
+                     password of postgres.url comes from postgres.password_file"
+                        .into(),
+                ));
+            };
+            let url = set(&url, &file, "postgres.migrate_password_file")?;
+            self.postgres.migrate_url = Some(url);
         }
         self.http.address()?;
         Ok(())

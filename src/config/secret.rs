@@ -106,43 +106,6 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
-/// The largest secret file read (a password, a key).
-pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
-
-/// Reads a secret from a file that only its owner can read (mode 0400 or 0600): one readable or
-/// writable by group or others is refused, as is one over [`MAX_SECRET_FILE_BYTES`]. A trailing
-/// line break is not part of the secret.
-pub fn read_secret_file(path: &std::path::Path) -> Result<Secret, String> {
-    use std::io::Read;
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{shown} can be read or written by group or others (mode {mode:03o}); make it \
-                 readable by the daemon's user alone: chmod 0400 {shown}"
-            ));
-        }
-    }
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a file"));
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let secret = Secret::new(text);
-    if secret.expose().len() as u64 > MAX_SECRET_FILE_BYTES {
-        return Err(format!(
-            "{shown} is larger than {MAX_SECRET_FILE_BYTES} bytes"
-        ));
-    }
-    Ok(Secret::new(secret.expose().trim_end_matches(['\n', '\r'])))
-}
-
 /// What is printed in place of a URL that does not parse.
 const NOT_SHOWN: &str = "[a URL that does not parse; not shown]";
 

@@ -172,7 +172,7 @@ fn tls_settings_are_checked_before_anything_connects() {
         None,
         env(&[
             DEV,
-            ("EDC__AMQP__URL", "amqp://a@h1/%2f,amqps://a@h2/%2f"),
+            ("EDC__AMQP__URL", "amqps://a@h1/%2f,amqps://a@h2/%2f"),
             ("EDC__AMQP__TLS__CA_FILE", "/etc/edc/ca.pem"),
         ]),
     )
@@ -194,4 +194,95 @@ fn retry_delays_grow_exponentially_up_to_the_cap() {
     let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
     let d: Vec<u64> = (1..=8).map(|a| s.retry.delay_after(a).as_secs()).collect();
     assert_eq!(d, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+}
+
+#[test]
+fn a_node_list_that_mixes_amqp_and_amqps_is_refused() {
+    for list in [
+        "amqps://a@h1/%2f,amqp://a@h2/%2f",
+        "amqp://a@h1/%2f, amqps://a@h2/%2f",
+        "AMQPS://a@h1/%2f,amqp://a@h2/%2f",
+    ] {
+        let err = Settings::load_with_env(None, env(&[DEV, ("EDC__AMQP__URL", list)])).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid(_)) && err.to_string().contains("defeats TLS"),
+            "{list}: {err}"
+        );
+    }
+    for list in [
+        "amqps://a@h1/%2f,amqps://a@h2/%2f",
+        "amqp://a@h1/%2f,amqp://a@h2/%2f",
+    ] {
+        Settings::load_with_env(None, env(&[DEV, ("EDC__AMQP__URL", list)])).unwrap();
+    }
+}
+
+#[test]
+fn each_database_url_takes_the_password_of_its_own_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        path.display().to_string()
+    };
+    let (runtime, owner) = (file("runtime", "app-pw\n"), file("owner", "owner-pw\n"));
+    let s = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__POSTGRES__URL", "postgres://edc_app@db/edc"),
+            ("EDC__POSTGRES__PASSWORD_FILE", &runtime),
+            ("EDC__POSTGRES__MIGRATE_URL", "postgres://edc@db/edc"),
+            ("EDC__POSTGRES__MIGRATE_PASSWORD_FILE", &owner),
+        ]),
+    )
+    .unwrap();
+    let password = |url: &SecretUrl| {
+        url::Url::parse(url.expose())
+            .unwrap()
+            .password()
+            .map(str::to_string)
+    };
+    assert_eq!(password(&s.postgres.url).as_deref(), Some("app-pw"));
+    assert_eq!(
+        password(s.postgres.migration_url()).as_deref(),
+        Some("owner-pw")
+    );
+    // password_file is url's alone: a migrate_url without a file of its own keeps what it says.
+    let s = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__POSTGRES__URL", "postgres://edc_app@db/edc"),
+            ("EDC__POSTGRES__PASSWORD_FILE", &runtime),
+            ("EDC__POSTGRES__MIGRATE_URL", "postgres://edc@db/edc"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(password(s.postgres.migration_url()), None);
+    // Without migrate_url the owner is url's role: its password is url's.
+    let s = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__POSTGRES__URL", "postgres://edc@db/edc"),
+            ("EDC__POSTGRES__PASSWORD_FILE", &owner),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        password(s.postgres.migration_url()).as_deref(),
+        Some("owner-pw")
+    );
+    let err = Settings::load_with_env(
+        None,
+        env(&[DEV, ("EDC__POSTGRES__MIGRATE_PASSWORD_FILE", &owner)]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("postgres.migrate_url is not"),
+        "{err}"
+    );
 }

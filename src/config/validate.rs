@@ -112,6 +112,25 @@ impl Settings {
                 ));
             }
         }
+        // One plaintext node in a list of TLS nodes would get the password and every record in the
+        // clear whenever the daemon fails over to it: TLS for some nodes is TLS for none.
+        let schemes: Vec<&str> = self
+            .amqp
+            .url
+            .nodes()
+            .into_iter()
+            .filter_map(|n| n.split_once("://").map(|(scheme, _)| scheme))
+            .collect();
+        let tls = schemes.iter().any(|s| s.eq_ignore_ascii_case("amqps"));
+        let plain = schemes.iter().any(|s| s.eq_ignore_ascii_case("amqp"));
+        if tls && plain {
+            return invalid(
+                "amqp.url mixes amqp:// and amqps:// nodes: one plaintext node defeats TLS for \
+                 all (a failover to it sends the password and every record in the clear); list \
+                 amqps:// nodes only"
+                    .into(),
+            );
+        }
         if self.amqp.tls.is_set()
             && !self
                 .amqp

@@ -5,12 +5,17 @@
 //! nobody without the key can test a guess. `birth_date` is kept only as a birth year, or `90+` when the
 //! patient was 90 or older at capture (HIPAA Safe Harbor). Items the protocol marks `phi: true` are
 //! replaced by their pseudonym inside `items`. Nothing identifying survives this stage.
+//!
+//! An identifier that normalises to nothing (a phone written "unknown" or in no digit at all, an
+//! ID of punctuation only) gets no pseudonym: it would be the same for every such patient and link
+//! strangers. The record gets a data query instead (status `queried`), naming the field, never
+//! its value.
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::key::Pseudonymizer;
+use super::key::{Identifier, Pseudonymizer, Unusable};
 use super::validate::{Finding, Validated};
 use crate::protocol::Form;
 
@@ -76,17 +81,32 @@ pub struct Deidentified {
     pub alerts: Vec<String>,
 }
 
+/// The data query of an identifier that normalised to nothing: which field, never its value.
+pub fn unusable_finding(unusable: Unusable) -> Finding {
+    let field = unusable.field;
+    Finding {
+        check: format!("identifiers.{field}"),
+        row: None,
+        message: format!(
+            "identifier {field} could not be used: nothing identifying is left once it is \
+             normalised ({}); no pseudonym is stored for it",
+            unusable.lacks()
+        ),
+    }
+}
+
 pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
     let Validated {
         envelope: e,
         protocol,
-        findings,
+        mut findings,
         alerts,
     } = v;
     let form = &protocol.forms[&e.form];
     let mut items = e.items;
     for (name, value) in items.iter_mut() {
-        if form.items.get(name).is_some_and(|d| d.phi) {
+        // A null stays null: it says nothing, and its pseudonym would be the same for everyone.
+        if form.items.get(name).is_some_and(|d| d.phi) && !value.is_null() {
             let text = match &*value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -100,10 +120,12 @@ pub fn deidentify(v: Validated, p: &Pseudonymizer) -> Deidentified {
     pseudonymise_rows(form, &mut items, p);
     let mut pseudonyms = Map::new();
     for (field, value) in &e.identifiers.fields {
-        pseudonyms.insert(
-            (*field).to_string(),
-            Value::String(p.pseudonym(field, value)),
-        );
+        match Identifier::new(field, value) {
+            Ok(id) => {
+                pseudonyms.insert((*field).to_string(), Value::String(p.pseudonym_of(&id)));
+            }
+            Err(unusable) => findings.push(unusable_finding(unusable)),
+        }
     }
     let birth_year = e
         .identifiers
@@ -259,6 +281,64 @@ mod tests {
         let term = d.items["AETERM"].as_str().unwrap();
         assert!(term.starts_with(PSEUDONYM_PREFIX) && !term.contains("Ada"));
         assert_eq!(d.items["AESER"], json!("N"));
+    }
+
+    #[test]
+    fn a_null_phi_item_stays_null() {
+        let mut v = sample();
+        v["form"] = json!("AE");
+        v["items"] = json!({"AETERM": null, "AESER": "N", "AESTDAT": "2026-11-01"});
+        let d = prepare(&v);
+        assert_eq!(d.items["AETERM"], Value::Null);
+    }
+
+    /// A record of another patient: every identifier differs from the sample's.
+    fn other_patient(phone: &str) -> Value {
+        let mut v = sample();
+        v["identifiers"] = json!({"full_name": "Grace Hopper", "birth_date": "1906-12-09",
+            "phone": phone, "national_id": "ZZ 98 76 54 A", "mrn": "MRN-112233",
+            "address": "1 Navy Yard, Arlington", "email": "grace@example.org"});
+        v
+    }
+
+    #[test]
+    fn two_patients_with_unusable_phones_share_no_pseudonym() {
+        let mut ada = sample();
+        ada["identifiers"]["phone"] = json!("unknown");
+        let a = prepare(&ada);
+        let b = prepare(&other_patient("---"));
+        for d in [&a, &b] {
+            assert!(d.pseudonyms.get("phone").is_none(), "{:?}", d.pseudonyms);
+            assert_eq!(d.pseudonyms.as_object().unwrap().len(), 6);
+            assert_eq!(d.status, Status::Queried);
+            assert_eq!(d.findings.len(), 1, "{:?}", d.findings);
+            assert_eq!(d.findings[0].check, "identifiers.phone");
+            assert!(d.findings[0].message.contains("no digit"));
+        }
+        let shown = format!("{:?}", a.findings);
+        assert!(!shown.contains("unknown"), "{shown}");
+        let theirs: Vec<&Value> = b.pseudonyms.as_object().unwrap().values().collect();
+        for (field, mine) in a.pseudonyms.as_object().unwrap() {
+            assert!(
+                !theirs.contains(&mine),
+                "{field}: two patients share a pseudonym"
+            );
+        }
+    }
+
+    #[test]
+    fn a_phone_in_arabic_indic_digits_links_to_the_same_phone_in_ascii() {
+        let mut arabic = sample();
+        arabic["identifiers"]["phone"] = json!(
+            "+\u{0664}\u{0664} \u{0662}\u{0660} \u{0667}\u{0669}\u{0664}\u{0666} \u{0660}\u{0660}\u{0660}\u{0660}"
+        );
+        let a = prepare(&arabic);
+        let ascii = prepare(&sample());
+        assert_eq!(a.pseudonyms["phone"], ascii.pseudonyms["phone"]);
+        assert_eq!(a.status, Status::Accepted);
+        // Another patient's phone in Devanagari digits does not link to it.
+        let b = prepare(&other_patient("+\u{0967}\u{0968}\u{0969}"));
+        assert_ne!(a.pseudonyms["phone"], b.pseudonyms["phone"]);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! A pseudonym is `HMAC-SHA256(key, field || 0x1f || normalised value)`. The key is the one secret
 //! that protects every pseudonym, so:
-//! - a key file must be readable by its owner only (mode 0400 or 0600): one readable or writable by
-//!   group or others is refused, as is one larger than [`MAX_KEY_FILE_BYTES`];
+//! - a key file must be a regular file (not a symbolic link), owned by the daemon's user and
+//!   readable by it alone (mode 0400 or 0600), checked on the opened descriptor: one readable or
+//!   writable by group or others is refused, as is one larger than [`MAX_KEY_FILE_BYTES`];
 //! - a key file of text (printable ASCII, such as base64) is trimmed of surrounding whitespace; any
 //!   other file is a binary key, used byte for byte;
 //! - the key and the HMAC state made from it are wiped from memory when dropped;
@@ -11,48 +12,15 @@
 //!   every record's pseudonyms: it names the key without revealing it, so a rotation shows in the
 //!   data (see README, "Rotating the key").
 
-use std::io::Read;
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
+pub use super::identifier::{Identifier, Unusable, normalise};
 use crate::config::Settings;
 use crate::failure::Failure;
-
-/// The same person written two ways must give one pseudonym: Unicode compatibility forms (NFKC: a
-/// composed and a decomposed accent, full-width digits), case, spacing and punctuation that do not
-/// change the meaning are folded per field. Plain ASCII and text already composed (NFC) normalise as
-/// they did before NFKC was applied, so their pseudonyms are unchanged.
-pub fn normalise(field: &str, value: &str) -> String {
-    // ASCII is its own NFKC form: most values skip the Unicode tables.
-    let nfkc: std::borrow::Cow<str> = if value.is_ascii() {
-        value.into()
-    } else {
-        value.nfkc().collect::<String>().into()
-    };
-    let trimmed = nfkc.trim();
-    match field {
-        "phone" => {
-            let plus = if trimmed.starts_with('+') { "+" } else { "" };
-            let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-            format!("{plus}{digits}")
-        }
-        "national_id" | "mrn" => trimmed
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_uppercase)
-            .collect(),
-        "email" => trimmed.to_lowercase(),
-        _ => trimmed
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase(),
-    }
-}
 
 /// The built-in key of `dev_insecure_pseudonym_key`. Public, so it protects nothing.
 const DEV_KEY: &[u8] = b"edc-ingest insecure development key: never use with real patients";
@@ -109,35 +77,13 @@ impl Pseudonymizer {
         &self.key_id
     }
 
-    /// Reads a key file (see the module's text for what is refused and what is trimmed).
+    /// Reads a key file (see the module's text for what is refused and what is trimmed), checked
+    /// on the opened descriptor ([`crate::config::read_private_file`]).
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let shown = path.display();
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("pseudonym_key_file {shown}: {e}"))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "pseudonym_key_file {shown} can be read or written by group or others (mode {mode:03o}); \
-                     make it readable by the daemon's user alone: chmod 0400 {shown}"
-                ));
-            }
-        }
-        if !meta.is_file() {
-            return Err(format!("pseudonym_key_file {shown} is not a file"));
-        }
-        let mut raw = Zeroizing::new(Vec::new());
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut raw))
-            .map_err(|e| format!("pseudonym_key_file {shown}: {e}"))?;
-        if raw.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(format!(
-                "pseudonym_key_file {shown} is larger than {MAX_KEY_FILE_BYTES} bytes: not a key"
-            ));
-        }
-        Self::new(key_bytes(&raw)).map_err(|e| format!("pseudonym_key_file {shown}: {e}"))
+        let raw = crate::config::read_private_file(path, MAX_KEY_FILE_BYTES)
+            .map_err(|e| format!("pseudonym_key_file {e}"))?;
+        Self::new(key_bytes(&raw))
+            .map_err(|e| format!("pseudonym_key_file {}: {e}", path.display()))
     }
 
     /// The key the settings give: `pseudonym_key`, else `pseudonym_key_file`, else the public
@@ -163,12 +109,23 @@ impl Pseudonymizer {
         ))
     }
 
-    /// The pseudonym of `value` in `field`, after normalising the value for that field.
+    /// The pseudonym of `value` in `field`, after normalising the value for that field: for the
+    /// `phi` items, whose text may be anything. A patient identifier goes through
+    /// [`Pseudonymizer::pseudonym_of`].
     pub fn pseudonym(&self, field: &str, value: &str) -> String {
+        self.hmac(field, &normalise(field, value))
+    }
+
+    /// The pseudonym of a patient identifier: `HMAC(key, field || 0x1f || normalised value)`.
+    pub fn pseudonym_of(&self, id: &Identifier) -> String {
+        self.hmac(id.field(), id.normalised())
+    }
+
+    fn hmac(&self, field: &str, normalised: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(field.as_bytes());
         mac.update(&[0x1f]);
-        mac.update(normalise(field, value).as_bytes());
+        mac.update(normalised.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 }

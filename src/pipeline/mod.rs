@@ -13,6 +13,7 @@
 //! `rejections` table.
 
 pub mod deidentify;
+pub mod identifier;
 pub mod key;
 pub mod parse;
 #[cfg(test)]

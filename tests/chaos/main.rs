@@ -15,6 +15,8 @@
 //!
 //! Each scenario prints a line of the results table.
 
+#![forbid(unsafe_code)]
+
 mod fast_lane;
 #[path = "../it/helpers.rs"]
 mod helpers;

@@ -1,6 +1,8 @@
 //! Integration tests against a real RabbitMQ and a real PostgreSQL (see `scripts/test.sh`, which starts
 //! both). Each test gets a fresh database and fresh queue names, so tests run in parallel.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod dead_peers;
 mod delivery_limits;
@@ -9,6 +11,8 @@ mod events;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod linkage;
+mod listener;
 mod liveness;
 mod operations;
 mod outcomes;
@@ -18,6 +22,8 @@ mod probes;
 mod protocol_model;
 mod receipts;
 mod retention;
+mod secrets;
+mod status_tls;
 mod timeouts;
 mod tls;
 mod wire;
