@@ -92,7 +92,9 @@ package_of() { if [ "$1" = rabbitmq ]; then echo rabbitmq-server; else echo "pos
 
 # plan_line rabbitmq|postgres V: what provides version V here, in one line.
 plan_line() {
-    local kind=$1 v=$2 pkg
+    local kind=$1 v=$2 pkg known=$RABBIT_VERSIONS var=EDC_RABBITMQ
+    if [ "$kind" = postgres ]; then known=$PG_VERSIONS var=EDC_POSTGRES; fi
+    in_list "$v" " $known " || { echo "$kind $v: $var must be one of $known, not '$v'"; return 1; }
     pkg=$(package_of "$kind" "$v")
     source_of "$kind" "$v" || { echo "$kind $v: not available: $SRC_WHY"; return 1; }
     if [ -z "$SRC_ROOT" ]; then
@@ -165,8 +167,8 @@ installed_version() {
 # ensure_installed: the chosen versions are there, installed now if not (saying what first).
 ensure_installed() {
     local pkgs=() what=() r
-    if [ -n "$RABBIT_ROOT" ]; then need_root "RabbitMQ $RABBIT_VERSION (from the $RABBIT_ROOT root)"; fi
-    if [ -n "$PG_ROOT" ]; then need_root "PostgreSQL $PG_VERSION (from the $PG_ROOT root)"; fi
+    if [ -n "$RABBIT_ROOT" ]; then need_root "RabbitMQ $RABBIT_VERSION (from a $(release_row "$RABBIT_ROOT" | cut -d' ' -f3-) root)"; fi
+    if [ -n "$PG_ROOT" ]; then need_root "PostgreSQL $PG_VERSION (from a $(release_row "$PG_ROOT" | cut -d' ' -f3-) root)"; fi
     if [ -z "$RABBIT_ROOT" ] && ! rabbit_installed; then
         pkgs+=(rabbitmq-server) what+=("rabbitmq-server (RabbitMQ $RABBIT_VERSION)")
     fi

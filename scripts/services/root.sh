@@ -21,8 +21,7 @@ root_select() {
     trixie | debian13) ROOT_RELEASE=trixie ROOT_LABEL="Debian 13" ROOT_PACKAGES=(rabbitmq-server postgresql-17) ;;
     *) die "no Debian root '${1:-}' (debian12 or debian13)" ;;
     esac
-    ROOT_DIR=$SVC_DIR/${ROOT_LABEL// /}
-    ROOT_DIR=${ROOT_DIR,,}
+    ROOT_DIR=$SVC_DIR/debian${ROOT_LABEL#Debian }
     ROOT_PARTIAL=$ROOT_DIR.partial
 }
 
