@@ -47,6 +47,10 @@ set -euo pipefail
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO_ROOT"
 
+# cargo, also under sudo (which resets PATH), as new as Cargo.toml's rust-version.
+. scripts/lib/cargo.sh
+cargo_setup
+
 scripts/services.sh start >/dev/null
 eval "$(scripts/services.sh env)"
 

@@ -9,6 +9,10 @@
 set -euo pipefail
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
+# cargo, also under sudo (which resets PATH), as new as Cargo.toml's rust-version.
+. scripts/lib/cargo.sh
+cargo_setup
+
 count=${1:-1000}
 state=${EDC_SERVICES_DIR:-$PWD/.services}
 
