@@ -211,7 +211,13 @@ async fn the_daemon_does_all_its_work_as_the_runtime_role() {
         1,
         "the dry run kept the dead letter"
     );
-    let pruned = edc(&env, &vars, &["prune", "--older-than", "1ms"]);
+    // The horizon is at least a day: the re-upload's id is made two days old (as the owner).
+    env.db()
+        .await
+        .batch_execute("UPDATE duplicates_seen SET seen_at = now() - interval '2 days'")
+        .await
+        .unwrap();
+    let pruned = edc(&env, &vars, &["prune", "--older-than", "1day"]);
     assert!(pruned.status.success(), "{}", text(&pruned));
     assert!(
         text(&pruned).contains("duplicates_seen 1 rows"),
