@@ -262,7 +262,8 @@ fn check_tls_settings(settings: &Settings) -> Result<(), Failure> {
 /// The daemon's own role (`postgres.url`) must be able to do its work: it connects (a database
 /// that refuses it, its credentials or its TLS, stops the start with exit code 2; one not up yet
 /// is waited for), and it must hold every privilege `run` uses (see `store::role`). A schema not
-/// migrated yet is left to the database gate, which waits for it.
+/// migrated yet is left to the database gate, which waits for it. A role that owns the evidence or
+/// is a superuser stops the start too, unless `postgres.allow_owner_runtime` allows it.
 async fn check_runtime_role(
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -283,8 +284,15 @@ async fn check_runtime_role(
             Err(e) => return Err(Failure::setup(e.to_string())),
         }
     };
+    let identity = store::role::identity(&db).await;
     let checked = store::role::check(&db).await;
     db.close().await;
+    match identity.map(|i| i.verdict(pg.allow_owner_runtime)) {
+        Ok(store::role::Verdict::Refused(why)) => return Err(Failure::setup(why)),
+        Ok(store::role::Verdict::OwnerAllowed(warning)) => warn!("{warning}"),
+        Ok(store::role::Verdict::Runs { warnings }) => warnings.iter().for_each(|w| warn!("{w}")),
+        Err(e) => warn!(error = %e, "could not check which database role the daemon runs as"),
+    }
     match checked {
         Ok(store::role::Check::Ready) => Ok(()),
         Ok(store::role::Check::NotMigrated) => {

@@ -240,6 +240,9 @@ pub struct PostgresSettings {
     /// The group role (NOLOGIN) that the migrations grant the runtime's privileges to; the login
     /// role of `url` is a member of it. Empty: no grants (the daemon runs as the owner).
     pub runtime_role: String,
+    /// Lets `run` work as the owner of the evidence tables (or of the schema), or as a superuser,
+    /// with a loud warning at start; false (the default): such a start is refused.
+    pub allow_owner_runtime: bool,
     /// Certificates for the connections of `url` and `migrate_url`; `sslmode` in the URL says
     /// whether TLS is used and what is checked.
     pub tls: TlsSettings,

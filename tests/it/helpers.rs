@@ -188,6 +188,9 @@ impl TestEnv {
             ("EDC__AMQP__DEAD_LETTER_EXCHANGE".into(), self.dlx.clone()),
             ("EDC__AMQP__DEAD_LETTER_QUEUE".into(), self.dlq.clone()),
             ("EDC__POSTGRES__URL".into(), self.db_url.clone()),
+            // The owner (it made the test's database): allowed on purpose. A test that runs as the
+            // runtime login (`edc_app`) or checks the refusal sets its own.
+            ("EDC__POSTGRES__ALLOW_OWNER_RUNTIME".into(), "true".into()),
             ("EDC__POSTGRES__POOL_SIZE".into(), "8".into()),
             ("EDC__WORKERS".into(), "4".into()),
             (

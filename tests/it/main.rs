@@ -15,5 +15,6 @@ mod privileges;
 mod probes;
 mod receipts;
 mod retention;
+mod schema_rights;
 mod timeouts;
 mod tls;
