@@ -221,12 +221,30 @@ impl TestEnv {
         client
     }
 
-    /// A session whose open transaction holds `record`'s key (its row inserted, not committed), so
-    /// that a job storing that record waits in the database until the session sends `ROLLBACK`.
+    /// A session whose open transaction holds `record`'s key as another replica storing it would:
+    /// the key's advisory lock taken (see V10) and its row inserted, not committed. A job storing
+    /// that record waits in the database (alone: the rest of its group does not) until the session
+    /// sends `ROLLBACK` or `COMMIT`.
     pub async fn hold_key(&self, record: &serde_json::Value) -> tokio_postgres::Client {
+        self.hold_key_as(record, true).await
+    }
+
+    /// As [`TestEnv::hold_key`], as a replica of a version before V10 would: with `announced`
+    /// false, the row only, no advisory lock.
+    pub async fn hold_key_as(
+        &self,
+        record: &serde_json::Value,
+        announced: bool,
+    ) -> tokio_postgres::Client {
         let record_id: uuid::Uuid = record["record_id"].as_str().unwrap().parse().unwrap();
         let holder = self.db().await;
         holder.batch_execute("BEGIN").await.unwrap();
+        if announced {
+            holder
+                .execute("SELECT lock_record_key($1, 1, true)", &[&record_id])
+                .await
+                .unwrap();
+        }
         holder
             .execute(
                 "INSERT INTO crf_records (record_id, version, study, site, subject, visit, form, items,

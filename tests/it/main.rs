@@ -1,6 +1,7 @@
 //! Integration tests against a real RabbitMQ and a real PostgreSQL (see `scripts/test.sh`, which starts
 //! both). Each test gets a fresh database and fresh queue names, so tests run in parallel.
 
+mod busy_keys;
 mod cli;
 mod delivery_limits;
 mod events;
