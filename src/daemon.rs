@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::broker::consume::Supervisor;
 use crate::broker::publish::Seal;
 use crate::broker::{Settler, inbound};
-use crate::config::{PostgresSettings, Settings};
+use crate::config::Settings;
 use crate::failure::{Failure, runtime};
 use crate::http;
 use crate::pipeline::Pseudonymizer;
@@ -132,10 +132,10 @@ pub async fn run_with_stats(
         ))
     });
     let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
-    let pruner = settings.retention.working_tables.map(|horizon| {
-        tokio::spawn(prune_every_hour(
+    let pruner = store::retention::Horizons::of(&settings.retention).map(|horizons| {
+        tokio::spawn(store::retention::every_hour(
             settings.postgres.clone(),
-            horizon,
+            horizons,
             shutdown.clone(),
         ))
     });
@@ -312,29 +312,6 @@ async fn check_runtime_role(
         Err(e) => {
             warn!(error = %e, "could not check the runtime role's privileges");
             Ok(())
-        }
-    }
-}
-
-/// `retention.working_tables`: prunes the working tables every hour (and once at start).
-async fn prune_every_hour(pg: PostgresSettings, horizon: Duration, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let pruned = async {
-            let mut db = store::connect(&pg.url, &pg).await.map_err(runtime)?;
-            let pruned = store::retention::prune(&mut db.client, horizon)
-                .await
-                .map_err(runtime);
-            db.close().await;
-            pruned
-        };
-        match pruned.await {
-            Ok(p) => info!(pruned = %p, "working tables pruned (retention.working_tables)"),
-            Err(e) => warn!(error = %e, "pruning the working tables failed; next try in an hour"),
         }
     }
 }
