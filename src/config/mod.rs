@@ -272,7 +272,8 @@ pub struct PostgresSettings {
     #[serde(deserialize_with = "duration")]
     pub migration_lock_timeout: Duration,
     /// The group role (NOLOGIN) that the migrations grant the runtime's privileges to; the login
-    /// role of `url` is a member of it. Empty: no grants (the daemon runs as the owner).
+    /// role of `url` is a member of it. Empty: no grants (the daemon runs as the owner, which
+    /// `allow_owner_runtime` must allow).
     pub runtime_role: String,
     /// Lets `run` work as the owner of the evidence tables (or of the schema), or as a superuser,
     /// with a loud warning at start; false (the default): such a start is refused.
