@@ -12,8 +12,10 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// How long the other records may take, from the daemon being ready to all of them committed.
-const OTHERS_WITHIN: Duration = Duration::from_millis(500);
+/// How long the other records may take, from their arrival to all of them committed: 50 to 300
+/// ms in the debug build on a loaded 2-core machine. Far below the held keys' wait (lock_timeout
+/// is 20 s in the test), with room for a slower CI machine.
+const OTHERS_WITHIN: Duration = Duration::from_secs(1);
 
 /// Deliveries the broker holds unacked on the work queue (its counts lag: wait for a value).
 fn unacked(env: &TestEnv) -> Option<i64> {
