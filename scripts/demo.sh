@@ -47,7 +47,11 @@ if [ ! -s "$key" ]; then
 fi
 chmod 0600 "$key"
 
-export EDC__POSTGRES__URL=${admin_url%/*}/edc_demo
+# Migrate as the owner (edc); run as the runtime login edc_app (scripts/services.sh creates it, a
+# member of edc_runtime): the daemon refuses to run as the owner of the evidence.
+owner_url=${admin_url%/*}/edc_demo
+export EDC__POSTGRES__MIGRATE_URL=$owner_url
+export EDC__POSTGRES__URL=${EDC_TEST_PG_RUNTIME_URL%/*}/edc_demo
 export EDC__AMQP__QUEUE=edc.demo.records
 export EDC__AMQP__URGENT_QUEUE=edc.demo.records.urgent
 export EDC__AMQP__EVENTS_EXCHANGE=edc.demo.events
@@ -87,7 +91,7 @@ echo
 echo "==> what became of the $count messages (drained in $(awk -v a="$started" -v b="$finished" 'BEGIN{printf "%.1f", b-a}')s)"
 cat "$state/demo-summary.txt"
 echo
-psql -q "$EDC__POSTGRES__URL" -P footer=off <<'SQL'
+psql -q "$owner_url" -P footer=off <<'SQL'
 SELECT status AS stored_as, count(*) FROM crf_records GROUP BY status ORDER BY status;
 SELECT kind AS dead_lettered_as, count(*), min(reason) AS example_reason FROM rejections GROUP BY kind ORDER BY kind;
 SELECT check_id AS open_query, count(*) FROM data_queries GROUP BY check_id ORDER BY count(*) DESC LIMIT 5;

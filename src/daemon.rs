@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::broker::consume::Supervisor;
 use crate::broker::publish::Seal;
 use crate::broker::{Settler, inbound};
-use crate::config::{PostgresSettings, Settings};
+use crate::config::Settings;
 use crate::failure::{Failure, runtime};
 use crate::http;
 use crate::pipeline::Pseudonymizer;
@@ -132,10 +132,10 @@ pub async fn run_with_stats(
         ))
     });
     let reloader = tokio::spawn(reload_on_sighup(ctx.clone()));
-    let pruner = settings.retention.working_tables.map(|horizon| {
-        tokio::spawn(prune_every_hour(
+    let pruner = store::retention::Horizons::of(&settings.retention).map(|horizons| {
+        tokio::spawn(store::retention::every_hour(
             settings.postgres.clone(),
-            horizon,
+            horizons,
             shutdown.clone(),
         ))
     });
@@ -262,7 +262,8 @@ fn check_tls_settings(settings: &Settings) -> Result<(), Failure> {
 /// The daemon's own role (`postgres.url`) must be able to do its work: it connects (a database
 /// that refuses it, its credentials or its TLS, stops the start with exit code 2; one not up yet
 /// is waited for), and it must hold every privilege `run` uses (see `store::role`). A schema not
-/// migrated yet is left to the database gate, which waits for it.
+/// migrated yet is left to the database gate, which waits for it. A role that owns the evidence or
+/// is a superuser stops the start too, unless `postgres.allow_owner_runtime` allows it.
 async fn check_runtime_role(
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -283,8 +284,15 @@ async fn check_runtime_role(
             Err(e) => return Err(Failure::setup(e.to_string())),
         }
     };
+    let identity = store::role::identity(&db).await;
     let checked = store::role::check(&db).await;
     db.close().await;
+    match identity.map(|i| i.verdict(pg.allow_owner_runtime)) {
+        Ok(store::role::Verdict::Refused(why)) => return Err(Failure::setup(why)),
+        Ok(store::role::Verdict::OwnerAllowed(warning)) => warn!("{warning}"),
+        Ok(store::role::Verdict::Runs { warnings }) => warnings.iter().for_each(|w| warn!("{w}")),
+        Err(e) => warn!(error = %e, "could not check which database role the daemon runs as"),
+    }
     match checked {
         Ok(store::role::Check::Ready) => Ok(()),
         Ok(store::role::Check::NotMigrated) => {
@@ -304,29 +312,6 @@ async fn check_runtime_role(
         Err(e) => {
             warn!(error = %e, "could not check the runtime role's privileges");
             Ok(())
-        }
-    }
-}
-
-/// `retention.working_tables`: prunes the working tables every hour (and once at start).
-async fn prune_every_hour(pg: PostgresSettings, horizon: Duration, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let pruned = async {
-            let mut db = store::connect(&pg.url, &pg).await.map_err(runtime)?;
-            let pruned = store::retention::prune(&mut db.client, horizon)
-                .await
-                .map_err(runtime);
-            db.close().await;
-            pruned
-        };
-        match pruned.await {
-            Ok(p) => info!(pruned = %p, "working tables pruned (retention.working_tables)"),
-            Err(e) => warn!(error = %e, "pruning the working tables failed; next try in an hour"),
         }
     }
 }

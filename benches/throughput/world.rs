@@ -158,6 +158,8 @@ impl World {
             ("EDC__AMQP__DEAD_LETTER_EXCHANGE", self.dlx.clone()),
             ("EDC__AMQP__DEAD_LETTER_QUEUE", self.dlq.clone()),
             ("EDC__POSTGRES__URL", self.db_url()),
+            // The owner (it made the world's database), as before: allowed on purpose.
+            ("EDC__POSTGRES__ALLOW_OWNER_RUNTIME", "true".into()),
             ("EDC__STUDIES_DIR", studies),
             ("EDC__DEV_INSECURE_PSEUDONYM_KEY", "true".into()),
             ("EDC__LOG__LEVEL", "warn".into()),

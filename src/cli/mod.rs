@@ -109,14 +109,20 @@ pub enum Command {
         urgent: bool,
     },
     /// Remove what is older than the horizon from the working tables that only grow (counted
-    /// re-uploads, per-connection counters of completed batches, crash counts left behind). The
-    /// evidence (records, audit trail, data queries, alerts, rejections) is never touched.
-    #[command(after_help = "Example:
-  $ edc-ingest prune --older-than 30days")]
+    /// re-uploads, per-connection counters of completed batches, crash counts left behind), and
+    /// the events the broker refused for good (outbox_parked) older than theirs. The evidence
+    /// (records, audit trail, data queries, alerts, rejections) is never touched. Each horizon is
+    /// at least one day.
+    #[command(after_help = "Examples:
+  $ edc-ingest prune --older-than 30days
+  $ edc-ingest prune --older-than 30days --parked-older-than 180days")]
     Prune {
-        /// The horizon, like 30days or 12h (default: retention.working_tables).
+        /// The working tables' horizon, like 30days or 36h (default: retention.working_tables).
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
+        /// The parked events' horizon (default: retention.outbox_parked; none: kept).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        parked_older_than: Option<Duration>,
     },
     /// Upload batch receipts.
     #[command(after_help = "Example:

@@ -84,24 +84,15 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Prune { older_than } => {
-            let horizon = older_than
-                .or(settings.retention.working_tables)
-                .ok_or_else(|| {
-                    Failure::setup(
-                        "prune needs --older-than (or retention.working_tables in the settings)",
-                    )
-                })?;
-            let pg = &settings.postgres;
-            let mut db = store::connect(&pg.url, pg).await.map_err(runtime)?;
-            let pruned = store::retention::prune(&mut db.client, horizon)
-                .await
-                .map_err(runtime)?;
-            db.close().await;
-            println!(
-                "pruned what is older than {}: {pruned}",
-                humantime::format_duration(horizon)
-            );
+        Command::Prune {
+            older_than,
+            parked_older_than,
+        } => {
+            let opts = tools::prune::Options {
+                older_than,
+                parked_older_than,
+            };
+            println!("{}", tools::prune::prune(&settings, opts).await?);
             Ok(())
         }
         Command::Batch {

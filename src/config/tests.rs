@@ -286,3 +286,29 @@ fn each_database_url_takes_the_password_of_its_own_file() {
         "{err}"
     );
 }
+
+#[test]
+fn retention_horizons_under_one_day_are_refused_and_parked_events_are_kept_by_default() {
+    let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
+    assert_eq!(s.retention.outbox_parked, None, "parked events kept");
+    assert!(!s.postgres.allow_owner_runtime, "the owner is refused");
+    for key in [
+        "EDC__RETENTION__WORKING_TABLES",
+        "EDC__RETENTION__OUTBOX_PARKED",
+    ] {
+        for short in ["1ms", "23h 59m 59s"] {
+            let err = Settings::load_with_env(None, env(&[DEV, (key, short)])).unwrap_err();
+            let said = err.to_string();
+            assert!(said.contains("at least one day"), "{key}={short}: {said}");
+        }
+        let s = Settings::load_with_env(None, env(&[DEV, (key, "1day")])).unwrap();
+        let set = [s.retention.working_tables, s.retention.outbox_parked];
+        assert!(set.contains(&Some(super::MIN_RETENTION)), "{key}");
+    }
+    assert!(super::check_retention("--older-than", Duration::from_secs(86_399)).is_err());
+    assert!(super::check_retention("--older-than", super::MIN_RETENTION).is_ok());
+    let day = super::MIN_RETENTION;
+    assert_eq!(super::show_horizon(day), "1day");
+    assert_eq!(super::show_horizon(90 * day), "90days");
+    assert_eq!(super::show_horizon(Duration::from_secs(3600)), "1h");
+}

@@ -150,6 +150,14 @@ impl Settings {
                 "postgres.runtime_role `{role}` must be empty or a role name of letters, digits and _ (at most 63)"
             ));
         }
+        for (key, horizon) in [
+            ("retention.working_tables", self.retention.working_tables),
+            ("retention.outbox_parked", self.retention.outbox_parked),
+        ] {
+            if let Some(horizon) = horizon {
+                super::check_retention(key, horizon)?;
+            }
+        }
         self.http.address()?;
         self.odm.validate()?;
         let endpoint = self.otel.endpoint.trim();

@@ -20,6 +20,11 @@
 //! (a re-upload beside its original) is stored by a later statement, after the first has committed,
 //! so that it is still told duplicate from conflict. Records from the fast lane are taken first.
 //!
+//! One slow record never holds the others either: a record whose key another session is storing at
+//! that moment (another replica with the same record) is left out of the statement and comes back
+//! [`Attempt::Busy`]; its worker stores it again with [`Committer::alone`], on a connection of its
+//! own, waiting for the other session while this task goes on with the next group.
+//!
 //! Nothing here acks anything, and nothing here waits for the broker. If a committer task fails,
 //! the records it held get an error back and their deliveries are retried.
 
@@ -35,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error};
 
-use super::ingest::{self, Pending, Stored};
+use super::ingest::{self, Attempt, OnBusy, Pending, Stored};
 use super::{PersistError, with_retries};
 use crate::lane::Lane;
 use crate::stats::Stats;
@@ -43,8 +48,9 @@ use crate::stats::Stats;
 /// The most records one statement stores.
 pub const MAX_GROUP: usize = 256;
 
-/// The outcome of one record.
-pub type Outcome = (Pending, Result<Stored, PersistError>);
+/// The outcome of one record: done (stored, or found stored), busy (not written: store it again
+/// with [`Committer::alone`]), or an error.
+pub type Outcome = (Pending, Result<Attempt, PersistError>);
 
 struct Request {
     items: Vec<Pending>,
@@ -52,11 +58,14 @@ struct Request {
     reply: oneshot::Sender<Vec<Outcome>>,
 }
 
-/// The workers' side: hands records to the committer tasks.
+/// The workers' side: hands records to the committer tasks, and stores a busy record alone.
 #[derive(Clone)]
 pub struct Committer {
     urgent: mpsc::Sender<Request>,
     normal: mpsc::Sender<Request>,
+    pool: Pool,
+    key_id: Arc<str>,
+    stats: Arc<Stats>,
 }
 
 type Queue = Arc<Mutex<mpsc::Receiver<Request>>>;
@@ -90,7 +99,14 @@ impl Committer {
                 tokio::spawn(task.run(queues.clone()))
             })
             .collect();
-        (Committer { urgent, normal }, handles)
+        let committer = Committer {
+            urgent,
+            normal,
+            pool,
+            key_id,
+            stats,
+        };
+        (committer, handles)
     }
 
     /// Stores `items` (with whatever else is ready) and returns each with its outcome, in order.
@@ -110,6 +126,29 @@ impl Committer {
             return failed(refused.0.items, "the committer has stopped");
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// Stores one record that came back [`Attempt::Busy`], alone, on a connection of the pool:
+    /// its statement waits for the session storing the same key (at most `lock_timeout` a try),
+    /// and only this record waits with it. Contention is retried while `deadline` allows.
+    pub async fn alone(&self, item: &Pending, deadline: Instant) -> Result<Stored, PersistError> {
+        let stored = with_retries(deadline, || async {
+            let client = self.pool.get().await?;
+            ingest::store(&client, &[item], &self.key_id, OnBusy::Wait).await
+        })
+        .await?;
+        self.stats.record_group(1);
+        match stored.first() {
+            Some(Attempt::Done(stored)) => {
+                if let Stored::Created(status) = stored {
+                    self.stats.stored(*status);
+                }
+                Ok(*stored)
+            }
+            _ => Err(PersistError::Retryable(
+                "a record stored alone came back busy".into(),
+            )),
+        }
     }
 }
 
@@ -181,7 +220,7 @@ impl Task {
             .min()
             .unwrap_or_else(Instant::now);
         let items: Vec<&Pending> = requests.iter().flat_map(|r| &r.items).collect();
-        let mut results: Vec<Option<Result<Stored, PersistError>>> = vec![None; items.len()];
+        let mut results: Vec<Option<Result<Attempt, PersistError>>> = vec![None; items.len()];
         for round in rounds(&items) {
             let batch: Vec<&Pending> = round.iter().map(|&i| items[i]).collect();
             let stored = self.store_split(&batch, deadline).await;
@@ -207,23 +246,24 @@ impl Task {
     }
 
     /// Stores `items` with one statement; if it fails for anything but an outage, splits them in
-    /// halves and stores each, down to single records, so that one bad record fails alone.
+    /// halves and stores each, down to single records, so that one bad record fails alone. A
+    /// record whose key another session is storing comes back busy, without holding the others.
     fn store_split<'a>(
         &'a self,
         items: &'a [&'a Pending],
         deadline: Instant,
-    ) -> futures::future::BoxFuture<'a, Vec<Result<Stored, PersistError>>> {
+    ) -> futures::future::BoxFuture<'a, Vec<Result<Attempt, PersistError>>> {
         Box::pin(async move {
             let stored = with_retries(deadline, || async {
                 let client = self.pool.get().await?;
-                ingest::store(&client, items, &self.key_id).await
+                ingest::store(&client, items, &self.key_id, OnBusy::Skip).await
             })
             .await;
             match stored {
                 Ok(outcomes) => {
                     self.stats.record_group(items.len());
                     for outcome in &outcomes {
-                        if let Stored::Created(status) = outcome {
+                        if let Attempt::Done(Stored::Created(status)) = outcome {
                             self.stats.stored(*status);
                         }
                     }

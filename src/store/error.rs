@@ -9,8 +9,9 @@ use crate::failure::{Failure, runtime};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
-    /// The database is unreachable, restarting, refusing connections or out of room: not the
-    /// message's fault. Consumption pauses until the database answers again.
+    /// The database is unreachable, restarting, refusing connections or out of room, or refuses
+    /// our statements (a privilege revoked, a schema this build does not know): not the message's
+    /// fault. Consumption pauses until the database answers again.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Lost a race with another transaction (serialization failure, deadlock, lock timeout): retry
@@ -59,10 +60,12 @@ pub fn classify_code(code: Option<&SqlState>) -> PersistError {
         || c.starts_with("57") // operator intervention: admin shutdown, cannot connect now
         || c.starts_with("58") // system error: I/O
         || *code == SqlState::READ_ONLY_SQL_TRANSACTION // a standby after a failover
-        // The schema is not (or no longer) the one this build needs: not migrated yet, or
-        // migrated by a newer version. Waiting is right; dead-lettering would not be.
-        || *code == SqlState::UNDEFINED_TABLE
-        || *code == SqlState::UNDEFINED_FUNCTION
+        // Class 42, access rule violation: the database refuses our statements, never a record's
+        // values (they are parameters). A privilege revoked (insufficient_privilege, 42501), a
+        // migration half-applied or made by a newer version (undefined table, function or
+        // column): the database is not usable by us until an operator fixes it. Waiting is right;
+        // dead-lettering would not be.
+        || c.starts_with("42")
     {
         PersistError::Unavailable(what)
     } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -193,6 +196,8 @@ mod tests {
             (Some(SqlState::READ_ONLY_SQL_TRANSACTION), "unavailable"),
             (Some(SqlState::UNDEFINED_TABLE), "unavailable"),
             (Some(SqlState::UNDEFINED_FUNCTION), "unavailable"),
+            (Some(SqlState::UNDEFINED_COLUMN), "unavailable"),
+            (Some(SqlState::INSUFFICIENT_PRIVILEGE), "unavailable"),
             (Some(SqlState::T_R_SERIALIZATION_FAILURE), "contention"),
             (Some(SqlState::T_R_DEADLOCK_DETECTED), "contention"),
             (Some(SqlState::LOCK_NOT_AVAILABLE), "contention"),

@@ -3,8 +3,9 @@
 //! A worker that meets an outage closes the gate. While it is closed the consumer is cancelled (no
 //! new deliveries), jobs already delivered go straight back to the queue without touching the
 //! database, and a single prober checks the database with backoff; it opens the gate when the
-//! database answers, and consumption resumes. Nothing is dead-lettered for an outage and nothing is
-//! held unacked while it lasts.
+//! database answers, can be written to (not a standby) and lets the daemon's role do its work (no
+//! privilege revoked, the schema migrated), and consumption resumes. Nothing is dead-lettered for an
+//! outage and nothing is held unacked while it lasts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::role::{self, Check};
 use crate::stats::Stats;
 
 pub struct DbGate {
@@ -49,7 +51,8 @@ impl DbGate {
     }
 
     /// Probes the database whenever the gate is closed, with capped exponential backoff, and opens
-    /// the gate when a connection from the pool answers a query. Runs until `shutdown`.
+    /// the gate when a connection from the pool answers, on a primary, with every privilege the
+    /// daemon needs. Runs until `shutdown`.
     pub async fn run_prober(&self, pool: Pool, shutdown: CancellationToken) {
         let mut rx = self.subscribe();
         loop {
@@ -70,7 +73,17 @@ impl DbGate {
                     if row.get::<_, bool>(0) {
                         return Err("the database is a read-only standby".to_string());
                     }
-                    Ok::<_, String>(())
+                    // A database that answers but refuses our statements (a privilege revoked, a
+                    // migration not or half applied) is not usable either: reopening would only
+                    // fail the next records again.
+                    match role::check(&client).await.map_err(|e| e.to_string())? {
+                        Check::Ready => Ok(()),
+                        Check::NotMigrated => Err("the schema is not (fully) migrated".to_string()),
+                        Check::Lacks(lacks) => Err(format!(
+                            "the daemon's role lacks {} (`edc-ingest migrate` as the owner grants them again)",
+                            lacks.join(", ")
+                        )),
+                    }
                 };
                 match tokio::time::timeout(Duration::from_secs(5), probe).await {
                     Ok(Ok(())) => {

@@ -6,6 +6,13 @@
 //! the natural key (record_id, version): when the key exists, the stored payload hash decides between
 //! a duplicate (same body: a redelivery or a re-upload, nothing written) and a conflict (different
 //! body: never overwritten).
+//!
+//! A key another session is storing at that moment (another replica with the same record, its
+//! transaction not committed yet) would make the statement wait for that session, and with it every
+//! record of the group. Each writer announces the keys it stores with an advisory lock (see V10):
+//! the group statement leaves out a record whose key is announced by another session
+//! ([`Attempt::Busy`], [`OnBusy::Skip`]), and that record is stored again alone, by a statement that
+//! waits for the other session ([`OnBusy::Wait`]).
 
 use crate::pipeline::Rejected;
 use crate::pipeline::deidentify::{Deidentified, Status};
@@ -22,6 +29,26 @@ pub enum Stored {
         reupload: bool,
     },
     Conflict,
+}
+
+/// What one call made of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Done(Stored),
+    /// Not written: another session is storing the same key at this moment. Store it again alone
+    /// with [`OnBusy::Wait`].
+    Busy,
+}
+
+/// What a call does about a record whose key another session is storing at that moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnBusy {
+    /// Leave it out, and say so ([`Attempt::Busy`]): for a group, whose other records then wait
+    /// for no one.
+    Skip,
+    /// Wait for the other session's transaction to end (at most `lock_timeout`), then store it
+    /// (or find it stored): for a record alone.
+    Wait,
 }
 
 /// Where a message's outcome is answered, after the commit: its AMQP `reply_to` and
@@ -57,20 +84,21 @@ impl Pending {
 }
 
 const INGEST: &str =
-    "SELECT ord, inserted, existing_sha256, existing_message_id FROM ingest_records(
+    "SELECT ord, inserted, busy, existing_sha256, existing_message_id FROM ingest_records(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-    $22, $23, $24, $25, $26, $27, $28, $29, $30)";
+    $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)";
 
 /// Stores records with one call of `ingest_records` (see the migrations): one statement, one
 /// transaction, one round trip, however many records. It writes each record with its audit row,
 /// data queries, alerts, events, callback and batch receipt. The natural keys must be distinct among
-/// `items` (the caller holds repeats back for a later call). Returns one outcome per item, in order;
-/// if the call fails, nothing of it is written.
+/// `items` (the caller holds repeats back for a later call). Returns one outcome per item, in order
+/// ([`Attempt::Busy`] only with [`OnBusy::Skip`]); if the call fails, nothing of it is written.
 pub async fn store(
     client: &deadpool_postgres::Client,
     items: &[&Pending],
     key_id: &str,
-) -> Result<Vec<Stored>, PersistError> {
+    on_busy: OnBusy,
+) -> Result<Vec<Attempt>, PersistError> {
     let stmt = client.prepare_cached(INGEST).await?;
     let n = items.len();
     let ord: Vec<i32> = (0..n as i32).collect();
@@ -155,6 +183,7 @@ pub async fn store(
                 &a_ids,
                 &a_versions,
                 &a_alerts,
+                &(on_busy == OnBusy::Skip),
             ],
         )
         .await?;
@@ -166,9 +195,14 @@ pub async fn store(
     let mut out = Vec::with_capacity(n);
     for (item, row) in items.iter().zip(&rows) {
         let inserted: bool = row.get(1);
-        let existing: Option<String> = row.get(2);
-        let existing_message_id: Option<String> = row.get(3);
-        out.push(if inserted {
+        let busy: bool = row.get(2);
+        let existing: Option<String> = row.get(3);
+        let existing_message_id: Option<String> = row.get(4);
+        if busy {
+            out.push(Attempt::Busy);
+            continue;
+        }
+        out.push(Attempt::Done(if inserted {
             Stored::Created(item.record.status)
         } else {
             match existing {
@@ -184,7 +218,7 @@ pub async fn store(
                     ));
                 }
             }
-        });
+        }));
     }
     Ok(out)
 }

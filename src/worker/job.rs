@@ -10,7 +10,13 @@
 //! committer: the group's records, with whatever else is ready, in ONE transaction
 //!   v
 //! fate of each (see `fate`) ──> Settler::settle: ack after COMMIT | dead letter then ack | ...
+//!   then each record whose key was busy (another session storing it): stored alone, waiting for
+//!   that session ──> its fate ──> settled
 //! ```
+//!
+//! Busy keys: a record whose key another session is storing at that moment comes back from the
+//! committer unwritten. The rest of the group is settled first; then each such record is stored
+//! alone on a statement that waits for the other session, so the wait costs that record only.
 //!
 //! Crash loops: a message the broker delivers again (after a crash, a lost channel, a requeue) runs
 //! alone, holding the isolation lock exclusively, after its start is counted in the crash count
@@ -34,9 +40,8 @@ use crate::broker::{Fate, Inbound};
 use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
 use crate::printable::Printable;
 use crate::protocol::Registry;
-use crate::store::crash;
-use crate::store::ingest::Pending;
-use crate::store::with_retries;
+use crate::store::ingest::{Attempt, Pending};
+use crate::store::{PersistError, crash, with_retries};
 
 /// Runs a group of deliveries to their settlement.
 pub async fn run(ctx: &Context, mut group: Vec<Inbound>) {
@@ -68,15 +73,35 @@ fn screen_reply(ctx: &Context, d: &mut Inbound) {
     d.reply = None;
 }
 
+/// What became of a delivery in its group: its fate, or a record to store again alone (its key
+/// was busy).
+enum Decided {
+    Fate(Fate),
+    Busy(Box<Pending>),
+}
+
 /// Deliveries seen for the first time: side by side with the other workers' jobs.
 async fn shared(ctx: &Context, group: Vec<Inbound>) {
     let _shared = ctx.isolation.read().await;
-    let fates = if ctx.gate.is_open() {
-        decide_within(ctx, &group).await
-    } else {
-        postpone_all(&group, "database unavailable")
-    };
-    for (d, fate) in group.into_iter().zip(fates) {
+    if !ctx.gate.is_open() {
+        for d in group {
+            ctx.settler
+                .settle(d, Fate::Postpone("database unavailable".into()))
+                .await;
+        }
+        return;
+    }
+    let deadline = Instant::now() + ctx.settings.job_timeout;
+    let decided = decide_within(ctx, &group, deadline).await;
+    let mut busy = Vec::new();
+    for (d, decided) in group.into_iter().zip(decided) {
+        match decided {
+            Decided::Fate(fate) => ctx.settler.settle(d, fate).await,
+            Decided::Busy(p) => busy.push((d, p)),
+        }
+    }
+    for (d, p) in busy {
+        let fate = busy_alone(ctx, &d, *p, deadline).await;
         ctx.settler.settle(d, fate).await;
     }
 }
@@ -107,10 +132,14 @@ async fn alone(ctx: &Context, d: Inbound) {
                     .await;
                 with_attempts(fate, u32::try_from(n).unwrap_or(u32::MAX))
             }
-            Ok(_) => decide_within(ctx, slice::from_ref(&d))
+            Ok(_) => match decide_within(ctx, slice::from_ref(&d), deadline)
                 .await
                 .pop()
-                .unwrap_or_else(|| Fate::Postpone("no outcome decided".into())),
+            {
+                Some(Decided::Fate(fate)) => fate,
+                Some(Decided::Busy(p)) => busy_alone(ctx, &d, *p, deadline).await,
+                None => Fate::Postpone("no outcome decided".into()),
+            },
             Err(e) => unavailable(ctx, e),
         }
     };
@@ -124,23 +153,42 @@ async fn alone(ctx: &Context, d: Inbound) {
     }
 }
 
-/// [`decide`] within `job_timeout`; past it the database gate closes and the group is postponed.
-async fn decide_within(ctx: &Context, group: &[Inbound]) -> Vec<Fate> {
-    let deadline = Instant::now() + ctx.settings.job_timeout;
+/// [`decide`] by `deadline`; past it the database gate closes and the group is postponed.
+async fn decide_within(ctx: &Context, group: &[Inbound], deadline: Instant) -> Vec<Decided> {
     match tokio::time::timeout_at(deadline, decide(ctx, group, deadline)).await {
-        Ok(fates) => fates,
+        Ok(decided) => decided,
         Err(_) => {
             ctx.gate.close("a job ran past its deadline");
             let why = format!("job deadline of {:?} passed", ctx.settings.job_timeout);
-            postpone_all(group, &why)
+            group
+                .iter()
+                .map(|_| Decided::Fate(Fate::Postpone(why.clone())))
+                .collect()
         }
     }
 }
 
-/// The fate of each delivery of a group, in order: each is prepared; the records go to the
-/// committer together; what each came to decides its fate.
-async fn decide(ctx: &Context, group: &[Inbound], deadline: Instant) -> Vec<Fate> {
-    let mut fates: Vec<Option<Fate>> = group.iter().map(|_| None).collect();
+/// A record whose key was busy, stored alone: its statement waits for the session storing the same
+/// key (see `Committer::alone`). By `deadline`; a wait past it is contention, retried later
+/// through a delay queue (the database answers: this one key stays locked).
+async fn busy_alone(ctx: &Context, d: &Inbound, p: Pending, deadline: Instant) -> Fate {
+    let stored = tokio::time::timeout_at(deadline, ctx.committer.alone(&p, deadline))
+        .instrument(d.span.clone())
+        .await
+        .unwrap_or_else(|_| {
+            Err(PersistError::Contention(
+                "its key stayed locked by another session past the job deadline".into(),
+            ))
+        });
+    fate::of_store(ctx, d, p, stored, deadline)
+        .instrument(d.span.clone())
+        .await
+}
+
+/// What became of each delivery of a group, in order: each is prepared; the records go to the
+/// committer together; what each came to decides its fate, unless its key was busy.
+async fn decide(ctx: &Context, group: &[Inbound], deadline: Instant) -> Vec<Decided> {
+    let mut fates: Vec<Option<Decided>> = group.iter().map(|_| None).collect();
     let mut ready: Vec<(usize, Pending)> = Vec::with_capacity(group.len());
     let mut refused: Vec<(usize, Rejected)> = Vec::new();
     {
@@ -155,20 +203,29 @@ async fn decide(ctx: &Context, group: &[Inbound], deadline: Instant) -> Vec<Fate
     for (i, rejected) in refused {
         let d = &group[i];
         let fate = reject(ctx, d, rejected, deadline).instrument(d.span.clone());
-        fates[i] = Some(fate.await);
+        fates[i] = Some(Decided::Fate(fate.await));
     }
     if !ready.is_empty() {
         let (at, items): (Vec<usize>, Vec<Pending>) = ready.into_iter().unzip();
         let outcomes = ctx.committer.commit(group[0].lane, items, deadline).await;
-        for (i, (p, stored)) in at.into_iter().zip(outcomes) {
+        for (i, (p, attempt)) in at.into_iter().zip(outcomes) {
             let d = &group[i];
+            let stored = match attempt {
+                Ok(Attempt::Busy) => {
+                    tracing::debug!(parent: &d.span, "its key is being stored by another session; storing it alone");
+                    fates[i] = Some(Decided::Busy(Box::new(p)));
+                    continue;
+                }
+                Ok(Attempt::Done(stored)) => Ok(stored),
+                Err(e) => Err(e),
+            };
             let fate = fate::of_store(ctx, d, p, stored, deadline).instrument(d.span.clone());
-            fates[i] = Some(fate.await);
+            fates[i] = Some(Decided::Fate(fate.await));
         }
     }
     fates
         .into_iter()
-        .map(|f| f.unwrap_or_else(|| Fate::Postpone("no outcome decided".into())))
+        .map(|f| f.unwrap_or_else(|| Decided::Fate(Fate::Postpone("no outcome decided".into()))))
         .collect()
 }
 
@@ -215,8 +272,4 @@ fn pending(d: &Inbound, record: Deidentified) -> Pending {
         reply: d.reply.clone(),
         event_headers: d.onward_trace().as_headers(),
     }
-}
-
-fn postpone_all(group: &[Inbound], why: &str) -> Vec<Fate> {
-    group.iter().map(|_| Fate::Postpone(why.into())).collect()
 }

@@ -29,6 +29,14 @@ pub mod kit;
 #[allow(unused_imports)] // the chaos suite includes this file and uses fewer
 pub use kit::process::{DaemonProcess, Exit, Launch, Signal};
 pub use kit::wait::wait_for;
+#[path = "metrics.rs"]
+mod metrics;
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use metrics::{Metrics, scrape};
+#[path = "collector.rs"]
+mod collector;
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use collector::{Collector, attribute_values};
 
 /// The daemon binary of this build.
 pub const BIN: &str = env!("CARGO_BIN_EXE_edc-ingest");
@@ -188,6 +196,9 @@ impl TestEnv {
             ("EDC__AMQP__DEAD_LETTER_EXCHANGE".into(), self.dlx.clone()),
             ("EDC__AMQP__DEAD_LETTER_QUEUE".into(), self.dlq.clone()),
             ("EDC__POSTGRES__URL".into(), self.db_url.clone()),
+            // The owner (it made the test's database): allowed on purpose. A test that runs as the
+            // runtime login (`edc_app`) or checks the refusal sets its own.
+            ("EDC__POSTGRES__ALLOW_OWNER_RUNTIME".into(), "true".into()),
             ("EDC__POSTGRES__POOL_SIZE".into(), "8".into()),
             ("EDC__WORKERS".into(), "4".into()),
             (
@@ -218,12 +229,30 @@ impl TestEnv {
         client
     }
 
-    /// A session whose open transaction holds `record`'s key (its row inserted, not committed), so
-    /// that a job storing that record waits in the database until the session sends `ROLLBACK`.
+    /// A session whose open transaction holds `record`'s key as another replica storing it would:
+    /// the key's advisory lock taken (see V10) and its row inserted, not committed. A job storing
+    /// that record waits in the database (alone: the rest of its group does not) until the session
+    /// sends `ROLLBACK` or `COMMIT`.
     pub async fn hold_key(&self, record: &serde_json::Value) -> tokio_postgres::Client {
+        self.hold_key_as(record, true).await
+    }
+
+    /// As [`TestEnv::hold_key`], as a replica of a version before V10 would: with `announced`
+    /// false, the row only, no advisory lock.
+    pub async fn hold_key_as(
+        &self,
+        record: &serde_json::Value,
+        announced: bool,
+    ) -> tokio_postgres::Client {
         let record_id: uuid::Uuid = record["record_id"].as_str().unwrap().parse().unwrap();
         let holder = self.db().await;
         holder.batch_execute("BEGIN").await.unwrap();
+        if announced {
+            holder
+                .execute("SELECT lock_record_key($1, 1, true)", &[&record_id])
+                .await
+                .unwrap();
+        }
         holder
             .execute(
                 "INSERT INTO crf_records (record_id, version, study, site, subject, visit, form, items,
@@ -471,54 +500,6 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     kit::http::get(port, path).await
 }
 
-/// `/metrics` of the daemon at `port`; panics if it does not answer 200.
-pub async fn scrape(port: u16) -> Metrics {
-    match http_get(port, "/metrics").await {
-        Some((200, body)) => Metrics(body),
-        other => panic!("/metrics on port {port}: {other:?}"),
-    }
-}
-
-/// One scrape, in the Prometheus text format.
-#[derive(Clone, Debug)]
-pub struct Metrics(pub String);
-
-impl Metrics {
-    /// The value of one series, written as in the text: `edc_ready`, `edc_messages_total{outcome="accepted"}`.
-    pub fn get(&self, series: &str) -> Option<f64> {
-        self.0
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    /// As [`Metrics::get`], as a count; panics if the series is missing.
-    pub fn count(&self, series: &str) -> i64 {
-        let v = self
-            .get(series)
-            .unwrap_or_else(|| panic!("{series} not in the scrape:\n{}", self.0));
-        v as i64
-    }
-
-    /// Every sample line's labels, as (name, value) pairs.
-    pub fn labels(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for line in self.0.lines().filter(|l| !l.starts_with('#')) {
-            let Some((_, rest)) = line.split_once('{') else {
-                continue;
-            };
-            let Some((labels, _)) = rest.rsplit_once('}') else {
-                continue;
-            };
-            for pair in labels.split(',').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').expect("label=value");
-                out.push((k.to_string(), v.trim_matches('"').to_string()));
-            }
-        }
-        out
-    }
-}
-
 /// GET on RabbitMQ's management API (guest/guest on loopback), parsed as JSON.
 pub fn management(path: &str) -> serde_json::Value {
     let (_, body) = management_request("GET", path, None);
@@ -632,85 +613,4 @@ pub fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// A stand-in OpenTelemetry collector: takes OTLP/HTTP exports (`POST /v1/traces`, protobuf) and
-/// keeps every span it receives.
-pub struct Collector {
-    pub port: u16,
-    spans: Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
-}
-
-impl Collector {
-    pub async fn start() -> Collector {
-        use prost::Message;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = spans.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let kept = kept.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    // Headers, then as many body bytes as Content-Length says.
-                    let (head_end, length) = loop {
-                        let n = socket.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..at]).to_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (at + 4, length);
-                        }
-                    };
-                    while buf.len() < head_end + length {
-                        let n = socket.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let body = &buf[head_end..head_end + length];
-                    if let Ok(req) = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body) {
-                        let mut all = kept.lock().unwrap();
-                        for r in req.resource_spans {
-                            for s in r.scope_spans {
-                                all.extend(s.spans);
-                            }
-                        }
-                    }
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                });
-            }
-        });
-        Collector { port, spans }
-    }
-
-    /// The `otel.endpoint` that points at it.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
-        self.spans.lock().unwrap().clone()
-    }
-}
-
-/// Every attribute value of a span, as text.
-pub fn attribute_values(span: &opentelemetry_proto::tonic::trace::v1::Span) -> Vec<String> {
-    span.attributes
-        .iter()
-        .map(|kv| format!("{}={:?}", kv.key, kv.value))
-        .collect()
 }

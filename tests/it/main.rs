@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod busy_keys;
 mod cli;
 mod dead_peers;
 mod delivery_limits;
@@ -22,6 +23,7 @@ mod probes;
 mod protocol_model;
 mod receipts;
 mod retention;
+mod schema_rights;
 mod secrets;
 mod status_tls;
 mod timeouts;

@@ -135,6 +135,7 @@ async fn the_daemon_does_all_its_work_as_the_runtime_role() {
     let vars = [
         ("EDC__POSTGRES__URL", runtime.as_str()),
         ("EDC__POSTGRES__MIGRATE_URL", env.db_url.as_str()),
+        ("EDC__POSTGRES__ALLOW_OWNER_RUNTIME", "false"),
     ];
     let events = env.listen_events("#").await;
     let batch = uuid::Uuid::new_v4().to_string();
@@ -211,7 +212,13 @@ async fn the_daemon_does_all_its_work_as_the_runtime_role() {
         1,
         "the dry run kept the dead letter"
     );
-    let pruned = edc(&env, &vars, &["prune", "--older-than", "1ms"]);
+    // The horizon is at least a day: the re-upload's id is made two days old (as the owner).
+    env.db()
+        .await
+        .batch_execute("UPDATE duplicates_seen SET seen_at = now() - interval '2 days'")
+        .await
+        .unwrap();
+    let pruned = edc(&env, &vars, &["prune", "--older-than", "1day"]);
     assert!(pruned.status.success(), "{}", text(&pruned));
     assert!(
         text(&pruned).contains("duplicates_seen 1 rows"),
@@ -266,5 +273,99 @@ async fn a_runtime_role_without_its_grants_stops_the_start_and_migrate_grants_th
     daemon.wait_settled(1, WAIT).await;
     let summary = daemon.stop().await;
     assert_eq!(summary.accepted, 1, "{summary}");
+    env.cleanup().await;
+}
+
+/// Takes EXECUTE on every `ingest_records` from the runtime role, as an operator might by mistake.
+const REVOKE_INGEST: &str = "DO $$
+    DECLARE f regprocedure;
+    BEGIN
+        FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'ingest_records' LOOP
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM edc_runtime', f);
+        END LOOP;
+    END $$";
+
+#[tokio::test]
+async fn a_grant_revoked_while_running_pauses_like_an_outage_and_dead_letters_nothing() {
+    // Arrange: the daemon as edc_app (owner refused, as by default), ready.
+    let env = TestEnv::new().await;
+    let runtime = runtime_url(&env);
+    let vars = [
+        ("EDC__POSTGRES__URL", runtime.as_str()),
+        ("EDC__POSTGRES__MIGRATE_URL", env.db_url.as_str()),
+        ("EDC__POSTGRES__ALLOW_OWNER_RUNTIME", "false"),
+        ("EDC__RETRY__INITIAL_DELAY", "200ms"),
+        ("EDC__RETRY__MAX_DELAY", "400ms"),
+    ];
+    let mut daemon = run_daemon(&env, &vars);
+    let port = daemon.wait_ready(WAIT).await;
+
+    // Act: EXECUTE on ingest_records revoked behind the daemon's back; then records arrive.
+    env.db().await.batch_execute(REVOKE_INGEST).await.unwrap();
+    let bodies: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("revoked-{i}"), bytes(&record(vs_items()))))
+        .collect();
+    env.publish(&bodies).await;
+
+    // Assert: the database is unavailable to us: the gate closes, readiness goes 503, and the
+    // prober keeps it closed while the grant is missing (it names what is missing).
+    wait_for("/readyz 503", WAIT, || async {
+        matches!(http_get(port, "/readyz").await, Some((503, _)))
+    })
+    .await;
+    assert_eq!(scrape(port).await.count("edc_db_gate_open"), 0);
+    daemon
+        .wait_output("lacks EXECUTE on ingest_records(", WAIT)
+        .await;
+    // With retries this short, a record treated as failing would have been dead-lettered by now
+    // (5 attempts, 200 to 400 ms apart).
+    wait_for("the prober refused three times", WAIT, || async {
+        daemon
+            .stderr()
+            .matches("lacks EXECUTE on ingest_records(")
+            .count()
+            >= 3
+    })
+    .await;
+    assert!(matches!(http_get(port, "/readyz").await, Some((503, _))));
+    assert_eq!(env.count("SELECT count(*) FROM rejections").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM crf_records").await, 0);
+    assert_eq!(env.ready(&env.dlq).await, 0);
+    let m = scrape(port).await;
+    assert_eq!(
+        m.count(r#"edc_messages_total{outcome="dead_lettered"}"#),
+        0,
+        "nothing dead-lettered"
+    );
+
+    // Act: the owner grants again (`edc-ingest migrate`, as the README says).
+    let migrate = edc(&env, &[], &["migrate"]);
+    assert!(migrate.status.success(), "{}", text(&migrate));
+
+    // Assert: the gate opens and every record is stored exactly once.
+    wait_for("the five records stored", WAIT, || async {
+        env.count("SELECT count(*) FROM crf_records").await == 5
+    })
+    .await;
+    wait_for("/readyz 200 again", WAIT, || async {
+        matches!(http_get(port, "/readyz").await, Some((200, _)))
+    })
+    .await;
+    let exit = daemon.stop(WAIT).await;
+    assert_eq!(exit.code(), Some(0), "{}", exit.stdout);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_trail WHERE action = 'created'")
+            .await,
+        5
+    );
+    assert_eq!(env.count("SELECT count(*) FROM rejections").await, 0);
+    assert!(env.drain_dlq().await.is_empty());
+    let summary = exit.stdout;
+    assert_eq!(summary_field(&summary, "accepted"), Some(5), "{summary}");
+    assert_eq!(
+        summary_field(&summary, "dead_lettered"),
+        Some(0),
+        "{summary}"
+    );
     env.cleanup().await;
 }

@@ -125,3 +125,115 @@ async fn a_dead_letter_is_kept_for_dead_letter_ttl_and_an_uploaders_expiration_i
     assert_eq!(env.ready(&env.dlq).await, 1);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn horizons_under_one_day_are_refused_by_the_command_the_settings_and_the_database() {
+    let env = TestEnv::new().await;
+    env.db()
+        .await
+        .batch_execute(
+            "INSERT INTO duplicates_seen (message_id, record_id, version, seen_at) VALUES
+               ('an hour ago', gen_random_uuid(), 1, now() - interval '1 hour');
+             INSERT INTO outbox_parked (reason, event, parked_at) VALUES
+               ('refused', '{}', now() - interval '1 hour')",
+        )
+        .await
+        .unwrap();
+
+    // The command line and the settings: exit 2, saying why, before anything is removed.
+    for (vars, args) in [
+        (vec![], vec!["prune", "--older-than", "23h"]),
+        (vec![], vec!["prune", "--older-than", "1ms"]),
+        (
+            vec![],
+            vec![
+                "prune",
+                "--older-than",
+                "30days",
+                "--parked-older-than",
+                "1h",
+            ],
+        ),
+        (
+            vec![("EDC__RETENTION__WORKING_TABLES", "12h")],
+            vec!["prune"],
+        ),
+        (vec![("EDC__RETENTION__OUTBOX_PARKED", "1h")], vec!["prune"]),
+    ] {
+        let out = edc(&env, &vars, &args);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{vars:?} {args:?}: {said}");
+        assert!(said.contains("at least one day"), "{said}");
+    }
+    // The daemon's settings too.
+    let out = edc(&env, &[("EDC__RETENTION__WORKING_TABLES", "1h")], &["run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("retention.working_tables"));
+
+    // The database's own function, whoever calls it.
+    let db = env.db().await;
+    for sql in [
+        "SELECT * FROM prune_working_tables(3600, NULL)",
+        "SELECT * FROM prune_working_tables(NULL, 0)",
+        "SELECT * FROM prune_working_tables(0.001)",
+    ] {
+        let e = db.batch_execute(sql).await.expect_err(sql);
+        let code = e.as_db_error().map(|d| d.code().code().to_string());
+        assert_eq!(code.as_deref(), Some("22023"), "{sql}: {e}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM duplicates_seen").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM outbox_parked").await, 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn parked_events_are_kept_by_default_and_pruned_past_their_own_horizon() {
+    // Arrange: events the broker refused 100 days ago and today.
+    let env = TestEnv::new().await;
+    env.db()
+        .await
+        .batch_execute(
+            "INSERT INTO outbox_parked (reason, event, parked_at) VALUES
+               ('refused', '{\"event_id\": \"old\"}', now() - interval '100 days'),
+               ('refused', '{\"event_id\": \"new\"}', now())",
+        )
+        .await
+        .unwrap();
+    let parked = "SELECT count(*) FROM outbox_parked";
+
+    // The working tables' horizon leaves them alone.
+    let out = edc(&env, &[], &["prune", "--older-than", "1day"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("outbox_parked"), "{}", text(&out));
+    assert_eq!(env.count(parked).await, 2);
+
+    // Their own horizon removes the old one only.
+    let out = edc(&env, &[], &["prune", "--parked-older-than", "90days"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("outbox_parked older than 90days: outbox_parked 1 rows"),
+        "{said}"
+    );
+    assert!(!said.contains("duplicates_seen"), "{said}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox_parked WHERE event ->> 'event_id' = 'new'")
+            .await,
+        1
+    );
+    assert_eq!(env.count(parked).await, 1);
+
+    // retention.outbox_parked: the daemon prunes at start (then every hour).
+    env.db()
+        .await
+        .batch_execute("UPDATE outbox_parked SET parked_at = now() - interval '3 days'")
+        .await
+        .unwrap();
+    let daemon = Daemon::start(env.settings(&[("EDC__RETENTION__OUTBOX_PARKED", "2days")]));
+    wait_for("the daemon pruned the parked event", WAIT, || async {
+        env.count(parked).await == 0
+    })
+    .await;
+    daemon.stop().await;
+    env.cleanup().await;
+}
