@@ -14,6 +14,7 @@
 
 pub mod deidentify;
 pub mod key;
+pub mod odm;
 pub mod parse;
 #[cfg(test)]
 mod properties;
