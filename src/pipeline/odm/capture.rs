@@ -218,9 +218,10 @@ mod tests {
 
     #[test]
     fn the_capture_time_comes_from_the_nearest_readable_source() {
+        // The latest is not the last in the document.
         let rows = row("1", &audit("U.A", "2024-03-04T10:00:00", "first"))
-            + &row("2", &audit("U.B", "2024-03-05T14:00:00+05:00", "second"))
-            + &row("3", &audit("U.C", "2024-03-05T10:00:00", ""));
+            + &row("3", &audit("U.C", "2024-03-05T10:00:00", ""))
+            + &row("2", &audit("U.B", "2024-03-05T14:00:00+05:00", "second"));
         // The form's own AuditRecord first.
         let c = of(FILE, "", &audit("U.F", "2024-03-01T08:00:00Z", ""), &rows).unwrap();
         assert_eq!(

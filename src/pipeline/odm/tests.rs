@@ -340,3 +340,39 @@ fn a_form_without_any_capture_time_is_refused() {
         (CaptureSource::FormAudit, 1)
     );
 }
+
+#[test]
+fn an_absent_or_empty_repeat_key_is_the_first_repeat() {
+    let body = "<ItemGroupData ItemGroupOID=\"IG\"><ItemData ItemOID=\"I.PULSE\" Value=\"60\"/></ItemGroupData>";
+    let base = instances(&one_form("F.VS", "", body)).remove(0);
+    let (registry, p) = (registry(), Pseudonymizer::insecure_dev());
+    let id = |event: Option<&str>, form: Option<&str>| {
+        let mut f = base.clone();
+        f.event_repeat = event.map(str::to_string);
+        f.form_repeat = form.map(str::to_string);
+        let m = map(&f, &registry, &p).unwrap();
+        assert_eq!(
+            (m.visit_repeat.as_str(), m.form_repeat.as_str()),
+            (
+                event.filter(|k| !k.is_empty()).unwrap_or("1"),
+                form.filter(|k| !k.is_empty()).unwrap_or("1")
+            )
+        );
+        m.record_id
+    };
+    let first = id(None, None);
+    assert_eq!(
+        first,
+        key("ST.MAP", "S-1", "SE.VISIT 1", "F.VS").record_id()
+    );
+    for (event, form) in [
+        (Some("1"), Some("1")),
+        (Some(""), Some("")),
+        (None, Some("1")),
+    ] {
+        assert_eq!(id(event, form), first, "{event:?} {form:?}");
+    }
+    for (event, form) in [(Some("2"), None), (None, Some("2")), (Some("01"), None)] {
+        assert_ne!(id(event, form), first, "{event:?} {form:?}");
+    }
+}

@@ -128,7 +128,11 @@ fn below_the_form_each_element_changes_what_it_names() {
     let upsert = " TransactionType=\"Upsert\"";
     // An item removed, a row removed (its items unread), a row replaced, a row changed, Context left as stored.
     let body = "<ItemGroupData ItemGroupOID=\"IG.AE\"><ItemData ItemOID=\"I.AEYN\" TransactionType=\"Remove\"/></ItemGroupData>".to_string()
-        + &row("1", "Remove", "<ItemData ItemOID=\"I.AESTDAT\" Value=\"not a date\"/>")
+        + &row(
+            "1",
+            "Remove",
+            "<ItemData ItemOID=\"I.AESTDAT\" Value=\"not a date\" TransactionType=\"Update\"/>",
+        )
         + &row("2", "Insert", &(term("Rash", "") + &term("Unseen", "Remove").replace("I.AETERM", "I.AESTDAT")))
         + &row("3", "", &(term("Cough", "") + "<ItemData ItemOID=\"I.AESEV\" TransactionType=\"Remove\"/>"))
         + &row("4", "Context", &term("Same", ""))
@@ -157,6 +161,12 @@ fn below_the_form_each_element_changes_what_it_names() {
     let gone = "<ItemGroupData ItemGroupOID=\"IG.AE\" TransactionType=\"Remove\"><ItemData ItemOID=\"I.AEYN\" Value=\"1\"/></ItemGroupData>";
     assert_eq!(
         delta_of("Snapshot", upsert, gone),
+        merge(&[("I.AEYN", ItemChange::Remove)], &[])
+    );
+    // The group's removal wins over what an item inside says, as a row's does.
+    let gone = gone.replace("Value=\"1\"", "Value=\"1\" TransactionType=\"Update\"");
+    assert_eq!(
+        delta_of("Snapshot", upsert, &gone),
         merge(&[("I.AEYN", ItemChange::Remove)], &[])
     );
     // In a snapshot, what is removed is simply not part of the state; a row left empty is no row.
