@@ -11,10 +11,15 @@
 //! refuses a message returns a [`Rejected`] with a [`RejectKind`] and a reason written by us: reasons
 //! never quote a value from the payload, because they travel into dead-letter headers, logs and the
 //! `rejections` table.
+//!
+//! An ODM form instance (read by `crate::odm::clinical`) takes [`odm::map`] instead of `parse`: it
+//! gives the record's identity and what the form does to it (a snapshot, a merge onto the latest
+//! stored state, a removal), which the store applies before the same validation.
 
 pub mod deidentify;
 pub mod identifier;
 pub mod key;
+pub mod odm;
 pub mod parse;
 #[cfg(test)]
 mod properties;
