@@ -9,9 +9,10 @@ from pathlib import Path
 import yaml
 
 # The settings that size a daemon. A manifest or the compose file that sets one must give it
-# config/default.yaml's value, so that a changed default is never shadowed by a stale copy (an
-# overlay made for one cluster is where another value is chosen, and check-deploy says so).
+# config/default.yaml's value, so that a changed default is never shadowed by a stale copy. Another
+# value is a choice, said on its line of a settings file: `workers: 32  # not the default: why`.
 TUNING = ("workers", "postgres.pool_size", "batch_size", "committers")
+CHOSEN = "# not the default"
 
 
 class Report:
@@ -126,8 +127,19 @@ def seconds(duration):
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def check_tuning(settings, defaults, where, report):
-    """The TUNING keys that `settings` sets agree with config/default.yaml. Returns how many it set."""
+def chosen_keys(text):
+    """The TUNING keys whose line in a settings file's text says it is a choice (CHOSEN)."""
+    out = set()
+    for key in TUNING:
+        leaf = key.rsplit(".", 1)[-1]
+        if re.search(rf"^\s*{leaf}\s*:[^#\n]*{re.escape(CHOSEN)}", text or "", re.M):
+            out.add(key)
+    return out
+
+
+def check_tuning(settings, defaults, where, report, chosen=()):
+    """The TUNING keys that `settings` sets agree with config/default.yaml, unless `chosen` names
+    them. Returns how many it set."""
     count = 0
     for key in TUNING:
         value = lookup(settings, key)
@@ -135,10 +147,15 @@ def check_tuning(settings, defaults, where, report):
             continue
         count += 1
         default = lookup(defaults, key)
-        if str(value) != str(default):
-            report.fail(where, f"{key} is {value} here but {default} in config/default.yaml: a shipped "
-                               "manifest repeats the defaults only to agree with them (drop it, or "
-                               "update it with the default)")
+        if str(value) == str(default):
+            continue
+        if key in chosen:
+            report.ok(f"{where}: {key} {value}, chosen instead of config/default.yaml's {default}")
+        else:
+            report.fail(where, f"{key} is {value} here but {default} in config/default.yaml: repeat a "
+                               "default only to agree with it (drop the line, or update it), or say "
+                               f"that another value is a choice: `{key.rsplit('.', 1)[-1]}: {value}  "
+                               f"{CHOSEN}: <why>`")
     return count
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from common import check_tuning, env_settings, flatten, lookup, merged, seconds
+from common import check_tuning, chosen_keys, env_settings, flatten, lookup, merged, seconds
 
 IMAGE_UID = 10001
 
@@ -48,6 +48,7 @@ def check_settings(repo, render, ctx, report):
     name, cm = settings_configmap(render, spec)
     where = f"{render.name} ConfigMap/{name}"
     file_settings = {}
+    text = None
     if cm is None:
         report.fail(dep.where(), f"the volume `settings` names ConfigMap {name}, which the overlay does "
                                  "not make (configMapGenerator edc-ingest-settings from config.yaml)")
@@ -64,7 +65,7 @@ def check_settings(repo, render, ctx, report):
     for key in unknown:
         report.fail(where, f"config.yaml: `{key}` is not a key of config/default.yaml (the daemon "
                            "refuses unknown keys)")
-    set_here = check_tuning(file_settings, defaults, f"{where} config.yaml", report)
+    set_here = check_tuning(file_settings, defaults, f"{where} config.yaml", report, chosen_keys(text))
     for d, _, pod in render.pod_specs():
         other, _ = settings_configmap(render, pod)
         if other != name:
