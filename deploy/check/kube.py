@@ -313,7 +313,8 @@ def check(repo, ctx, report, kubectl):
     check_studies(repo, report)
     ctx["custom"] = validators(repo)
     example_docs = examples(repo, report)
-    check_schemas(example_docs, ctx["versions"], ctx["custom"], report)
+    if check_schemas(example_docs, ctx["versions"], ctx["custom"], report) == len(example_docs):
+        report.ok(f"{len(example_docs)} example documents of secrets/ and ca/ valid against the schemas")
     found = overlays(repo)
     if not found:
         report.fail(repo.rel(repo.k8s / "overlays"), "no overlay (overlays/<name>/kustomization.yaml)")
