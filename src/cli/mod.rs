@@ -2,6 +2,8 @@
 //! [`dlq`]); [`run`] runs one. `--config` is also read from `EDC_CONFIG`.
 
 mod dlq;
+#[cfg(test)]
+mod docs;
 mod run;
 
 use std::path::PathBuf;
