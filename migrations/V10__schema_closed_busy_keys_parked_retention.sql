@@ -503,9 +503,10 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT ON %1$s.outbox_parked, %1$s.dlq_actions TO %2$I', s, p_role);
     -- Read: the open batches (a gauge), the receipts (batch status), the stored records (dlq
     -- replay says whether a dead letter is a duplicate or a conflict), the rejections (the dlq
-    -- tools tell edc-ingest's own dead letters by their row; status counts them by kind).
+    -- tools tell edc-ingest's own dead letters by their row; status counts them by kind), the
+    -- batch counters (status shows the open batches' progress).
     EXECUTE format('GRANT SELECT ON %1$s.batches, %1$s.batch_receipts, %1$s.crf_records, '
-                   '%1$s.crf_current, %1$s.rejections TO %2$I', s, p_role);
+                   '%1$s.crf_current, %1$s.rejections, %1$s.batch_counts TO %2$I', s, p_role);
     RETURN closed || format('runtime role %s: privileges granted', p_role);
 END $fn$
 $ddl$
