@@ -18,6 +18,7 @@ mod probes;
 mod protocol_model;
 mod receipts;
 mod retention;
+mod study_odm;
 mod timeouts;
 mod tls;
 mod wire;
