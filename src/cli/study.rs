@@ -49,6 +49,14 @@ pub fn run(command: StudyCommand, settings: &Settings) -> Result<(), Failure> {
         output,
     } = command;
     let name = printable(&file.to_string_lossy());
+    if let Some(out) = &output
+        && let (Ok(a), Ok(b)) = (std::fs::canonicalize(out), std::fs::canonicalize(&file))
+        && a == b
+    {
+        return Err(Failure::setup(format!(
+            "{name}: --output names the ODM file itself: not overwritten"
+        )));
+    }
     let input = std::fs::File::open(&file).map_err(|e| Failure::setup(format!("{name}: {e}")))?;
     let opts = Options {
         metadata_version,

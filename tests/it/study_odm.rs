@@ -161,6 +161,19 @@ fn site_and_visit_name_what_the_file_does_not_say() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!missing.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // The ODM file itself is never the output.
+    let copy = dir.path().join("export.xml");
+    std::fs::copy(file, &copy).unwrap();
+    let copy_s = copy.to_str().unwrap();
+    let out = edc(
+        &[
+            "study", "from-odm", copy_s, "--site", "S1", "--visit", "V1", "--output", copy_s,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--output names the ODM file itself"));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(file).unwrap());
 }
 
 #[test]

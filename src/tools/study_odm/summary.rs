@@ -137,6 +137,11 @@ pub(super) fn notes(md: &Metadata, study: &Study, mdv: &MetaDataVersion, report:
             md.clinical_data, md.reference_data
         ));
     }
+    report.note(
+        "the protocol has no period (effective_from, effective_to): beside another version of \
+         this study in studies_dir, give each version its period"
+            .into(),
+    );
     if !study.units.is_empty() {
         report.note(
             "units are named by their MeasurementUnit OIDs (as ItemData name them); their symbols \
