@@ -110,6 +110,18 @@ pub(super) fn notes(md: &Metadata, study: &Study, mdv: &MetaDataVersion, report:
             shown(&field.value)
         ));
     }
+    if mdv
+        .items
+        .iter()
+        .any(|i| i.oid == "redcap_data_access_group")
+    {
+        report.note(
+            "item redcap_data_access_group holds each record's REDCap data access group (what \
+             REDCap has for sites): its data names no SiteRef, so give --site, or one site per \
+             group by hand"
+                .into(),
+        );
+    }
     extensions(md, mdv, report);
     if !md.documentation.is_empty() {
         let counts: Vec<String> = md

@@ -183,6 +183,7 @@ fn a_redcap_project_needs_a_site_and_a_visit_and_gets_its_identifiers_as_phi() {
         "not converted: REDCap branching logic (when an item is asked: not checked): packs_per_day",
         "not converted: REDCap calculated fields (the calculation is not run): bmi",
         "not converted: the code lists of boolean items (their labels of true and false): smoker, diet___1, diet___2",
+        "note: item redcap_data_access_group holds each record's REDCap data access group (what REDCap has for sites): its data names no SiteRef, so give --site, or one site per group by hand",
         "note: item record_id repeats each record's SubjectKey (REDCap's record id): if subject keys identify patients (odm.subject_key: pseudonymise), make it phi: true too",
     ] {
         assert!(has(&c, line), "missing: {line}\n{:#?}", printed(&c));
