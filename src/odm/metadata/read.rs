@@ -1,5 +1,5 @@
 //! The walk over a document's metadata: the root, Study (GlobalVariables, BasicDefinitions; the
-//! MetaDataVersion's definitions are [`super::defs`]'), AdminData; what has no place in a protocol
+//! MetaDataVersion's definitions are [`super::defs`]'s), AdminData; what has no place in a protocol
 //! counted, ClinicalData and ReferenceData read past. Every element is read whole by the function
 //! that meets its start tag, so the walk stays in step whatever an element holds.
 

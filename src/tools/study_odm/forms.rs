@@ -68,7 +68,7 @@ enum Place {
 struct Building<'a> {
     form_oid: &'a str,
     file: FormFile,
-    /// Item or group name -> where it is ("" for a group).
+    /// Item or group name -> where it is (None for a repeating group).
     places: HashMap<String, Option<Place>>,
     /// CEL name -> item.
     cels: HashMap<String, String>,

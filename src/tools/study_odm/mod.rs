@@ -8,8 +8,8 @@
 //! `--visit` name what the file does not say (REDCap has no sites and, in classic projects, no
 //! events): they are added to `sites` / `visits` and become `odm.default_site` (the first
 //! `--site`) / `odm.default_visit`. A file with no site and no `--site`, or no visit and no
-//! `--visit`, is refused with a message saying so. Forms, groups and items: [`forms`], [`items`],
-//! range checks [`ranges`], PHI guesses [`phi`], the lines on stderr [`report`].
+//! `--visit`, is refused with a message saying so. Forms, groups and items: `forms`, `items`,
+//! range checks `ranges`, PHI guesses `phi`, the lines on stderr [`report`].
 //!
 //! The YAML printed is loaded back with the protocol loader `check-config` and the daemon use
 //! before it is printed: what this prints, they accept unchanged (a failure there is a bug of the
