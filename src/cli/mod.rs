@@ -5,6 +5,7 @@ mod dlq;
 #[cfg(test)]
 mod docs;
 mod run;
+mod study;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use edc_ingest::tools;
 
 pub use dlq::DlqCommand;
 pub use run::run;
+pub use study::StudyCommand;
 
 #[derive(Parser)]
 #[command(
@@ -141,6 +143,13 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Study protocols from other sources: `from-odm` converts a CDISC ODM file's metadata.
+    #[command(after_help = "Example:
+  $ edc-ingest study from-odm export.xml --output studies/demo.yaml")]
+    Study {
+        #[command(subcommand)]
+        command: StudyCommand,
     },
     /// Is it keeping up? Queue depths and their trend, dead letters by kind, open batches, and the
     /// rates of the running replicas, on one screen. Exit 0 when the broker and the database

@@ -1,7 +1,8 @@
 //! The command-line tools behind the CLI: `generate` makes synthetic DEMO-001 records, `publish`
 //! sends NDJSON lines to the work queue with publisher confirms, `batch status` prints an upload
 //! batch's receipt, `dlq` inspects, replays and purges dead letters, `status` tells whether the
-//! daemon keeps up, `healthcheck` asks a running daemon's `/livez`, `prune` applies the retention.
+//! daemon keeps up, `healthcheck` asks a running daemon's `/livez`, `prune` applies the retention,
+//! `study from-odm` converts a CDISC ODM file's metadata into a study protocol.
 //!
 //! What they print goes to the writer they are given, a line at a time and flushed, so that what was
 //! printed stays printed when a command fails part-way. Progress goes to stderr, and only when it is
@@ -16,6 +17,7 @@ pub mod progress;
 pub mod prune;
 pub mod publish;
 pub mod status;
+pub mod study_odm;
 
 /// How a tool prints its answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

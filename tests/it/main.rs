@@ -26,6 +26,7 @@ mod retention;
 mod schema_rights;
 mod secrets;
 mod status_tls;
+mod study_odm;
 mod timeouts;
 mod tls;
 mod wire;
