@@ -74,14 +74,17 @@ t_all=$(now)
 summary=()
 failed=()
 
-# The dead-peer tests (tests/it/dead_peers/) drop one connection's packets with iptables: install it
-# from the distribution's packages, like the servers, when it is missing and we may (they skip,
-# saying so, without it).
-if ! command -v iptables >/dev/null 2>&1 && [ ! -x /usr/sbin/iptables ] && [ "$(id -u)" = 0 ]; then
-    echo "==> installing iptables (the distribution's package) for the dead-peer tests"
+# The dead-peer tests (tests/it/dead_peers/) drop one connection's packets with iptables and read
+# the sockets' keepalive timers with ss (iproute2): install what is missing from the distribution's
+# packages, like the servers, when we may (without iptables they skip, saying so).
+missing=()
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
+command -v ss >/dev/null 2>&1 || [ -x /usr/sbin/ss ] || [ -x /usr/bin/ss ] || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
+    echo "==> installing ${missing[*]} (the distribution's packages) for the dead-peer tests"
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; } ||
-        echo "warning: could not install iptables: the dead-peer tests will be skipped" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+        echo "warning: could not install ${missing[*]}: some dead-peer tests will fail or skip" >&2
 fi
 
 echo "==> the shell tests: scripts/tests/test-*.sh"
