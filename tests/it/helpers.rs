@@ -94,6 +94,10 @@ impl TestEnv {
         self.world.events_exchange.clone()
     }
 
+    /// The environment variables that point the daemon at this test's world: the kit's (the
+    /// database as its owner, allowed on purpose: a test that runs as the runtime login `edc_app`
+    /// or checks the refusal sets its own; the HTTP listener on a free port: a test that asks it
+    /// sets a port it knows, see `free_port`), 4 workers, 10 s timeouts, then `extra`.
     pub fn env_vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut vars = self.world.env(&repo().join("config/studies"));
         vars.extend(

@@ -100,11 +100,6 @@ impl TestEnv {
         out
     }
 
-    /// The environment variables that point the daemon at this test's world: the kit's (the
-    /// database as its owner, allowed on purpose: a test that runs as the runtime login `edc_app`
-    /// or checks the refusal sets its own; the HTTP listener on a free port: a test that asks it
-    /// sets a port it knows, see `free_port`), 4 workers, 10 s timeouts, then `extra`.
-
     /// Publishes raw bodies, each with the given message id, and waits for the broker's confirms.
     pub async fn publish<S: AsRef<str>>(&self, bodies: &[(S, Vec<u8>)]) {
         self.publish_declared(&[], bodies).await;
