@@ -28,6 +28,8 @@
 mod baseline;
 #[path = "throughput/broker.rs"]
 mod broker;
+#[path = "throughput/cpu.rs"]
+mod cpu;
 #[path = "throughput/daemon.rs"]
 mod daemon;
 #[path = "throughput/data.rs"]
@@ -46,12 +48,16 @@ mod lone;
 mod machine;
 #[path = "throughput/memory.rs"]
 mod memory;
+#[path = "throughput/params.rs"]
+mod params;
 #[path = "throughput/relay.rs"]
 mod relay;
 #[path = "throughput/render.rs"]
 mod render;
 #[path = "throughput/report.rs"]
 mod report;
+#[path = "throughput/report_load.rs"]
+mod report_load;
 #[path = "throughput/sustained.rs"]
 mod sustained;
 #[path = "throughput/world.rs"]
@@ -65,10 +71,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use daemon::{DaemonConfig, Unsupported};
+use daemon::Unsupported;
+pub use params::Params;
+use params::parse_args;
 
 /// A figure, or why there is none.
 #[derive(Debug, Serialize)]
@@ -101,91 +109,6 @@ impl<T> Measured<T> {
     }
 }
 
-const STAGES: [&str; 9] = [
-    "broker",
-    "db",
-    "baseline",
-    "e2e",
-    "fastlane",
-    "lone",
-    "sustained",
-    "memory",
-    "workers",
-];
-
-/// Sizes and settings of a run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Params {
-    pub quick: bool,
-    pub stages: Vec<String>,
-    pub records: usize,
-    pub seed: u64,
-    pub invalid_ratio: f64,
-    pub queried_ratio: f64,
-    pub default: DaemonConfig,
-    pub best: DaemonConfig,
-    pub broker_messages: usize,
-    pub broker_prefetches: Vec<u16>,
-    pub db_connections: usize,
-    pub db_batch: usize,
-    pub db_cap_seconds: u64,
-    pub baseline_messages: usize,
-    pub e2e_messages: usize,
-    pub fastlane_backlog: usize,
-    pub fastlane_samples: usize,
-    pub lone_samples: usize,
-    pub sustained_rates: Vec<u64>,
-    pub sustained_step_seconds: u64,
-    pub memory_small: usize,
-    pub memory_large: usize,
-    pub memory_work_seconds: u64,
-    pub sweep_workers: Vec<usize>,
-    pub sweep_messages: usize,
-}
-
-impl Params {
-    fn new(quick: bool, best: DaemonConfig, stages: Vec<String>) -> Params {
-        let default = DaemonConfig::DEFAULT;
-        let mut prefetches = vec![default.prefetch() as u16, best.prefetch() as u16];
-        prefetches.dedup();
-        Params {
-            quick,
-            stages,
-            records: 100_000,
-            seed: data::SEED,
-            invalid_ratio: data::INVALID_RATIO,
-            queried_ratio: data::QUERIED_RATIO,
-            default,
-            best,
-            broker_messages: 50_000,
-            broker_prefetches: prefetches,
-            db_connections: default.workers,
-            db_batch: 64,
-            db_cap_seconds: 120,
-            // The end-to-end stage's backlog: the same records.
-            baseline_messages: 100_000,
-            e2e_messages: 100_000,
-            fastlane_backlog: 20_000,
-            fastlane_samples: 10,
-            lone_samples: 20,
-            // From 1,000/s, so that a configuration slower than 2,000/s has a rate to report.
-            sustained_rates: vec![
-                1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 18_000,
-            ],
-            sustained_step_seconds: 10,
-            memory_small: 10_000,
-            memory_large: if quick { 200_000 } else { 1_000_000 },
-            memory_work_seconds: 30,
-            sweep_workers: vec![1, 2, 4, 8, 16, 32, 64],
-            sweep_messages: 20_000,
-        }
-    }
-
-    fn runs(&self, stage: &str) -> bool {
-        self.stages.iter().any(|s| s == stage)
-    }
-}
-
 /// Everything a run measured; `results.json` is this, serialised.
 #[derive(Debug, Serialize)]
 pub struct Results {
@@ -213,76 +136,6 @@ pub struct Results {
     pub workers: Vec<endtoend::SweepPoint>,
     /// The printed table.
     pub rows: Vec<report::Row>,
-}
-
-const USAGE: &str = "\
-usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
-  --quick            the large memory backlog is 200,000 messages instead of 1,000,000
-  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,workers
-  --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
-                     (default 16,16,64,2)
-environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
-  EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's);
-  EDC_BENCH_PYTHON=PATH the Python with aio-pika and asyncpg for the baseline (scripts/bench.sh sets
-  it; default target/bench-venv/bin/python)";
-
-fn parse_args() -> Result<Params> {
-    let mut quick = false;
-    let mut stages: Vec<String> = STAGES.iter().map(|s| s.to_string()).collect();
-    let mut best = DaemonConfig {
-        workers: 16,
-        pool_size: 16,
-        batch_size: 64,
-        committers: daemon::DEFAULT_COMMITTERS,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            "--only" => {
-                let list = args.next().context("--only needs a list of stages")?;
-                stages = list.split(',').map(|s| s.trim().to_string()).collect();
-                if let Some(bad) = stages.iter().find(|s| !STAGES.contains(&s.as_str())) {
-                    bail!("unknown stage `{bad}`; stages are {}", STAGES.join(","));
-                }
-            }
-            "--best" => {
-                let v = args.next().context("--best needs W,P,B[,C]")?;
-                let n: Vec<usize> = v
-                    .split(',')
-                    .map(|x| x.trim().parse())
-                    .collect::<Result<_, _>>()
-                    .context("--best needs three or four numbers: W,P,B[,C]")?;
-                let (workers, pool_size, batch_size, committers) = match n[..] {
-                    [w, p, b] => (w, p, b, daemon::DEFAULT_COMMITTERS),
-                    [w, p, b, c] => (w, p, b, c),
-                    _ => bail!("--best needs three or four numbers: W,P,B[,C]"),
-                };
-                anyhow::ensure!(
-                    workers >= 1
-                        && workers <= pool_size
-                        && batch_size >= 1
-                        && committers >= 1
-                        && committers <= pool_size,
-                    "--best: need 1 <= workers <= pool_size, batch_size >= 1 and 1 <= committers <= pool_size"
-                );
-                best = DaemonConfig {
-                    workers,
-                    pool_size,
-                    batch_size,
-                    committers,
-                };
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
-    }
-    Ok(Params::new(quick, best, stages))
 }
 
 fn main() -> ExitCode {
@@ -351,7 +204,7 @@ async fn run(p: Params) -> Result<()> {
     daemon::probe(p.default)
         .await
         .context("the daemon refuses the default configuration")?;
-    daemon::identify_servers().await;
+    cpu::identify_servers().await;
     let mut machine = machine::machine().await;
     eprintln!(
         "[bench] generating and preparing {} DEMO-001 records",

@@ -17,7 +17,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use crate::daemon::{CpuSample, outcomes_exact};
+use crate::cpu::CpuSample;
+use crate::daemon::outcomes_exact;
 use crate::data::{self, Message, Publish};
 use crate::world::{self, World};
 

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::endtoend::EndToEnd;
+use crate::report_load::{memory, ratios, sustained};
 use crate::{Measured, Params, Results};
 
 #[derive(Clone, Debug, Serialize)]
@@ -30,12 +31,12 @@ pub fn int(v: f64) -> String {
     if v < -0.5 { format!("-{out}") } else { out }
 }
 
-fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 /// The value of a measurement, or why there is none.
-fn show<T>(m: &Measured<T>, f: impl Fn(&T) -> String) -> String {
+pub(crate) fn show<T>(m: &Measured<T>, f: impl Fn(&T) -> String) -> String {
     match m {
         Measured::Ok(v) => f(v),
         Measured::Unsupported(_) => "best configuration not supported by this build".into(),
@@ -45,7 +46,7 @@ fn show<T>(m: &Measured<T>, f: impl Fn(&T) -> String) -> String {
 }
 
 /// Whether a target is met: a failed or unsupported measurement does not meet it.
-fn meets<T>(m: &Measured<T>, ok: impl Fn(&T) -> bool) -> Option<bool> {
+pub(crate) fn meets<T>(m: &Measured<T>, ok: impl Fn(&T) -> bool) -> Option<bool> {
     match m {
         Measured::Ok(v) => Some(ok(v)),
         Measured::Unsupported(_) | Measured::Failed(_) => Some(false),
@@ -54,17 +55,23 @@ fn meets<T>(m: &Measured<T>, ok: impl Fn(&T) -> bool) -> Option<bool> {
 }
 
 /// Rows, added section by section.
-struct Table {
+pub(crate) struct Table {
     rows: Vec<Row>,
     section: &'static str,
 }
 
 impl Table {
-    fn section(&mut self, name: &'static str) {
+    pub(crate) fn section(&mut self, name: &'static str) {
         self.section = name;
     }
 
-    fn judged(&mut self, measure: String, value: String, target: &str, met: Option<bool>) {
+    pub(crate) fn judged(
+        &mut self,
+        measure: String,
+        value: String,
+        target: &str,
+        met: Option<bool>,
+    ) {
         self.rows.push(Row {
             section: self.section.into(),
             measure,
@@ -75,7 +82,7 @@ impl Table {
     }
 
     /// A row without a target.
-    fn info(&mut self, measure: impl Into<String>, value: String) {
+    pub(crate) fn info(&mut self, measure: impl Into<String>, value: String) {
         self.judged(measure.into(), value, "", None);
     }
 }
@@ -242,7 +249,7 @@ fn baseline(t: &mut Table, r: &Results) {
 
 /// A drain rate as a multiple of the plain consumer's; a missing figure on either side keeps its
 /// status (so a target on it counts as not met).
-fn over_baseline(e2e: &Measured<EndToEnd>, r: &Results) -> Measured<(f64, f64, f64)> {
+pub(crate) fn over_baseline(e2e: &Measured<EndToEnd>, r: &Results) -> Measured<(f64, f64, f64)> {
     match (e2e, &r.baseline) {
         (Measured::Ok(e), Measured::Ok(b)) if b.rate > 0.0 => {
             Measured::Ok((e.drain.rate / b.rate, e.drain.rate, b.rate))
@@ -357,181 +364,5 @@ fn lone(t: &mut Table, r: &Results) {
             "max <= 20 ms",
             meets(m, |x| x.latency.max_ms <= 20.0),
         );
-    }
-}
-
-fn sustained(t: &mut Table, r: &Results) {
-    let p: &Params = &r.params;
-    let rates: Vec<String> = p
-        .sustained_rates
-        .iter()
-        .map(|r| format!("{}k", r / 1000))
-        .collect();
-    t.section("sustained");
-    for (label, m, target) in [
-        ("default", &r.sustained_default, None),
-        ("best", &r.sustained_best, Some(12_000)),
-    ] {
-        t.judged(
-            format!(
-                "{label}: highest rate kept up with ({} s steps: {})",
-                p.sustained_step_seconds,
-                rates.join(", ")
-            ),
-            show(m, |x| {
-                let stop = x.steps.iter().find(|s| !s.kept_up).map(|s| {
-                    format!(
-                        "; {}/s not: sent {}/s, backlog {} ({})",
-                        int(s.target as f64),
-                        int(s.achieved),
-                        int(s.backlog_end as f64),
-                        s.limited_by.as_deref().unwrap_or("?")
-                    )
-                });
-                format!(
-                    "{} msg/s{}",
-                    int(x.max_rate as f64),
-                    stop.unwrap_or_default()
-                )
-            }),
-            target.map_or("", |_| ">= 12,000 msg/s"),
-            target.and_then(|v| meets(m, |x| x.max_rate >= v)),
-        );
-        t.judged(
-            format!("{label}: publish-to-commit latency at half that rate, p50 / p99 / max"),
-            show(m, |x| {
-                let l = &x.latency.publish_to_commit;
-                format!(
-                    "{:.1} / {:.1} / {:.1} ms at {}/s ({} records)",
-                    l.p50_ms,
-                    l.p99_ms,
-                    l.max_ms,
-                    int(x.latency.rate as f64),
-                    int(l.samples as f64)
-                )
-            }),
-            "p99 <= 50 ms",
-            meets(m, |x| x.latency.publish_to_commit.p99_ms <= 50.0),
-        );
-        t.judged(
-            format!(
-                "{label}: outbox relay lag (commit to event delivered) at the highest rate kept up with, p50 / p99 / max"
-            ),
-            show(m, |x| {
-                let at = match x.relay.at_max_rate.as_ref().and_then(|l| l.lag.as_ref()) {
-                    Some(l) => format!(
-                        "{:.1} / {:.1} / {:.1} ms at {}/s ({} events)",
-                        l.p50_ms,
-                        l.p99_ms,
-                        l.max_ms,
-                        int(x.max_rate as f64),
-                        int(l.samples as f64)
-                    ),
-                    None => "no rate kept up with".to_string(),
-                };
-                let whole = x
-                    .relay
-                    .whole
-                    .lag
-                    .as_ref()
-                    .map_or("-".to_string(), |l| format!("{:.1} ms", l.max_ms));
-                let missing = x.relay.expected - x.relay.received as i64;
-                let missing = if missing > 0 {
-                    format!("; {} events never arrived", int(missing as f64))
-                } else {
-                    String::new()
-                };
-                format!("{at}; whole stage max {whole}{missing}")
-            }),
-            "max < 1,000 ms",
-            meets(m, relay_lag_met),
-        );
-    }
-}
-
-/// The relay's lag stayed under 1 s at the highest rate kept up with, and every event arrived.
-fn relay_lag_met(x: &crate::sustained::Sustained) -> bool {
-    let at = x.relay.at_max_rate.as_ref().and_then(|l| l.lag.as_ref());
-    at.is_some_and(|l| l.max_ms < 1000.0) && x.relay.received as i64 >= x.relay.expected
-}
-
-fn memory(t: &mut Table, r: &Results) {
-    let p = &r.params;
-    let (small, large) = (int(p.memory_small as f64), int(p.memory_large as f64));
-    let limit = 48 * 1024;
-    t.section("memory");
-    for (label, m) in [("default", &r.memory_default), ("best", &r.memory_best)] {
-        t.judged(
-            format!("{label}: peak RSS (VmHWM), {small} backlog drained"),
-            show(m, |x| mib(x.small.peak_rss_kib)),
-            "<= 48 MiB",
-            meets(m, |x| x.small.peak_rss_kib <= limit),
-        );
-        t.judged(
-            format!(
-                "{label}: peak RSS, {large} backlog, {} s of work",
-                p.memory_work_seconds
-            ),
-            show(m, |x| {
-                let drained = if x.large.drained { ", drained" } else { "" };
-                let n = int(x.large.processed as f64);
-                format!("{} ({n} processed{drained})", mib(x.large.peak_rss_kib))
-            }),
-            "<= 48 MiB",
-            meets(m, |x| x.large.peak_rss_kib <= limit),
-        );
-        t.judged(
-            format!("{label}: peak RSS large / small backlog"),
-            show(m, |x| format!("{:.3}", x.ratio)),
-            "within 10 %",
-            meets(m, |x| (x.ratio - 1.0).abs() <= 0.10),
-        );
-    }
-}
-
-/// `e2e / ceiling`; when the e2e figure is missing, the ratio shares its status (so a target on an
-/// unsupported or failed drain counts as not met).
-fn ratio(e2e: &Measured<EndToEnd>, ceiling: Option<f64>) -> Measured<f64> {
-    match (e2e, ceiling) {
-        (Measured::Ok(e), Some(c)) if c > 0.0 => Measured::Ok(e.drain.rate / c),
-        (Measured::Unsupported(w), _) => Measured::Unsupported(w.clone()),
-        (Measured::Failed(w), _) => Measured::Failed(w.clone()),
-        _ => Measured::Skipped,
-    }
-}
-
-/// The ratios to the ceilings: for reading, not targets (issue 14's targets are the multiples of the
-/// plain consumer's rate, in the end-to-end section).
-fn ratios(t: &mut Table, r: &Results) {
-    let p = &r.params;
-    let broker = |prefetch: usize, multiple: bool| {
-        let b = r.broker.ok()?;
-        Some(b.find(u16::try_from(prefetch).ok()?, multiple)?.rate)
-    };
-    let (dp, bp) = (p.default.prefetch(), p.best.prefetch());
-    let rows = [
-        (
-            "e2e default / DB ceiling, 1 record per transaction".to_string(),
-            ratio(&r.e2e_default, r.db_single.ok().map(|d| d.rate)),
-        ),
-        (
-            format!(
-                "e2e best / DB ceiling, {} records per transaction",
-                p.db_batch
-            ),
-            ratio(&r.e2e_best, r.db_batched.ok().map(|d| d.rate)),
-        ),
-        (
-            format!("e2e default / broker ceiling, prefetch {dp}, individual acks"),
-            ratio(&r.e2e_default, broker(dp, false)),
-        ),
-        (
-            format!("e2e best / broker ceiling, prefetch {bp}, multiple acks"),
-            ratio(&r.e2e_best, broker(bp, true)),
-        ),
-    ];
-    t.section("ratios");
-    for (label, m) in rows {
-        t.info(label, show(&m, |x| format!("{x:.2}")));
     }
 }

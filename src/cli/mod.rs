@@ -5,6 +5,7 @@ mod dlq;
 #[cfg(test)]
 mod docs;
 mod run;
+mod start;
 mod study;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use edc_ingest::tools;
 
 pub use dlq::DlqCommand;
 pub use run::run;
+pub use start::start;
 pub use study::StudyCommand;
 
 #[derive(Parser)]

@@ -1,5 +1,5 @@
 //! Runs one command, once its settings are loaded (all but `generate`, `healthcheck` and
-//! `completions`, which `main` runs before reading any setting). Only `run` and `check-config` read
+//! `completions`, which `start` runs before reading any setting). Only `run` and `check-config` read
 //! the pseudonymisation key.
 
 use std::io::{BufRead, BufReader, Write};

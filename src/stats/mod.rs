@@ -340,14 +340,6 @@ impl Stats {
         self.stored[i].inc();
     }
 
-    /// Records written with this status so far.
-    pub fn stored_of(&self, status: Status) -> u64 {
-        match status {
-            Status::Accepted => self.stored[0].get(),
-            Status::Queried => self.stored[1].get(),
-        }
-    }
-
     /// A record of a message published at `published` committed now.
     pub fn committed(&self, published: Option<SystemTime>) {
         if let Some(at) = published {

@@ -20,5 +20,6 @@
 mod fast_lane;
 #[path = "../it/helpers.rs"]
 mod helpers;
+mod procs;
 mod scenarios;
 mod support;

@@ -1,38 +1,41 @@
-//! Test harness: a fresh database and fresh queues per test, the daemon in-process (or its binary,
-//! through the shared kit in `tests/common/kit`), and bounded waits instead of sleeps.
+//! Test harness: a fresh database and fresh queues per test ([`TestEnv`], over the shared kit's
+//! world in `tests/common/kit`), the daemon in-process (or its binary, through the kit), and
+//! bounded waits instead of sleeps.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edc_ingest::config::Settings;
 use edc_ingest::stats::{Stats, Summary};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::Connection;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../common/endpoints.rs"]
-mod endpoints;
-use endpoints::with_db;
-#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
-pub use endpoints::{amqp_url, amqps_url, pg_runtime_url, pg_url, repo, tls_dir};
-#[path = "../common/summary.rs"]
-mod summary;
-pub use summary::summary_field;
 #[path = "../common/kit/mod.rs"]
 pub mod kit;
 #[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use kit::endpoints::{amqp_url, amqps_url, pg_runtime_url, pg_url, repo, tls_dir};
+#[path = "../common/summary.rs"]
+mod summary;
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
 pub use kit::process::{DaemonProcess, Exit, Launch, Signal};
 pub use kit::wait::wait_for;
+pub use summary::summary_field;
 #[path = "metrics.rs"]
 mod metrics;
 #[allow(unused_imports)] // the chaos suite includes this file and uses fewer
 pub use metrics::{Metrics, scrape};
+#[path = "helpers/broker.rs"]
+mod broker;
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use broker::{broker_version, header, management, management_request};
+#[path = "helpers/records.rs"]
+mod records;
+#[allow(unused_imports)] // the chaos suite includes this file and uses fewer
+pub use records::{bytes, generated, record, vs_items};
 #[path = "collector.rs"]
 mod collector;
 #[allow(unused_imports)] // the chaos suite includes this file and uses fewer
@@ -44,7 +47,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_edc-ingest");
 /// How long a one-shot command ([`edc`]) may run.
 pub const COMMAND_WAIT: Duration = Duration::from_secs(120);
 
-/// One test's world: its own database and queue names.
+/// One test's world: its own database and queue names (the kit's [`kit::world::World`], whose
+/// names are copied into the fields tests read).
 pub struct TestEnv {
     pub suffix: String,
     pub db_url: String,
@@ -54,164 +58,57 @@ pub struct TestEnv {
     pub dlq: String,
     /// Queues this test declared itself (event listeners, reply queues), removed by `cleanup`.
     made: Mutex<Vec<String>>,
+    world: kit::world::World,
 }
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
-        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let db_name = format!("edc_test_{suffix}");
-        let (admin, conn) = tokio_postgres::connect(&pg_url(), NoTls)
-            .await
-            .expect("PostgreSQL for tests (run scripts/test.sh)");
-        tokio::spawn(conn);
-        admin
-            .batch_execute(&format!("CREATE DATABASE {db_name}"))
-            .await
-            .unwrap();
+        let world = kit::world::World::for_test();
         let env = TestEnv {
-            db_url: with_db(&pg_url(), &db_name),
-            db_name,
-            queue: format!("edc.records.t{suffix}"),
-            dlx: format!("edc.dlx.t{suffix}"),
-            dlq: format!("edc.records.dlq.t{suffix}"),
-            suffix,
+            suffix: world.mark["t".len()..].to_string(),
+            db_url: world.db_url(),
+            db_name: world
+                .db_name
+                .clone()
+                .expect("a test's world has a database"),
+            queue: world.queue.clone(),
+            dlx: world.dlx.clone(),
+            dlq: world.dlq.clone(),
             made: Mutex::new(Vec::new()),
+            world,
         };
-        // The daemon migrates at start too; doing it here lets a test query the tables at once.
-        edc_ingest::store::migrate(&env.settings(&[]).postgres)
+        env.world
+            .create_database(&env.settings(&[]))
             .await
-            .expect("migrations apply");
+            .unwrap_or_else(|e| panic!("{e} (run scripts/test.sh)"));
         env
     }
 
     /// The fast lane of this test's world.
     pub fn urgent_queue(&self) -> String {
-        format!("{}.urgent", self.queue)
+        self.world.urgent_queue.clone()
     }
 
     /// The events exchange of this test's world.
     pub fn events_exchange(&self) -> String {
-        format!("edc.events.t{}", self.suffix)
+        self.world.events_exchange.clone()
     }
 
-    /// Declares a queue bound to this test's events exchange with `routing_key` (e.g. `#`); the
-    /// exchange is declared too, so binding works before the daemon starts.
-    pub async fn listen_events(&self, routing_key: &str) -> String {
-        let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let queue = format!(
-            "{}.events.{}",
-            self.queue,
-            routing_key.replace(['#', '*'], "all")
-        );
-        ch.exchange_declare(
-            ShortString::from(self.events_exchange()),
-            lapin::ExchangeKind::Topic,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        // A quorum queue, like the daemon's: a classic queue on a stopped node would silently miss
-        // events (the cluster scenario stops nodes).
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
-        );
-        ch.queue_declare(
-            ShortString::from(queue.as_str()),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            ShortString::from(queue.as_str()),
-            ShortString::from(self.events_exchange()),
-            ShortString::from(routing_key),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        conn.close(200, ShortString::from("bye")).await.unwrap();
-        self.made.lock().unwrap().push(queue.clone());
-        queue
-    }
-
-    /// Declares a plain durable queue (for answers, say).
-    pub async fn declare_queue(&self, name: &str) {
-        let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare(
-            ShortString::from(name),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        conn.close(200, ShortString::from("bye")).await.unwrap();
-        self.made.lock().unwrap().push(name.to_string());
-    }
-
-    pub async fn delete_queue(&self, name: &str) {
-        let conn = amqp().await;
-        let _ = kit::broker::delete(&conn, &[name.to_string()], &[]).await;
-        let _ = conn.close(200, ShortString::from("bye")).await;
-    }
-
-    /// Takes every message from a queue (acking them).
-    pub async fn drain(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
-        let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let mut out = Vec::new();
-        while let Some(m) = ch
-            .basic_get(ShortString::from(queue), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            out.push(m);
-        }
-        conn.close(200, ShortString::from("bye")).await.unwrap();
-        out
-    }
-
-    /// The environment variables that point the daemon at this test's world.
+    /// The environment variables that point the daemon at this test's world: the kit's (the
+    /// database as its owner, allowed on purpose: a test that runs as the runtime login `edc_app`
+    /// or checks the refusal sets its own; the HTTP listener on a free port: a test that asks it
+    /// sets a port it knows, see `free_port`), 4 workers, 10 s timeouts, then `extra`.
     pub fn env_vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut vars: Vec<(String, String)> = vec![
-            ("EDC__AMQP__URL".into(), amqp_url()),
-            ("EDC__AMQP__QUEUE".into(), self.queue.clone()),
-            ("EDC__AMQP__URGENT_QUEUE".into(), self.urgent_queue()),
-            ("EDC__AMQP__EVENTS_EXCHANGE".into(), self.events_exchange()),
-            ("EDC__AMQP__DEAD_LETTER_EXCHANGE".into(), self.dlx.clone()),
-            ("EDC__AMQP__DEAD_LETTER_QUEUE".into(), self.dlq.clone()),
-            ("EDC__POSTGRES__URL".into(), self.db_url.clone()),
-            // The owner (it made the test's database): allowed on purpose. A test that runs as the
-            // runtime login (`edc_app`) or checks the refusal sets its own.
-            ("EDC__POSTGRES__ALLOW_OWNER_RUNTIME".into(), "true".into()),
-            ("EDC__POSTGRES__POOL_SIZE".into(), "8".into()),
-            ("EDC__WORKERS".into(), "4".into()),
-            (
-                "EDC__STUDIES_DIR".into(),
-                repo().join("config/studies").display().to_string(),
-            ),
-            ("EDC__DEV_INSECURE_PSEUDONYM_KEY".into(), "true".into()),
-            ("EDC__SHUTDOWN_GRACE".into(), "10s".into()),
-            ("EDC__JOB_TIMEOUT".into(), "10s".into()),
-            // A free port each: daemons of parallel tests never share one. A test that asks the
-            // listener sets a port it knows (see `free_port`).
-            ("EDC__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
-        ];
+        let mut vars = self.world.env(&repo().join("config/studies"));
+        vars.extend(
+            [
+                ("EDC__POSTGRES__POOL_SIZE", "8"),
+                ("EDC__WORKERS", "4"),
+                ("EDC__SHUTDOWN_GRACE", "10s"),
+                ("EDC__JOB_TIMEOUT", "10s"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         for (k, v) in extra {
             vars.retain(|(name, _)| name != k);
             vars.push((k.to_string(), v.to_string()));
@@ -269,147 +166,20 @@ impl TestEnv {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
-    /// Publishes raw bodies, each with the given message id, and waits for the broker's confirms.
-    pub async fn publish<S: AsRef<str>>(&self, bodies: &[(S, Vec<u8>)]) {
-        self.publish_declared(&[], bodies).await;
-    }
-
-    /// The same, with the topology declared as the daemon would with `extra` settings (a queue's
-    /// arguments must match every later declaration of it).
-    pub async fn publish_declared<S: AsRef<str>>(
-        &self,
-        extra: &[(&str, &str)],
-        bodies: &[(S, Vec<u8>)],
-    ) {
-        let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let settings = self.settings(extra);
-        edc_ingest::broker::declare(&ch, &settings.amqp, &settings.retry)
-            .await
-            .unwrap();
-        ch.confirm_select(Default::default()).await.unwrap();
-        for (id, body) in bodies {
-            let id = id.as_ref();
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(id))
-                .with_correlation_id(ShortString::from(format!("corr-{id}")));
-            let confirm = ch
-                .basic_publish(
-                    ShortString::from(""),
-                    ShortString::from(self.queue.as_str()),
-                    BasicPublishOptions::default(),
-                    body,
-                    props,
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            assert!(confirm.is_ack(), "broker confirmed the test message");
-        }
-        conn.close(200, ShortString::from("bye")).await.unwrap();
-    }
-
-    /// Publishes one body with the given properties to the work queue (the lane's queue if
-    /// `queue` is given), and waits for the broker's confirm.
-    pub async fn publish_with(&self, body: &[u8], props: BasicProperties) {
-        let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let settings = self.settings(&[]);
-        edc_ingest::broker::declare(&ch, &settings.amqp, &settings.retry)
-            .await
-            .unwrap();
-        ch.confirm_select(Default::default()).await.unwrap();
-        let confirm = ch
-            .basic_publish(
-                ShortString::from(""),
-                ShortString::from(self.queue.as_str()),
-                BasicPublishOptions::default(),
-                body,
-                props.with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack(), "broker confirmed the test message");
-        conn.close(200, ShortString::from("bye")).await.unwrap();
-    }
-
-    /// Publishes NDJSON lines, message id = line number.
-    pub async fn publish_lines(&self, lines: &[String]) {
-        let bodies: Vec<(String, Vec<u8>)> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (format!("m{i}"), l.clone().into_bytes()))
-            .collect();
-        self.publish(&bodies).await;
-    }
-
-    /// Takes every message from the dead-letter queue (acking them).
-    pub async fn drain_dlq(&self) -> Vec<lapin::message::BasicGetMessage> {
-        let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let mut out = Vec::new();
-        while let Some(m) = ch
-            .basic_get(
-                ShortString::from(self.dlq.as_str()),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            out.push(m);
-        }
-        conn.close(200, ShortString::from("bye")).await.unwrap();
-        out
-    }
-
     /// Ready messages in a queue. Quorum queue counts lag about a second behind: wait for a value
     /// rather than read it once.
     pub async fn ready(&self, queue: &str) -> u32 {
-        let conn = amqp().await;
-        let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                ShortString::from(queue),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        conn.close(200, ShortString::from("bye")).await.unwrap();
-        q.message_count()
+        kit::world::ready(queue).await.unwrap().0
     }
 
     /// Removes every queue and exchange of this test's world and its database: the queues the
     /// daemon declares for it (work, urgent, their delay queues, dead-letter), those the test
     /// declared (event listeners, reply queues), and any other the broker lists under its suffix.
     pub async fn cleanup(self) {
-        let settings = self.settings(&[]);
-        let mut queues = kit::broker::daemon_queues(&settings);
-        queues.extend(self.made.lock().unwrap().iter().cloned());
-        queues.extend(kit::broker::queues_marked(&format!("t{}", self.suffix)));
-        let exchanges = kit::broker::daemon_exchanges(&settings);
-        let conn = amqp().await;
-        let deleted = kit::broker::delete(&conn, &queues, &exchanges).await;
-        let _ = conn.close(200, ShortString::from("bye")).await;
-        if let Err(e) = deleted {
-            eprintln!("warning: cleaning up the queues of t{}: {e}", self.suffix);
+        let made = self.made.lock().unwrap().clone();
+        if let Err(e) = self.world.remove(&self.settings(&[]), &made).await {
+            eprintln!("warning: cleaning up {}: {e}", self.world.mark);
         }
-        let (admin, c) = tokio_postgres::connect(&pg_url(), NoTls).await.unwrap();
-        tokio::spawn(c);
-        let _ = admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.db_name
-            ))
-            .await;
     }
 }
 
@@ -438,9 +208,9 @@ pub fn binary(env: &TestEnv, extra: &[(&str, &str)]) -> std::process::Command {
 }
 
 pub async fn amqp() -> Connection {
-    Connection::connect(&amqp_url(), ConnectionProperties::default())
+    kit::world::amqp()
         .await
-        .expect("RabbitMQ for tests (run scripts/test.sh)")
+        .unwrap_or_else(|e| panic!("{e} (run scripts/test.sh)"))
 }
 
 /// A daemon running in this process.
@@ -498,96 +268,6 @@ pub fn free_port() -> u16 {
 /// nothing answers (not listening yet, or any more).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     kit::http::get(port, path).await
-}
-
-/// GET on RabbitMQ's management API (guest/guest on loopback), parsed as JSON.
-pub fn management(path: &str) -> serde_json::Value {
-    let (_, body) = management_request("GET", path, None);
-    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
-}
-
-/// A request to RabbitMQ's management API: the status line and the body.
-pub fn management_request(
-    method: &str,
-    path: &str,
-    json: Option<&serde_json::Value>,
-) -> (String, String) {
-    let port = std::env::var("EDC_TEST_MANAGEMENT_PORT").unwrap_or_else(|_| "15672".into());
-    let mut s =
-        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("RabbitMQ management API");
-    let body = json.map(|j| j.to_string()).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-/// The broker's version, as its management API reports it (e.g. "3.10.8", "4.0.5").
-pub fn broker_version() -> String {
-    management("/api/overview")["rabbitmq_version"]
-        .as_str()
-        .expect("the management API reports the version")
-        .to_string()
-}
-
-/// The documented example record, with a fresh record id.
-pub fn record(form_items: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"schema": "edc.crf.v1", "record_id": uuid::Uuid::new_v4().to_string(), "version": 1,
-        "study": "DEMO-001", "site": "SITE-03", "subject": "DEMO-001-03-0042", "visit": "WEEK4",
-        "form": "VS", "captured_at": "2026-11-20T10:15:00Z", "entered_by": "crc-17",
-        "batch": {"id": "b1f2c3d4-0000-4000-8000-000000000001", "size": 1000},
-        "identifiers": {"full_name": "Ada Lovelace", "birth_date": "1961-03-02", "phone": "+44 20 7946 0000",
-            "national_id": "QQ 12 34 56 C", "mrn": "MRN-778899", "address": "12 Example Road, London",
-            "email": "ada@example.org"},
-        "items": form_items})
-}
-
-pub fn vs_items() -> serde_json::Value {
-    serde_json::json!({"SYSBP": 128, "DIABP": 82, "PULSE": 71, "TEMP": 36.8, "VSDAT": "2026-11-20"})
-}
-
-pub fn bytes(v: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap()
-}
-
-/// A header of a dead letter, as text.
-pub fn header(m: &lapin::message::BasicGetMessage, name: &str) -> Option<String> {
-    let h = m.delivery.properties.headers().as_ref()?;
-    h.inner().get(name).map(|v| match v {
-        lapin::types::AMQPValue::LongString(s) => {
-            String::from_utf8_lossy(s.as_bytes()).into_owned()
-        }
-        other => format!("{other:?}"),
-    })
-}
-
-/// Generated records, as the `generate` command makes them.
-pub fn generated(count: usize, seed: u64, invalid: f64, queried: f64) -> Vec<String> {
-    let opts = edc_ingest::tools::generate::Options {
-        count,
-        seed,
-        invalid_ratio: invalid,
-        queried_ratio: queried,
-        duplicate_ratio: 0.0,
-        batch_size: 500,
-    };
-    let mut out = Vec::new();
-    edc_ingest::tools::generate::generate(&opts, &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 /// The real binary with this test's environment (and `extra`), as an operator would run a command.

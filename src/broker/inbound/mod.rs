@@ -158,12 +158,6 @@ impl Inbound {
     pub fn onward_trace(&self) -> TraceContext {
         self.trace.onward(&self.span)
     }
-
-    /// The session this delivery came from is gone: its ack can no longer be sent, and the broker
-    /// delivers it again.
-    pub fn session_lost(&self) -> bool {
-        self.link.broken.is_cancelled()
-    }
 }
 
 /// What a delivery keeps of the session it came from, to be settled on it.

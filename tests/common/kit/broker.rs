@@ -36,22 +36,43 @@ pub fn daemon_exchanges(settings: &Settings) -> Vec<String> {
     ]
 }
 
-/// GET on RabbitMQ's management API (guest/guest on loopback, port `EDC_TEST_MANAGEMENT_PORT`),
-/// parsed as JSON; None on any error, or after 10 s without an answer.
-pub fn management(path: &str) -> Option<serde_json::Value> {
+/// A request to RabbitMQ's management API (guest/guest on loopback, port
+/// `EDC_TEST_MANAGEMENT_PORT`) with an optional JSON body: the status line and the body; an error
+/// if it does not answer within 10 s.
+pub fn management_request(
+    method: &str,
+    path: &str,
+    json: Option<&serde_json::Value>,
+) -> Result<(String, String), String> {
     let port = std::env::var("EDC_TEST_MANAGEMENT_PORT").unwrap_or_else(|_| "15672".into());
-    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
+    let fail = |e: std::io::Error| format!("RabbitMQ management API on port {port}: {e}");
+    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).map_err(fail)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(fail)?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(fail)?;
+    let body = json.map(|j| j.to_string()).unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
-    .ok()?;
+    .map_err(fail)?;
     let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
+    s.read_to_string(&mut text).map_err(fail)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
+}
+
+/// GET on RabbitMQ's management API, parsed as JSON; None on any error, or after 10 s without an
+/// answer.
+pub fn management(path: &str) -> Option<serde_json::Value> {
+    let (_, body) = management_request("GET", path, None).ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 /// Every queue of the default virtual host, as (name, its arguments), from the management API;

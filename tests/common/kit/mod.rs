@@ -1,8 +1,12 @@
 //! The test kit shared by the integration tests, the chaos suite and the benchmark (each includes
 //! this folder with `#[path = ".../common/kit/mod.rs"] mod kit;`):
 //!
-//! - [`process`]: the daemon binary as a child process. [`process::Launch`] says how to start it
-//!   (the binary's path, its arguments and variables, where its output goes);
+//! - [`world`]: a private world (its own migrated database and uniquely named queues and
+//!   exchanges), the variables that point the daemon at it, and its removal.
+//! - [`endpoints`]: where the local servers are (`tests/common/endpoints.rs`).
+//! - [`process`]: the daemon binary as a child process. [`launch::Launch`] (re-exported as
+//!   `process::Launch`) says how to start it (the binary's path, its arguments and variables,
+//!   where its output goes);
 //!   [`process::DaemonProcess`] sends it signals, waits (bounded) for it to be ready or to exit,
 //!   returns its exit status and output, and kills it when dropped, so that a failing test never
 //!   leaves a daemon running.
@@ -16,7 +20,11 @@
 #![allow(dead_code)]
 
 pub mod broker;
+#[path = "../endpoints.rs"]
+pub mod endpoints;
 pub mod http;
+pub mod launch;
 pub mod process;
 pub mod raw_amqp;
 pub mod wait;
+pub mod world;

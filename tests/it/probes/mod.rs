@@ -1,7 +1,6 @@
 //! The HTTP listener of the real binary: `/metrics` against the database under load, `/readyz` and
 //! `/livez` through start-up, a database outage and a drain, and `edc-ingest healthcheck`.
 
-use std::process::Output;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
@@ -10,96 +9,11 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The label names the daemon may use, and the only values each may take (`le` aside, and
-/// `version`, which is the crate's).
-const LABELS: [(&str, &[&str]); 5] = [
-    (
-        "outcome",
-        &[
-            "accepted",
-            "queried",
-            "duplicate",
-            "dead_lettered",
-            "postponed",
-            "retried",
-            "requeued",
-        ],
-    ),
-    (
-        "kind",
-        &[
-            "malformed",
-            "too_large",
-            "invalid",
-            "conflict",
-            "panic",
-            "failed",
-            "poison",
-            "event",
-            "callback",
-        ],
-    ),
-    ("status", &["accepted", "queried"]),
-    ("lane", &["normal", "urgent"]),
-    ("state", &["in_use", "idle"]),
-];
+mod commands;
+mod labels;
 
-/// Every label of the scrape is one of [`LABELS`] (or a histogram bound, or the version).
-pub fn assert_labels_bounded(m: &Metrics) {
-    for (name, value) in m.labels() {
-        match name.as_str() {
-            "le" => assert!(
-                value == "+Inf" || value.parse::<f64>().is_ok(),
-                "le={value}"
-            ),
-            "version" => assert_eq!(value, env!("CARGO_PKG_VERSION")),
-            other => {
-                let allowed = LABELS
-                    .iter()
-                    .find(|(n, _)| *n == other)
-                    .unwrap_or_else(|| panic!("unexpected label {other}={value}"))
-                    .1;
-                assert!(allowed.contains(&value.as_str()), "{other}={value}");
-            }
-        }
-    }
-}
-
-/// `edc-ingest healthcheck` with these arguments and variables, and nothing else of ours.
-async fn healthcheck(args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let check = Launch::new(BIN)
-        .name("edc-ingest healthcheck")
-        .args(["healthcheck"])
-        .args(args)
-        .envs(vars.iter().copied())
-        .spawn();
-    tokio::task::spawn_blocking(move || check.output_within(WAIT))
-        .await
-        .unwrap()
-}
-
-/// Publishes NDJSON lines with `edc-ingest publish -`, which stamps each with its publication time.
-async fn publish_with_the_tool(env: &TestEnv, lines: &[String]) {
-    let mut publish = launch(env, &[])
-        .name("edc-ingest publish -")
-        .args(["publish", "-"])
-        .stdin_piped()
-        .spawn();
-    let input = lines.join("\n") + "\n";
-    let mut stdin = publish.stdin();
-    tokio::task::spawn_blocking(move || {
-        std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
-    })
-    .await
-    .unwrap();
-    let out = publish.wait_exit(WAIT).await;
-    assert!(out.success(), "{out:?}");
-    assert!(
-        out.stdout
-            .contains(&format!("published {} messages", lines.len())),
-        "{out:?}"
-    );
-}
+use commands::{healthcheck, publish_with_the_tool};
+pub use labels::assert_labels_bounded;
 
 async fn status_of(port: u16, path: &str) -> Option<u16> {
     http_get(port, path).await.map(|(status, _)| status)

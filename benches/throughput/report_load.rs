@@ -1,0 +1,182 @@
+//! The rows of the load stages in the one table (see `report.rs`): sustained load and the relay's
+//! lag, memory, and the ratios end to end / ceiling.
+
+use crate::endtoend::EndToEnd;
+use crate::report::{Table, int, meets, mib, show};
+use crate::{Measured, Params, Results};
+
+pub(crate) fn sustained(t: &mut Table, r: &Results) {
+    let p: &Params = &r.params;
+    let rates: Vec<String> = p
+        .sustained_rates
+        .iter()
+        .map(|r| format!("{}k", r / 1000))
+        .collect();
+    t.section("sustained");
+    for (label, m, target) in [
+        ("default", &r.sustained_default, None),
+        ("best", &r.sustained_best, Some(12_000)),
+    ] {
+        t.judged(
+            format!(
+                "{label}: highest rate kept up with ({} s steps: {})",
+                p.sustained_step_seconds,
+                rates.join(", ")
+            ),
+            show(m, |x| {
+                let stop = x.steps.iter().find(|s| !s.kept_up).map(|s| {
+                    format!(
+                        "; {}/s not: sent {}/s, backlog {} ({})",
+                        int(s.target as f64),
+                        int(s.achieved),
+                        int(s.backlog_end as f64),
+                        s.limited_by.as_deref().unwrap_or("?")
+                    )
+                });
+                format!(
+                    "{} msg/s{}",
+                    int(x.max_rate as f64),
+                    stop.unwrap_or_default()
+                )
+            }),
+            target.map_or("", |_| ">= 12,000 msg/s"),
+            target.and_then(|v| meets(m, |x| x.max_rate >= v)),
+        );
+        t.judged(
+            format!("{label}: publish-to-commit latency at half that rate, p50 / p99 / max"),
+            show(m, |x| {
+                let l = &x.latency.publish_to_commit;
+                format!(
+                    "{:.1} / {:.1} / {:.1} ms at {}/s ({} records)",
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.max_ms,
+                    int(x.latency.rate as f64),
+                    int(l.samples as f64)
+                )
+            }),
+            "p99 <= 50 ms",
+            meets(m, |x| x.latency.publish_to_commit.p99_ms <= 50.0),
+        );
+        t.judged(
+            format!(
+                "{label}: outbox relay lag (commit to event delivered) at the highest rate kept up with, p50 / p99 / max"
+            ),
+            show(m, |x| {
+                let at = match x.relay.at_max_rate.as_ref().and_then(|l| l.lag.as_ref()) {
+                    Some(l) => format!(
+                        "{:.1} / {:.1} / {:.1} ms at {}/s ({} events)",
+                        l.p50_ms,
+                        l.p99_ms,
+                        l.max_ms,
+                        int(x.max_rate as f64),
+                        int(l.samples as f64)
+                    ),
+                    None => "no rate kept up with".to_string(),
+                };
+                let whole = x
+                    .relay
+                    .whole
+                    .lag
+                    .as_ref()
+                    .map_or("-".to_string(), |l| format!("{:.1} ms", l.max_ms));
+                let missing = x.relay.expected - x.relay.received as i64;
+                let missing = if missing > 0 {
+                    format!("; {} events never arrived", int(missing as f64))
+                } else {
+                    String::new()
+                };
+                format!("{at}; whole stage max {whole}{missing}")
+            }),
+            "max < 1,000 ms",
+            meets(m, relay_lag_met),
+        );
+    }
+}
+
+/// The relay's lag stayed under 1 s at the highest rate kept up with, and every event arrived.
+fn relay_lag_met(x: &crate::sustained::Sustained) -> bool {
+    let at = x.relay.at_max_rate.as_ref().and_then(|l| l.lag.as_ref());
+    at.is_some_and(|l| l.max_ms < 1000.0) && x.relay.received as i64 >= x.relay.expected
+}
+
+pub(crate) fn memory(t: &mut Table, r: &Results) {
+    let p = &r.params;
+    let (small, large) = (int(p.memory_small as f64), int(p.memory_large as f64));
+    let limit = 48 * 1024;
+    t.section("memory");
+    for (label, m) in [("default", &r.memory_default), ("best", &r.memory_best)] {
+        t.judged(
+            format!("{label}: peak RSS (VmHWM), {small} backlog drained"),
+            show(m, |x| mib(x.small.peak_rss_kib)),
+            "<= 48 MiB",
+            meets(m, |x| x.small.peak_rss_kib <= limit),
+        );
+        t.judged(
+            format!(
+                "{label}: peak RSS, {large} backlog, {} s of work",
+                p.memory_work_seconds
+            ),
+            show(m, |x| {
+                let drained = if x.large.drained { ", drained" } else { "" };
+                let n = int(x.large.processed as f64);
+                format!("{} ({n} processed{drained})", mib(x.large.peak_rss_kib))
+            }),
+            "<= 48 MiB",
+            meets(m, |x| x.large.peak_rss_kib <= limit),
+        );
+        t.judged(
+            format!("{label}: peak RSS large / small backlog"),
+            show(m, |x| format!("{:.3}", x.ratio)),
+            "within 10 %",
+            meets(m, |x| (x.ratio - 1.0).abs() <= 0.10),
+        );
+    }
+}
+
+/// `e2e / ceiling`; when the e2e figure is missing, the ratio shares its status (so a target on an
+/// unsupported or failed drain counts as not met).
+fn ratio(e2e: &Measured<EndToEnd>, ceiling: Option<f64>) -> Measured<f64> {
+    match (e2e, ceiling) {
+        (Measured::Ok(e), Some(c)) if c > 0.0 => Measured::Ok(e.drain.rate / c),
+        (Measured::Unsupported(w), _) => Measured::Unsupported(w.clone()),
+        (Measured::Failed(w), _) => Measured::Failed(w.clone()),
+        _ => Measured::Skipped,
+    }
+}
+
+/// The ratios to the ceilings: for reading, not targets (issue 14's targets are the multiples of the
+/// plain consumer's rate, in the end-to-end section).
+pub(crate) fn ratios(t: &mut Table, r: &Results) {
+    let p = &r.params;
+    let broker = |prefetch: usize, multiple: bool| {
+        let b = r.broker.ok()?;
+        Some(b.find(u16::try_from(prefetch).ok()?, multiple)?.rate)
+    };
+    let (dp, bp) = (p.default.prefetch(), p.best.prefetch());
+    let rows = [
+        (
+            "e2e default / DB ceiling, 1 record per transaction".to_string(),
+            ratio(&r.e2e_default, r.db_single.ok().map(|d| d.rate)),
+        ),
+        (
+            format!(
+                "e2e best / DB ceiling, {} records per transaction",
+                p.db_batch
+            ),
+            ratio(&r.e2e_best, r.db_batched.ok().map(|d| d.rate)),
+        ),
+        (
+            format!("e2e default / broker ceiling, prefetch {dp}, individual acks"),
+            ratio(&r.e2e_default, broker(dp, false)),
+        ),
+        (
+            format!("e2e best / broker ceiling, prefetch {bp}, multiple acks"),
+            ratio(&r.e2e_best, broker(bp, true)),
+        ),
+    ];
+    t.section("ratios");
+    for (label, m) in rows {
+        t.info(label, show(&m, |x| format!("{x:.2}")));
+    }
+}
