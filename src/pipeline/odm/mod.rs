@@ -29,6 +29,7 @@
 //! key, a repeat key or free text.
 
 pub mod capture;
+pub mod correct;
 pub mod delta;
 pub mod identity;
 pub mod items;
