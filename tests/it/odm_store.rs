@@ -219,3 +219,6 @@ async fn a_message_of_two_forms_is_two_records_and_the_same_message_again_stores
     );
     env.cleanup().await;
 }
+
+mod corrections;
+mod refusals;
