@@ -103,10 +103,11 @@ pub fn next(
     if let Value::Object(items) = &mut record.items {
         put_back(items, kept);
     }
-    if let Some(l) = latest {
-        if l.status == record.status.as_str() && l.items == record.items {
-            return Ok(Next::Unchanged);
-        }
+    if let Some(l) = latest
+        && l.status == record.status.as_str()
+        && l.items == record.items
+    {
+        return Ok(Next::Unchanged);
     }
     Ok(Next::Store {
         record: Box::new(record),
@@ -134,14 +135,15 @@ fn take_kept(form: &Form, state: &mut Map<String, Value>, stored: &Value) -> Vec
     let is_kept = |v: Option<&Value>, s: Option<&Value>| matches!((v, s), (Some(Value::String(a)), Some(b)) if a.starts_with(PSEUDONYM_PREFIX) && Some(b) == v);
     let mut kept = Vec::new();
     for (name, def) in &form.items {
-        if def.phi && is_kept(state.get(name), stored.get(name)) {
-            if let Some(value) = state.remove(name) {
-                kept.push(Kept {
-                    row: None,
-                    item: name.clone(),
-                    value,
-                });
-            }
+        if def.phi
+            && is_kept(state.get(name), stored.get(name))
+            && let Some(value) = state.remove(name)
+        {
+            kept.push(Kept {
+                row: None,
+                item: name.clone(),
+                value,
+            });
         }
     }
     for (group, def) in &form.groups {
@@ -153,14 +155,15 @@ fn take_kept(form: &Form, state: &mut Map<String, Value>, stored: &Value) -> Vec
             let stored_row = stored.get(group).and_then(|g| g.get(key));
             for (name, item) in &def.items {
                 let before = stored_row.and_then(|r| r.get(name));
-                if item.phi && is_kept(row.get(name), before) {
-                    if let Some(value) = row.remove(name) {
-                        kept.push(Kept {
-                            row: Some((group.clone(), key.clone())),
-                            item: name.clone(),
-                            value,
-                        });
-                    }
+                if item.phi
+                    && is_kept(row.get(name), before)
+                    && let Some(value) = row.remove(name)
+                {
+                    kept.push(Kept {
+                        row: Some((group.clone(), key.clone())),
+                        item: name.clone(),
+                        value,
+                    });
                 }
             }
         }
