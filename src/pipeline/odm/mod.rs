@@ -37,6 +37,8 @@ mod tally;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_correct;
+#[cfg(test)]
 mod tests_delta;
 #[cfg(test)]
 mod tests_fixtures;
