@@ -193,3 +193,56 @@ async fn importers_racing_on_one_record_each_store_a_version_of_their_own() {
     assert_eq!(summary.dead_lettered_total(), 0);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_correction_that_still_fails_keeps_the_query_open_and_one_that_passes_resolves_both() {
+    let env = TestEnv::new().await;
+    let daemon = Daemon::start(odm_settings(&env, &[]));
+    let pulse = |p: &str, at: &str| {
+        let items = format!(r#"<ItemData ItemOID="I.PULSE" Value="{p}"/>"#);
+        document("Snapshot", &vs_form("", at, "", &items))
+    };
+
+    // Act: out of range, still out of range, then within it.
+    send(
+        &env,
+        &daemon,
+        pulse("200", "2026-11-20T08:00:00Z"),
+        "q-1",
+        1,
+    )
+    .await;
+    send(
+        &env,
+        &daemon,
+        pulse("190", "2026-11-21T08:00:00Z"),
+        "q-2",
+        2,
+    )
+    .await;
+    assert_eq!(pulse_queries(&env).await, ["1 open", "2 open"]);
+    send(&env, &daemon, pulse("80", "2026-11-22T08:00:00Z"), "q-3", 3).await;
+    daemon.stop().await;
+
+    // Assert
+    assert_eq!(pulse_queries(&env).await, ["1 resolved 3", "2 resolved 3"]);
+    let statuses = versions(&env).await;
+    let statuses: Vec<&str> = statuses.iter().map(|v| v.1.as_str()).collect();
+    assert_eq!(statuses, ["queried", "queried", "accepted"]);
+    env.cleanup().await;
+}
+
+/// The data queries of I.PULSE: "version status resolved_by_version", in order.
+async fn pulse_queries(env: &TestEnv) -> Vec<String> {
+    let rows = env
+        .db()
+        .await
+        .query(
+            "SELECT concat_ws(' ', version, status, resolved_by_version) \
+             FROM data_queries WHERE check_id = 'I.PULSE' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
