@@ -47,8 +47,9 @@ pub enum FormStored {
         status: Status,
         removed: bool,
     },
-    /// Nothing new: a duplicate of the latest version, a Context, a removal of nothing.
-    Unchanged,
+    /// Nothing new: a duplicate of the latest version, a Context, a removal of nothing. The
+    /// record and its latest version (0 when none is stored).
+    Unchanged { record_id: uuid::Uuid, latest: i32 },
 }
 
 /// What the message came to: every form's outcome (committed), or a refusal (nothing written).
@@ -104,7 +105,10 @@ pub async fn store(
         };
         let (record, removed) = match next {
             Next::Unchanged => {
-                out.push(FormStored::Unchanged);
+                out.push(FormStored::Unchanged {
+                    record_id: form.record_id,
+                    latest: latest.as_ref().map_or(0, |l| l.version),
+                });
                 continue;
             }
             Next::Store { record, removed } => (record, removed),
@@ -155,4 +159,33 @@ async fn store_one(
             "another version of the record was stored at the same moment".into(),
         )),
     }
+}
+
+/// Answers the `reply_to` of a message that stored nothing (every form unchanged) with the
+/// outcome `duplicate`, naming its first record and that record's latest version, once per message
+/// id (see `note_duplicate`).
+pub async fn note_unchanged(
+    pool: &Pool,
+    record_id: uuid::Uuid,
+    latest: i32,
+    message_id: &str,
+    reply: &Reply,
+) -> Result<(), PersistError> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached("SELECT note_duplicate(NULL, NULL, $1, $2, $3, $4, $5)")
+        .await?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &record_id,
+                &latest,
+                &message_id,
+                &reply.to,
+                &reply.correlation_id,
+            ],
+        )
+        .await?;
+    Ok(())
 }

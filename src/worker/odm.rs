@@ -107,7 +107,28 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
     .await;
     match stored {
         Ok(Outcome::Refused(rejected)) => reject(ctx, d, rejected, deadline).await,
-        Ok(Outcome::Stored(outcomes)) => done(ctx, d, &outcomes),
+        Ok(Outcome::Stored(outcomes)) => {
+            let fate = done(ctx, d, &outcomes);
+            match (&fate, outcomes.first(), &d.reply, &d.message_id) {
+                (
+                    Fate::Done(Stored::Duplicate { .. }),
+                    Some(&FormStored::Unchanged { record_id, latest }),
+                    Some(reply),
+                    Some(id),
+                ) => {
+                    let noted = with_retries(deadline, || {
+                        crate::store::odm::note_unchanged(&ctx.pool, record_id, latest, id, reply)
+                    })
+                    .await;
+                    match noted {
+                        Ok(()) => fate,
+                        Err(e @ PersistError::Unavailable(_)) => unavailable(ctx, e),
+                        Err(other) => Fate::Postpone(other.to_string()),
+                    }
+                }
+                _ => fate,
+            }
+        }
         Err(e @ PersistError::Unavailable(_)) => unavailable(ctx, e),
         Err(PersistError::Permanent(reason)) => {
             let r = labelled(RejectKind::Failed, reason, &forms);
@@ -139,7 +160,7 @@ fn done(ctx: &Context, d: &Inbound, outcomes: &[FormStored]) -> Fate {
         .iter()
         .filter_map(|o| match o {
             FormStored::Version { status, .. } => Some(*status),
-            FormStored::Unchanged => None,
+            FormStored::Unchanged { .. } => None,
         })
         .collect();
     for status in &statuses {

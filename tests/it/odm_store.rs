@@ -117,12 +117,43 @@ async fn a_message_of_two_forms_is_two_records_and_the_same_message_again_stores
     let daemon = Daemon::start(odm_settings(&env, &[]));
 
     // Act: the document, then the same document again under another message id.
+    // Both ask for answers.
+    let replies = format!("edc.reply.t{}", env.suffix);
+    env.declare_queue(&replies).await;
+    let answered = |props: BasicProperties| {
+        props
+            .with_reply_to(ShortString::from(replies.as_str()))
+            .with_correlation_id(ShortString::from("c-odm"))
+    };
     let ct = "application/vnd.cdisc.odm+xml; charset=UTF-8";
-    env.publish_with(&two_forms(), odm_props(ct, "odm-1")).await;
-    daemon.wait_settled(1, WAIT).await;
-    env.publish_with(&two_forms(), odm_props("Application/XML", "odm-2"))
+    env.publish_with(&two_forms(), answered(odm_props(ct, "odm-1")))
         .await;
+    daemon.wait_settled(1, WAIT).await;
+    let again = answered(odm_props("Application/XML", "odm-2"));
+    env.publish_with(&two_forms(), again).await;
     daemon.wait_settled(2, WAIT).await;
+
+    // Assert: one answer per version stored, then one `duplicate` for the message that stored none.
+    let mut outcomes: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        for m in env.drain(&replies).await {
+            let answer: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
+            let id = answer["message_id"].as_str().unwrap_or_default();
+            outcomes.push(format!(
+                "{id} {}",
+                answer["outcome"].as_str().unwrap_or_default()
+            ));
+        }
+        if outcomes.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["odm-1 accepted", "odm-1 accepted", "odm-2 duplicate"]
+    );
     let summary = daemon.stop().await;
 
     // Assert: two records of version 1, from ODM, with their repeat keys; nothing more.
