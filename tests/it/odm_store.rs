@@ -209,4 +209,5 @@ async fn a_message_of_two_forms_is_two_records_and_the_same_message_again_stores
 }
 
 mod corrections;
+mod mixed;
 mod refusals;
