@@ -171,6 +171,9 @@ pub struct AmqpSettings {
     /// any text. A reply_to is a routing key on the default exchange, so without this an uploader
     /// could make the daemon publish into any queue of the vhost.
     pub reply_to_allowed: Vec<String>,
+    /// Dead-letter (`invalid`) a message without an AMQP `user_id` (see docs/operators.md).
+    #[serde(default)]
+    pub require_user_id: bool,
     /// How long a dead letter is kept in the dead-letter queue (it holds the original body, with
     /// its patient identifiers); none: until it is replayed or purged.
     #[serde(deserialize_with = "optional_duration")]

@@ -335,6 +335,8 @@ mod tests {
             payload_sha256: String::new(),
             reply: None,
             event_headers: serde_json::Value::Null,
+            uploaded_by: None,
+            odm: None,
         }
     }
 

@@ -69,11 +69,35 @@ pub struct Pending {
     pub reply: Option<Reply>,
     /// AMQP headers the record's events and callback carry (its trace context), as a JSON object.
     pub event_headers: serde_json::Value,
+    /// The AMQP `user_id` RabbitMQ verified (see `Inbound::uploaded_by`), on the audit row.
+    pub uploaded_by: Option<String>,
+    /// What an ODM form instance adds; None for an `edc.crf.v1` record.
+    pub odm: Option<OdmPart>,
+}
+
+/// What a record made from an ODM form instance stores besides an `edc.crf.v1` record's columns.
+#[derive(Clone, Debug, Default)]
+pub struct OdmPart {
+    /// `StudyEventRepeatKey` and `FormRepeatKey` (`"1"` when absent).
+    pub visit_repeat: String,
+    pub form_repeat: String,
+    /// The keyed pseudonym of the AuditRecord's reason for change: never its text.
+    pub reason_for_change: Option<String>,
+    /// A withdrawal (TransactionType Remove): stored with status `removed` and no items.
+    pub removed: bool,
 }
 
 impl Pending {
     fn reply_to(&self) -> Option<&str> {
         self.reply.as_ref().map(|r| r.to.as_str())
+    }
+
+    /// The stored status: `removed` for a withdrawal, else the record's own.
+    fn status(&self) -> &'static str {
+        match &self.odm {
+            Some(o) if o.removed => "removed",
+            _ => self.record.status.as_str(),
+        }
     }
 
     fn correlation_id(&self) -> Option<&str> {
@@ -86,7 +110,7 @@ impl Pending {
 const INGEST: &str =
     "SELECT ord, inserted, busy, existing_sha256, existing_message_id FROM ingest_records(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-    $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)";
+    $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)";
 
 /// Stores records with one call of `ingest_records` (see the migrations): one statement, one
 /// transaction, one round trip, however many records. It writes each record with its audit row,
@@ -94,7 +118,7 @@ const INGEST: &str =
 /// `items` (the caller holds repeats back for a later call). Returns one outcome per item, in order
 /// ([`Attempt::Busy`] only with [`OnBusy::Skip`]); if the call fails, nothing of it is written.
 pub async fn store(
-    client: &deadpool_postgres::Client,
+    client: &impl deadpool_postgres::GenericClient,
     items: &[&Pending],
     key_id: &str,
     on_busy: OnBusy,
@@ -116,7 +140,7 @@ pub async fn store(
         .iter()
         .map(|i| i.record.birth_year.as_deref())
         .collect();
-    let statuses: Vec<_> = items.iter().map(|i| i.record.status.as_str()).collect();
+    let statuses: Vec<_> = items.iter().map(|i| i.status()).collect();
     let protocols: Vec<_> = items
         .iter()
         .map(|i| i.record.protocol_version.as_str())
@@ -132,6 +156,17 @@ pub async fn store(
     let reply_to: Vec<_> = items.iter().map(|i| i.reply_to()).collect();
     let correlation: Vec<_> = items.iter().map(|i| i.correlation_id()).collect();
     let headers: Vec<_> = items.iter().map(|i| &i.event_headers).collect();
+    let odm = |f: fn(&OdmPart) -> Option<&str>| -> Vec<Option<&str>> {
+        items.iter().map(|i| i.odm.as_ref().and_then(f)).collect()
+    };
+    let visit_repeats = odm(|o| Some(o.visit_repeat.as_str()));
+    let form_repeats = odm(|o| Some(o.form_repeat.as_str()));
+    let reasons = odm(|o| o.reason_for_change.as_deref());
+    let sources: Vec<_> = items
+        .iter()
+        .map(|i| if i.odm.is_some() { "odm" } else { "edc.crf.v1" })
+        .collect();
+    let uploaders: Vec<_> = items.iter().map(|i| i.uploaded_by.as_deref()).collect();
     let (mut q_ids, mut q_versions, mut q_checks, mut q_messages) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut a_ids, mut a_versions, mut a_alerts) = (Vec::new(), Vec::new(), Vec::new());
@@ -184,6 +219,11 @@ pub async fn store(
                 &a_versions,
                 &a_alerts,
                 &(on_busy == OnBusy::Skip),
+                &visit_repeats,
+                &form_repeats,
+                &sources,
+                &uploaders,
+                &reasons,
             ],
         )
         .await?;

@@ -24,6 +24,7 @@ pub mod crash;
 pub mod error;
 pub mod gate;
 pub mod ingest;
+pub mod odm;
 pub mod retention;
 pub mod role;
 pub mod tls;

@@ -35,6 +35,7 @@ use tracing::Instrument;
 
 use super::Context;
 use super::fate::{self, panic_reason, reject, unavailable, with_attempts};
+use super::odm;
 use crate::broker::inbound::reply_fault;
 use crate::broker::{Fate, Inbound};
 use crate::pipeline::{self, Deidentified, RejectKind, Rejected};
@@ -51,6 +52,10 @@ pub async fn run(ctx: &Context, mut group: Vec<Inbound>) {
     let (again, fresh): (Vec<_>, Vec<_>) = group.into_iter().partition(|d| d.redelivered);
     for d in again {
         alone(ctx, d).await;
+    }
+    let (xml, fresh): (Vec<_>, Vec<_>) = fresh.into_iter().partition(odm::is_odm);
+    for d in xml {
+        odm::shared(ctx, d).await;
     }
     if !fresh.is_empty() {
         shared(ctx, fresh).await;
@@ -132,6 +137,7 @@ async fn alone(ctx: &Context, d: Inbound) {
                     .await;
                 with_attempts(fate, u32::try_from(n).unwrap_or(u32::MAX))
             }
+            Ok(_) if odm::is_odm(&d) => odm::decide_within(ctx, &d, deadline).await,
             Ok(_) => match decide_within(ctx, slice::from_ref(&d), deadline)
                 .await
                 .pop()
@@ -234,7 +240,7 @@ async fn decide(ctx: &Context, group: &[Inbound], deadline: Instant) -> Vec<Deci
 /// whose properties cannot be stored is refused before its body is read.
 fn prepare(ctx: &Context, registry: &Registry, d: &Inbound) -> Result<Deidentified, Rejected> {
     let _in_job = d.span.enter();
-    if let Some(why) = d.unstorable {
+    if let Some(why) = refused_properties(ctx, d) {
         return Err(
             Rejected::new(RejectKind::Invalid, why).hinted(&d.body, ctx.settings.max_message_bytes)
         );
@@ -264,6 +270,18 @@ fn prepare(ctx: &Context, registry: &Registry, d: &Inbound) -> Result<Deidentifi
     }
 }
 
+/// Why a delivery is refused (`invalid`) before its body is read: a property PostgreSQL cannot
+/// store, or no AMQP `user_id` where `amqp.require_user_id` asks for one.
+pub(super) fn refused_properties(ctx: &Context, d: &Inbound) -> Option<&'static str> {
+    if let Some(why) = d.unstorable {
+        return Some(why);
+    }
+    (ctx.settings.amqp.require_user_id && d.uploaded_by.is_none()).then_some(
+        "the message has no AMQP user_id, and amqp.require_user_id asks for the uploader \
+         RabbitMQ authenticated",
+    )
+}
+
 fn pending(d: &Inbound, record: Deidentified) -> Pending {
     Pending {
         record,
@@ -271,5 +289,7 @@ fn pending(d: &Inbound, record: Deidentified) -> Pending {
         payload_sha256: d.body_sha256.clone(),
         reply: d.reply.clone(),
         event_headers: d.onward_trace().as_headers(),
+        uploaded_by: d.uploaded_by.clone(),
+        odm: None,
     }
 }

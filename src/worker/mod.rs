@@ -10,6 +10,7 @@
 
 pub mod fate;
 pub mod job;
+pub mod odm;
 
 use std::sync::{Arc, RwLock};
 

@@ -29,12 +29,15 @@
 //! key, a repeat key or free text.
 
 pub mod capture;
+pub mod correct;
 pub mod delta;
 pub mod identity;
 pub mod items;
 mod tally;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_correct;
 #[cfg(test)]
 mod tests_delta;
 #[cfg(test)]

@@ -1,0 +1,191 @@
+//! The form instances of one ODM message into PostgreSQL: all in one transaction, each version
+//! decided inside it.
+//!
+//! ```text
+//! BEGIN
+//!   for each form, in document order:
+//!     lock_record_key(record_id, 0, wait)       the record's own lock: one writer decides at a time
+//!     latest version (items, status)            whatever committed before the lock was granted
+//!     correct::next(form, latest)               pure: unchanged, the next version, or refused
+//!     ingest_records(version latest + 1)        the insert every record takes (audit row, data
+//!                                               queries and their resolution, events, reply)
+//! COMMIT                                        or ROLLBACK: a refused form stores nothing at all
+//! ```
+//!
+//! The record lock is V10's advisory lock with version 0, which no stored version has (versions
+//! start at 1), so it never stands in the way of a version's own key. Two importers of the same
+//! record queue on it; the second reads the first's committed version and decides against it, so
+//! both cannot store the same next version, and a re-import finds its own content stored. Two
+//! forms of one message on the same record are applied in turn (the second sees the first, in
+//! the same transaction).
+
+use deadpool_postgres::{GenericClient, Pool};
+
+use super::PersistError;
+use super::ingest::{self, Attempt, OdmPart, OnBusy, Pending, Reply, Stored};
+use crate::pipeline::Pseudonymizer;
+use crate::pipeline::Rejected;
+use crate::pipeline::deidentify::Status;
+use crate::pipeline::odm::OdmForm;
+use crate::pipeline::odm::correct::{self, Latest, Next};
+
+/// What the message says beside its forms: every record of it carries the same.
+pub struct Message<'a> {
+    pub message_id: Option<&'a str>,
+    pub payload_sha256: &'a str,
+    pub reply: Option<&'a Reply>,
+    pub event_headers: &'a serde_json::Value,
+    pub uploaded_by: Option<&'a str>,
+}
+
+/// What one form instance came to, once committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormStored {
+    /// Stored as this version, with this status (`removed`: a withdrawal).
+    Version {
+        version: i32,
+        status: Status,
+        removed: bool,
+    },
+    /// Nothing new: a duplicate of the latest version, a Context, a removal of nothing. The
+    /// record and its latest version (0 when none is stored).
+    Unchanged { record_id: uuid::Uuid, latest: i32 },
+}
+
+/// What the message came to: every form's outcome (committed), or a refusal (nothing written).
+#[derive(Debug)]
+pub enum Outcome {
+    Stored(Vec<FormStored>),
+    Refused(Rejected),
+}
+
+const LOCK: &str = "SELECT lock_record_key($1, 0, true)";
+const LATEST: &str = "SELECT version, items, status FROM crf_records WHERE record_id = $1 \
+                      ORDER BY version DESC LIMIT 1";
+
+/// Stores `forms` in one transaction on a connection of `pool` (see the module's text). A form
+/// refused by validation refuses the message: the transaction is rolled back and the refusal,
+/// naming the form (its position among the message's forms, then its place in the document), is
+/// returned. Errors are the database's (contention is the caller's to retry).
+pub async fn store(
+    pool: &Pool,
+    forms: &[OdmForm],
+    message: &Message<'_>,
+    pseudonymizer: &Pseudonymizer,
+    key_id: &str,
+) -> Result<Outcome, PersistError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let lock = tx.prepare_cached(LOCK).await?;
+    let latest = tx.prepare_cached(LATEST).await?;
+    let mut out = Vec::with_capacity(forms.len());
+    for (i, form) in forms.iter().enumerate() {
+        tx.query_one(&lock, &[&form.record_id]).await?;
+        let row = tx.query_opt(&latest, &[&form.record_id]).await?;
+        let latest = row.map(|r| Latest {
+            version: r.get(0),
+            items: r.get(1),
+            status: r.get(2),
+        });
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            correct::next(form, latest.as_ref(), pseudonymizer)
+        }));
+        let next = match decided {
+            Ok(Ok(next)) => next,
+            Ok(Err(mut rejected)) => {
+                rejected.reason = format!("form {} of the message: {}", i + 1, rejected.reason);
+                return Ok(Outcome::Refused(rejected));
+            }
+            Err(_) => {
+                return Err(PersistError::Permanent(format!(
+                    "deciding the next version of form {} of the message panicked",
+                    i + 1
+                )));
+            }
+        };
+        let (record, removed) = match next {
+            Next::Unchanged => {
+                out.push(FormStored::Unchanged {
+                    record_id: form.record_id,
+                    latest: latest.as_ref().map_or(0, |l| l.version),
+                });
+                continue;
+            }
+            Next::Store { record, removed } => (record, removed),
+        };
+        let reason = form
+            .reason_for_change
+            .as_deref()
+            .map(|text| pseudonymizer.pseudonym("odm:reason_for_change", text));
+        let pending = Pending {
+            record: *record,
+            message_id: message.message_id.map(str::to_string),
+            payload_sha256: message.payload_sha256.to_string(),
+            reply: message.reply.cloned(),
+            event_headers: message.event_headers.clone(),
+            uploaded_by: message.uploaded_by.map(str::to_string),
+            odm: Some(OdmPart {
+                visit_repeat: form.visit_repeat.clone(),
+                form_repeat: form.form_repeat.clone(),
+                reason_for_change: reason,
+                removed,
+            }),
+        };
+        let stored = store_one(&tx, &pending, key_id).await?;
+        out.push(FormStored::Version {
+            version: pending.record.version,
+            status: stored,
+            removed,
+        });
+    }
+    tx.commit().await?;
+    Ok(Outcome::Stored(out))
+}
+
+/// The insert of one version, in the open transaction.
+async fn store_one(
+    tx: &impl GenericClient,
+    pending: &Pending,
+    key_id: &str,
+) -> Result<Status, PersistError> {
+    match ingest::store(tx, &[pending], key_id, OnBusy::Wait)
+        .await?
+        .first()
+    {
+        Some(Attempt::Done(Stored::Created(status))) => Ok(*status),
+        // The version was taken by a writer that does not take the record's lock (an edc.crf.v1
+        // message with the same record id): decide again against what it stored.
+        _ => Err(PersistError::Contention(
+            "another version of the record was stored at the same moment".into(),
+        )),
+    }
+}
+
+/// Answers the `reply_to` of a message that stored nothing (every form unchanged) with the
+/// outcome `duplicate`, naming its first record and that record's latest version, once per message
+/// id (see `note_duplicate`).
+pub async fn note_unchanged(
+    pool: &Pool,
+    record_id: uuid::Uuid,
+    latest: i32,
+    message_id: &str,
+    reply: &Reply,
+) -> Result<(), PersistError> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached("SELECT note_duplicate(NULL, NULL, $1, $2, $3, $4, $5)")
+        .await?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &record_id,
+                &latest,
+                &message_id,
+                &reply.to,
+                &reply.correlation_id,
+            ],
+        )
+        .await?;
+    Ok(())
+}
