@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         queried_ratio,
         duplicate_ratio,
         batch_size,
+        odm,
     } = cli.command
     {
         let opts = tools::generate::Options {
@@ -51,7 +52,11 @@ fn main() -> ExitCode {
             Progress::bar(count as u64, "records")
         };
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let written = tools::generate::generate_with_progress(&opts, &mut out, &progress);
+        let written = if odm {
+            tools::generate_odm::generate_with_progress(&opts, &mut out, &progress)
+        } else {
+            tools::generate::generate_with_progress(&opts, &mut out, &progress)
+        };
         return printed("generate", written.and_then(|_| out.flush()));
     }
     if let Command::Healthcheck { url } = &cli.command {
