@@ -84,7 +84,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   $ edc-ingest generate --count 1000 --seed 7 > records.ndjson
   $ edc-ingest generate --count 1000 --invalid-ratio 0.1 | edc-ingest publish -
-  $ edc-ingest generate --odm --count 125000 > demo-001.odm.xml")]
+  $ edc-ingest generate --odm --count 250000 > demo-001.odm.xml")]
     Generate {
         #[arg(long, default_value_t = 1000)]
         count: usize,
@@ -102,7 +102,7 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
         /// Print a CDISC ODM 1.3.2 ClinicalData file of --count DEMO-001 form instances instead
-        /// (about 1,200 bytes each; for `odm import`).
+        /// (about 600 bytes each; for `odm import`).
         #[arg(long)]
         odm: bool,
     },

@@ -7,7 +7,7 @@
 //! written. Every form has its AuditRecord (user, site, date-time), its items in one
 //! ItemGroupData, and some carry a vendor attribute (skipped and counted by the import). A share
 //! of the forms has a value that is not of its item's type (refused by `odm import`), a share a
-//! systolic pressure out of range (stored as `queried`). About 1,200 bytes a form.
+//! systolic pressure out of range (stored as `queried`). About 600 bytes a form.
 
 use std::io::Write;
 
@@ -248,7 +248,7 @@ mod tests {
         );
         assert!(forms.iter().any(|f| f.form_repeat.as_deref() == Some("2")));
         let per_form = file.len() / 500;
-        assert!((800..1600).contains(&per_form), "{per_form} bytes a form");
+        assert!((400..900).contains(&per_form), "{per_form} bytes a form");
     }
 
     #[test]

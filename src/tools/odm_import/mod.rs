@@ -21,7 +21,7 @@ mod publisher;
 pub mod report;
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde_json::Value;
@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::config::{AmqpSettings, RetrySettings};
 use crate::odm::clinical::{ClinicalReader, ReadError};
 use crate::odm::model::FormInstance;
-use crate::odm::xml::Limits;
+use crate::odm::xml::{FileError, Limits};
 use crate::pipeline::Pseudonymizer;
 use crate::pipeline::odm::{OdmDelta, OdmForm, Refusal, apply, map};
 use crate::pipeline::validate::validate_items;
@@ -177,6 +177,57 @@ pub fn check(path: &Path, ctx: &Context<'_>, progress: &Progress) -> std::io::Re
     Ok(report)
 }
 
+/// One message to publish: a form instance that passed, as its own ODM document.
+pub struct Message {
+    pub id: Uuid,
+    pub record_id: Uuid,
+    pub document: Vec<u8>,
+}
+
+/// The messages of the forms that pass, in file order (the second pass's, and what the tests
+/// compare across imports); an error when the file itself turns out refused.
+pub struct Messages<'a, R: BufRead> {
+    reader: ClinicalReader<R>,
+    ctx: &'a Context<'a>,
+    /// Form instances read so far, refused ones included.
+    pub forms: u64,
+}
+
+impl<'a, R: BufRead> Messages<'a, R> {
+    pub fn new(input: R, ctx: &'a Context<'a>) -> Messages<'a, R> {
+        Messages {
+            reader: ClinicalReader::new(input, ctx.options.limits),
+            ctx,
+            forms: 0,
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Messages<'_, R> {
+    type Item = Result<Message, FileError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let form = match self.reader.next()? {
+                Ok(form) => form,
+                Err(ReadError::Form(_)) => {
+                    self.forms += 1;
+                    continue;
+                }
+                Err(ReadError::File(e)) => return Some(Err(e)),
+            };
+            self.forms += 1;
+            if let Ok(passed) = examine(form, self.ctx) {
+                return Some(Ok(Message {
+                    id: message::message_id(passed.mapped.record_id, &passed.document),
+                    record_id: passed.mapped.record_id,
+                    document: passed.document,
+                }));
+            }
+        }
+    }
+}
+
 /// The second pass (see the module's text): publishes the forms the first pass let through,
 /// counting them in `report.published` as the broker confirms them.
 pub async fn publish(
@@ -188,45 +239,38 @@ pub async fn publish(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let (input, stamp) = open(path)?;
+    let changed = || anyhow::anyhow!("the file changed while it was imported");
+    if report.stamp != Some(stamp) {
+        return Err(changed());
+    }
     let batch = Batch {
         id: Uuid::new_v4(),
         size: report.publishable,
     };
     report.queue = Some(amqp.queue.clone());
     report.batch_id = Some(batch.id.to_string());
-    let changed = || anyhow::anyhow!("the file changed while it was imported");
-    if report.stamp != Some(stamp) {
-        return Err(changed());
-    }
     let mut publisher = publisher::Publisher::open(amqp, retry).await?;
     let result = async {
-        let (mut forms, mut sent) = (0u64, 0u64);
-        for read in ClinicalReader::new(input, ctx.options.limits) {
-            forms += 1;
-            let form = match read {
-                Ok(form) => form,
-                Err(ReadError::Form(_)) => continue,
-                Err(ReadError::File(_)) => return Err(changed()),
-            };
-            let Ok(passed) = examine(form, ctx) else {
-                continue;
-            };
-            let id = message::message_id(passed.mapped.record_id, &passed.document);
-            let props = message::properties(id, &batch);
-            let confirmed = publisher.send(&passed.document, props).await?;
+        let mut messages = Messages::new(input, ctx);
+        let mut sent = 0u64;
+        while let Some(message) = messages.next() {
+            let message = message.map_err(|_| changed())?;
+            let props = message::properties(message.id, &batch);
+            let confirmed = publisher.send(&message.document, props).await?;
             report.published += confirmed;
             progress.inc(confirmed);
             sent += 1;
         }
-        if forms != report.forms_read || sent != report.publishable {
+        if messages.forms != report.forms_read || sent != report.publishable {
             return Err(changed());
         }
         Ok(())
     }
     .await;
     let confirmed = publisher.finish(result.is_ok()).await;
-    report.published += confirmed.as_ref().copied().unwrap_or(0);
-    progress.inc(confirmed.as_ref().copied().unwrap_or(0));
+    let n = confirmed.as_ref().copied().unwrap_or(0);
+    report.published += n;
+    progress.inc(n);
     progress.finish();
     result.and(confirmed.map(|_| ()))
 }
