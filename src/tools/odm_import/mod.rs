@@ -120,8 +120,11 @@ fn validate(passed: &Passed, validation: &mut Validation) -> Result<(), Located>
     Ok(())
 }
 
-/// Opens the file for a pass: buffered, and what says whether it changed since.
-fn open(path: &Path) -> std::io::Result<(BufReader<File>, (u64, Option<std::time::SystemTime>))> {
+/// A file's size and modification time: what says whether it changed between the passes.
+pub(crate) type Stamp = (u64, Option<std::time::SystemTime>);
+
+/// Opens the file for a pass: buffered, with its [`Stamp`].
+fn open(path: &Path) -> std::io::Result<(BufReader<File>, Stamp)> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -253,7 +256,7 @@ pub async fn publish(
     let result = async {
         let mut messages = Messages::new(input, ctx);
         let mut sent = 0u64;
-        while let Some(message) = messages.next() {
+        for message in messages.by_ref() {
             let message = message.map_err(|_| changed())?;
             let props = message::properties(message.id, &batch);
             let confirmed = publisher.send(&message.document, props).await?;

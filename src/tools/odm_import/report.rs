@@ -81,7 +81,7 @@ impl From<&Skipped> for SkippedCounts {
 pub struct Report {
     /// The file's size and modification time when the first pass opened it.
     #[serde(skip)]
-    pub(crate) stamp: Option<(u64, Option<std::time::SystemTime>)>,
+    pub(crate) stamp: Option<super::Stamp>,
     pub dry_run: bool,
     /// Set when the file itself was refused: then nothing was published.
     pub file_refused: Option<Located>,

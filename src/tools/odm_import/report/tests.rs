@@ -56,7 +56,7 @@ fn refusals_are_counted_by_reason_and_listed_up_to_a_bound() {
     assert_eq!(r.tally.refused["bad_value"], MAX_LISTED as u64 + 25);
     assert_eq!(r.tally.refused["unknown_form"], 1);
     assert_eq!(r.refusals[0].line, 1, "in file order");
-    assert!(r.text().contains(&format!("... and 26 more")));
+    assert!(r.text().contains("... and 26 more"));
 }
 
 #[test]
