@@ -4,6 +4,7 @@
 mod dlq;
 #[cfg(test)]
 mod docs;
+mod odm;
 mod run;
 mod start;
 mod study;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use edc_ingest::tools;
 
 pub use dlq::DlqCommand;
+pub use odm::OdmCommand;
 pub use run::run;
 pub use start::start;
 pub use study::StudyCommand;
@@ -83,7 +85,8 @@ pub enum Command {
     /// Print synthetic DEMO-001 records as NDJSON (needs no settings).
     #[command(after_help = "Examples:
   $ edc-ingest generate --count 1000 --seed 7 > records.ndjson
-  $ edc-ingest generate --count 1000 --invalid-ratio 0.1 | edc-ingest publish -")]
+  $ edc-ingest generate --count 1000 --invalid-ratio 0.1 | edc-ingest publish -
+  $ edc-ingest generate --odm --count 250000 > demo-001.odm.xml")]
     Generate {
         #[arg(long, default_value_t = 1000)]
         count: usize,
@@ -100,6 +103,10 @@ pub enum Command {
         duplicate_ratio: f64,
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// Print a CDISC ODM 1.3.2 ClinicalData file of --count DEMO-001 form instances instead
+        /// (about 600 bytes each; for `odm import`).
+        #[arg(long)]
+        odm: bool,
     },
     /// Publish NDJSON lines (one record each) to the work queue, with publisher confirms.
     #[command(after_help = "Examples:
@@ -152,6 +159,13 @@ pub enum Command {
     Study {
         #[command(subcommand)]
         command: StudyCommand,
+    },
+    /// CDISC ODM data in: `import` publishes each form instance of an ODM ClinicalData file.
+    #[command(after_help = "Example:
+  $ edc-ingest odm import export.xml --dry-run")]
+    Odm {
+        #[command(subcommand)]
+        command: OdmCommand,
     },
     /// Is it keeping up? Queue depths and their trend, dead letters by kind, open batches, and the
     /// rates of the running replicas, on one screen. Exit 0 when the broker and the database

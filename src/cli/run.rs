@@ -12,7 +12,7 @@ use edc_ingest::tools::progress::Progress;
 use edc_ingest::{daemon, shutdown, store, tools};
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchCommand, Command, Output, dlq, study};
+use super::{BatchCommand, Command, Output, dlq, odm, study};
 
 /// Runs one command (all but `generate`, `healthcheck` and `completions`, which need no settings).
 pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
@@ -127,6 +127,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
         }
         Command::Dlq { command } => dlq::run(command, &settings, out).await,
         Command::Study { command } => study::run(command, &settings),
+        Command::Odm { command } => odm::run(command, &settings).await,
         Command::Generate { .. } | Command::Healthcheck { .. } | Command::Completions { .. } => {
             unreachable!("handled before the settings are read")
         }

@@ -29,6 +29,7 @@ pub fn start(cli: Cli) -> ExitCode {
         queried_ratio,
         duplicate_ratio,
         batch_size,
+        odm,
     } = cli.command
     {
         let opts = tools::generate::Options {
@@ -47,7 +48,11 @@ pub fn start(cli: Cli) -> ExitCode {
             Progress::bar(count as u64, "records")
         };
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let written = tools::generate::generate_with_progress(&opts, &mut out, &progress);
+        let written = if odm {
+            tools::generate_odm::generate_with_progress(&opts, &mut out, &progress)
+        } else {
+            tools::generate::generate_with_progress(&opts, &mut out, &progress)
+        };
         return printed("generate", written.and_then(|_| out.flush()));
     }
     if let Command::Healthcheck { url } = &cli.command {

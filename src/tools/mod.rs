@@ -2,7 +2,8 @@
 //! sends NDJSON lines to the work queue with publisher confirms, `batch status` prints an upload
 //! batch's receipt, `dlq` inspects, replays and purges dead letters, `status` tells whether the
 //! daemon keeps up, `healthcheck` asks a running daemon's `/livez`, `prune` applies the retention,
-//! `study from-odm` converts a CDISC ODM file's metadata into a study protocol.
+//! `study from-odm` converts a CDISC ODM file's metadata into a study protocol, `odm import`
+//! publishes an ODM file's form instances, one message each.
 //!
 //! What they print goes to the writer they are given, a line at a time and flushed, so that what was
 //! printed stays printed when a command fails part-way. Progress goes to stderr, and only when it is
@@ -12,7 +13,9 @@
 pub mod batch;
 pub mod dlq;
 pub mod generate;
+pub mod generate_odm;
 pub mod healthcheck;
+pub mod odm_import;
 pub mod progress;
 pub mod prune;
 pub mod publish;

@@ -17,7 +17,7 @@ use crate::config::{AmqpSettings, RetrySettings};
 use super::progress::Progress;
 
 /// Confirms awaited at once: enough to keep the broker busy, bounded so memory stays flat.
-const WINDOW: usize = 512;
+pub(super) const WINDOW: usize = 512;
 
 pub async fn publish(
     settings: &AmqpSettings,
@@ -91,7 +91,8 @@ pub async fn publish_with_progress(
     result
 }
 
-fn check(c: Confirmation) -> anyhow::Result<()> {
+/// Only a broker `ack` counts.
+pub(super) fn check(c: Confirmation) -> anyhow::Result<()> {
     match c {
         Confirmation::Ack(_) => Ok(()),
         other => anyhow::bail!("broker did not confirm a message: {other:?}"),
