@@ -23,6 +23,7 @@ use deadpool_postgres::{GenericClient, Pool};
 
 use super::PersistError;
 use super::ingest::{self, Attempt, OdmPart, OnBusy, Pending, Reply, Stored};
+use crate::broker::inbound::UploadBatch;
 use crate::pipeline::Pseudonymizer;
 use crate::pipeline::Rejected;
 use crate::pipeline::deidentify::Status;
@@ -36,6 +37,8 @@ pub struct Message<'a> {
     pub reply: Option<&'a Reply>,
     pub event_headers: &'a serde_json::Value,
     pub uploaded_by: Option<&'a str>,
+    /// The upload batch its headers name (a message that names one holds one form).
+    pub batch: Option<UploadBatch>,
 }
 
 /// What one form instance came to, once committed.
@@ -48,8 +51,13 @@ pub enum FormStored {
         removed: bool,
     },
     /// Nothing new: a duplicate of the latest version, a Context, a removal of nothing. The
-    /// record and its latest version (0 when none is stored).
-    Unchanged { record_id: uuid::Uuid, latest: i32 },
+    /// record and its latest version (0 when none is stored); `own` when that version was stored
+    /// by this same message (same body, message id and batch): a redelivery, counted already.
+    Unchanged {
+        record_id: uuid::Uuid,
+        latest: i32,
+        own: bool,
+    },
 }
 
 /// What the message came to: every form's outcome (committed), or a refusal (nothing written).
@@ -60,8 +68,8 @@ pub enum Outcome {
 }
 
 const LOCK: &str = "SELECT lock_record_key($1, 0, true)";
-const LATEST: &str = "SELECT version, items, status FROM crf_records WHERE record_id = $1 \
-                      ORDER BY version DESC LIMIT 1";
+const LATEST: &str = "SELECT version, items, status, payload_sha256, message_id, batch_id \
+                      FROM crf_records WHERE record_id = $1 ORDER BY version DESC LIMIT 1";
 
 /// Stores `forms` in one transaction on a connection of `pool` (see the module's text). A form
 /// refused by validation refuses the message: the transaction is rolled back and the refusal,
@@ -82,6 +90,11 @@ pub async fn store(
     for (i, form) in forms.iter().enumerate() {
         tx.query_one(&lock, &[&form.record_id]).await?;
         let row = tx.query_opt(&latest, &[&form.record_id]).await?;
+        let own = row.as_ref().is_some_and(|r| {
+            r.get::<_, &str>(3) == message.payload_sha256
+                && r.get::<_, Option<&str>>(4) == message.message_id
+                && r.get::<_, Option<uuid::Uuid>>(5) == message.batch.map(|b| b.id)
+        });
         let latest = row.map(|r| Latest {
             version: r.get(0),
             items: r.get(1),
@@ -108,10 +121,18 @@ pub async fn store(
                 out.push(FormStored::Unchanged {
                     record_id: form.record_id,
                     latest: latest.as_ref().map_or(0, |l| l.version),
+                    own,
                 });
                 continue;
             }
-            Next::Store { record, removed } => (record, removed),
+            Next::Store {
+                mut record,
+                removed,
+            } => {
+                record.batch_id = message.batch.map(|b| b.id);
+                record.batch_size = message.batch.map(|b| b.size);
+                (record, removed)
+            }
         };
         let reason = form
             .reason_for_change
@@ -161,29 +182,40 @@ async fn store_one(
     }
 }
 
-/// Answers the `reply_to` of a message that stored nothing (every form unchanged) with the
-/// outcome `duplicate`, naming its first record and that record's latest version, once per message
-/// id (see `note_duplicate`).
+/// Notes a message that stored nothing (every form unchanged) and is not a redelivery of its own
+/// store: counted `duplicate` on its batch's receipt, and its `reply_to` answered `duplicate`,
+/// naming its first record and that record's latest version; once per message, in its batch
+/// (see `note_duplicate`; a message without an id is known by its body's hash).
 pub async fn note_unchanged(
     pool: &Pool,
     record_id: uuid::Uuid,
     latest: i32,
-    message_id: &str,
-    reply: &Reply,
+    message: &Message<'_>,
 ) -> Result<(), PersistError> {
+    let id = match message.message_id {
+        Some(id) => id.to_string(),
+        None => format!("sha256:{}", message.payload_sha256),
+    };
+    // Importing a file again is a new batch with the same message ids: each batch counts its own.
+    let key = match message.batch {
+        Some(b) => format!("{}/{id}", b.id),
+        None => id,
+    };
     let client = pool.get().await?;
     let stmt = client
-        .prepare_cached("SELECT note_duplicate(NULL, NULL, $1, $2, $3, $4, $5)")
+        .prepare_cached("SELECT note_duplicate($1, $2, $3, $4, $5, $6, $7)")
         .await?;
     client
         .execute(
             &stmt,
             &[
+                &message.batch.map(|b| b.id),
+                &message.batch.map(|b| b.size as i32),
                 &record_id,
                 &latest,
-                &message_id,
-                &reply.to,
-                &reply.correlation_id,
+                &key,
+                &message.reply.map(|r| &r.to),
+                &message.reply.and_then(|r| r.correlation_id.as_ref()),
             ],
         )
         .await?;

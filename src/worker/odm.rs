@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use super::Context;
 use super::fate::{panic_reason, reject, unavailable, with_attempts};
+use crate::broker::inbound::{H_BATCH_ID, UploadBatch, upload_batch};
 use crate::broker::{Fate, Inbound};
 use crate::odm::clinical::{ClinicalReader, ReadError};
 use crate::odm::xml::Limits;
@@ -84,13 +85,28 @@ pub async fn decide_within(ctx: &Context, d: &Inbound, deadline: Instant) -> Fat
 }
 
 async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
-    let forms = {
-        let registry = ctx.registry();
-        read_caught(ctx, &registry, d)
+    let batch = upload_batch(&d.properties);
+    // What the refusal counts on: a well-formed id with a malformed size still names the batch.
+    let (batch_id, batch_size) = match &batch {
+        Ok(b) => (b.map(|b| b.id), b.map(|b| b.size)),
+        Err(refused) => (refused.id, None),
+    };
+    let forms = match batch {
+        Ok(batch) => {
+            let registry = ctx.registry();
+            read_caught(ctx, &registry, d).and_then(|forms| one_form_a_batch(batch, forms))
+        }
+        Err(refused) => Err(Rejected::new(RejectKind::Invalid, refused.reason)),
+    };
+    // Every refusal counts on the batch's receipt.
+    let counted = |mut rejected: Rejected| {
+        rejected.batch_id = batch_id;
+        rejected.batch_size = batch_size;
+        rejected
     };
     let forms = match forms {
         Ok(forms) => forms,
-        Err(rejected) => return reject(ctx, d, rejected, deadline).await,
+        Err(rejected) => return reject(ctx, d, counted(rejected), deadline).await,
     };
     let headers = d.onward_trace().as_headers();
     let message = Message {
@@ -99,6 +115,9 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
         reply: d.reply.as_ref(),
         event_headers: &headers,
         uploaded_by: d.uploaded_by.as_deref(),
+        batch: batch_id
+            .zip(batch_size)
+            .map(|(id, size)| UploadBatch { id, size }),
     };
     let key_id = ctx.pseudonymizer.key_id();
     let stored = with_retries(deadline, || {
@@ -106,33 +125,39 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
     })
     .await;
     match stored {
-        Ok(Outcome::Refused(rejected)) => reject(ctx, d, rejected, deadline).await,
+        Ok(Outcome::Refused(rejected)) => reject(ctx, d, counted(rejected), deadline).await,
         Ok(Outcome::Stored(outcomes)) => {
             let fate = done(ctx, d, &outcomes);
-            match (&fate, outcomes.first(), &d.reply, &d.message_id) {
+            let to_note = match (&fate, outcomes.first()) {
                 (
                     Fate::Done(Stored::Duplicate { .. }),
-                    Some(&FormStored::Unchanged { record_id, latest }),
-                    Some(reply),
-                    Some(id),
-                ) => {
-                    let noted = with_retries(deadline, || {
-                        crate::store::odm::note_unchanged(&ctx.pool, record_id, latest, id, reply)
-                    })
-                    .await;
-                    match noted {
-                        Ok(()) => fate,
-                        Err(e @ PersistError::Unavailable(_)) => unavailable(ctx, e),
-                        Err(other) => Fate::Postpone(other.to_string()),
-                    }
+                    Some(&FormStored::Unchanged {
+                        record_id,
+                        latest,
+                        own: false,
+                    }),
+                ) if message.reply.is_some() || message.batch.is_some() => {
+                    Some((record_id, latest))
                 }
-                _ => fate,
+                _ => None,
+            };
+            let Some((record_id, latest)) = to_note else {
+                return fate;
+            };
+            let noted = with_retries(deadline, || {
+                crate::store::odm::note_unchanged(&ctx.pool, record_id, latest, &message)
+            })
+            .await;
+            match noted {
+                Ok(()) => fate,
+                Err(e @ PersistError::Unavailable(_)) => unavailable(ctx, e),
+                Err(other) => Fate::Postpone(other.to_string()),
             }
         }
         Err(e @ PersistError::Unavailable(_)) => unavailable(ctx, e),
         Err(PersistError::Permanent(reason)) => {
             let r = labelled(RejectKind::Failed, reason, &forms);
-            reject(ctx, d, r, deadline).await
+            reject(ctx, d, counted(r), deadline).await
         }
         Err(PersistError::Retryable(reason)) | Err(PersistError::Contention(reason)) => {
             let failed = d.failed_attempts.saturating_add(1);
@@ -141,8 +166,27 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
             }
             let reason = format!("{reason}; gave up after {failed} attempts");
             let r = labelled(RejectKind::Failed, reason, &forms);
-            with_attempts(reject(ctx, d, r, deadline).await, failed)
+            with_attempts(reject(ctx, d, counted(r), deadline).await, failed)
         }
+    }
+}
+
+/// A batch's size counts form instances, and each message's outcome counts once on its receipt:
+/// a message that names a batch holds one form instance, as `odm import` publishes them.
+fn one_form_a_batch(
+    batch: Option<UploadBatch>,
+    forms: Vec<OdmForm>,
+) -> Result<Vec<OdmForm>, Rejected> {
+    match (batch, forms.len()) {
+        (Some(_), n @ 2..) => Err(labelled(
+            RejectKind::Invalid,
+            format!(
+                "the message names an upload batch ({H_BATCH_ID}) and holds {n} form \
+                 instances: a batch counts form instances, one message each"
+            ),
+            &forms,
+        )),
+        _ => Ok(forms),
     }
 }
 

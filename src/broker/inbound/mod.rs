@@ -29,7 +29,9 @@ use crate::printable::Printable;
 use crate::stats::{Held, Stats};
 use crate::store::ingest::Reply;
 
+mod batch;
 mod properties;
+pub use batch::{BatchRefused, H_BATCH_ID, H_BATCH_SIZE, UploadBatch, upload_batch};
 use properties::published_at;
 pub use properties::{NUL_MESSAGE_ID, reply_fault, storable};
 

@@ -22,9 +22,8 @@ pub const CONTENT_TYPE: &str = "application/vnd.cdisc.odm+xml";
 pub const MESSAGE_NAMESPACE: Uuid = uuid!("e8e29ae2-a9cc-4e5c-aa2b-c943714fc3cc");
 
 /// The upload batch a message belongs to (a UUID, as text), and the batch's size (an integer):
-/// headers, since an ODM document has no place for them.
-pub const H_BATCH_ID: &str = "edc-batch-id";
-pub const H_BATCH_SIZE: &str = "edc-batch-size";
+/// headers, since an ODM document has no place for them; the daemon reads them.
+pub use crate::broker::inbound::{H_BATCH_ID, H_BATCH_SIZE};
 
 /// What the command line gives for what a file does not say.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
