@@ -23,12 +23,11 @@ use deadpool_postgres::{GenericClient, Pool};
 
 use super::PersistError;
 use super::ingest::{self, Attempt, OdmPart, OnBusy, Pending, Reply, Stored};
-use crate::broker::inbound::UploadBatch;
 use crate::pipeline::Pseudonymizer;
 use crate::pipeline::Rejected;
 use crate::pipeline::deidentify::Status;
-use crate::pipeline::odm::OdmForm;
 use crate::pipeline::odm::correct::{self, Latest, Next};
+use crate::pipeline::odm::{OdmForm, UploadBatch};
 
 /// What the message says beside its forms: every record of it carries the same.
 pub struct Message<'a> {
@@ -67,6 +66,7 @@ pub enum Outcome {
     Refused(Rejected),
 }
 
+const BATCH_REMOVED: &str = "SELECT batch_add_removed($1, $2)";
 const LOCK: &str = "SELECT lock_record_key($1, 0, true)";
 const LATEST: &str = "SELECT version, items, status, payload_sha256, message_id, batch_id \
                       FROM crf_records WHERE record_id = $1 ORDER BY version DESC LIMIT 1";
@@ -153,6 +153,11 @@ pub async fn store(
             }),
         };
         let stored = store_one(&tx, &pending, key_id).await?;
+        if let (true, Some(b)) = (removed, message.batch) {
+            // ingest_records counts accepted and queried versions; a removal counts as accepted.
+            let add = tx.prepare_cached(BATCH_REMOVED).await?;
+            tx.execute(&add, &[&b.id, &(b.size as i32)]).await?;
+        }
         out.push(FormStored::Version {
             version: pending.record.version,
             status: stored,

@@ -15,6 +15,7 @@ mod lifecycle;
 mod linkage;
 mod listener;
 mod liveness;
+mod odm_end_to_end;
 mod odm_import;
 mod odm_store;
 mod operations;

@@ -10,17 +10,12 @@ use lapin::BasicProperties;
 use lapin::types::AMQPValue;
 use uuid::Uuid;
 
+pub use crate::pipeline::odm::UploadBatch;
+
 /// The batch's id: a UUID as text (a long or short string).
 pub const H_BATCH_ID: &str = "edc-batch-id";
 /// The number of form instances in the batch: an AMQP integer of any width, 1 to 2,147,483,647.
 pub const H_BATCH_SIZE: &str = "edc-batch-size";
-
-/// An upload batch named by a message's headers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UploadBatch {
-    pub id: Uuid,
-    pub size: u32,
-}
 
 /// The headers' batch refused: why, and the id if it alone was well-formed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,7 +124,8 @@ mod tests {
         let planted = "Jane Doe 1957-03-14";
         let id = Uuid::parse_str(ID).unwrap();
         let size = || (H_BATCH_SIZE, AMQPValue::LongLongInt(3));
-        let cases: Vec<(Vec<(&str, AMQPValue)>, Option<Uuid>, &str)> = vec![
+        type Case<'a> = (Vec<(&'a str, AMQPValue)>, Option<Uuid>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![(H_BATCH_ID, text(planted)), size()],
                 None,

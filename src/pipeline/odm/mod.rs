@@ -65,6 +65,15 @@ use crate::odm::model::{FormInstance, Position, TransactionType};
 use crate::printable::Printable;
 use crate::protocol::{Protocol, Registry};
 
+/// The upload batch an ODM message names in its headers (`edc-batch-id`, `edc-batch-size`: see
+/// `broker::inbound`): every version it stores, or its refusal, counts on that batch's receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadBatch {
+    pub id: Uuid,
+    /// The number of form instances in the batch, 1 to `i32::MAX`.
+    pub size: u32,
+}
+
 /// A form instance mapped: the record's identity and context, and what it does to the record.
 /// `Debug` hides the subject, the reason for change and every value.
 #[derive(Clone)]

@@ -2,8 +2,9 @@
 //! makes itself (past a work queue's delivery limit, say) keeps every header its uploader set, so an
 //! `x-edc-*` header proves nothing: an uploader can write `x-edc-error-kind: conflict` on its own
 //! message. What proves a dead letter is edc-ingest's own is its `rejections` row, committed before
-//! the dead letter is published, one per body hash and message id (the `rejections_once` index):
-//! then its kind, reason, attempts, consumer and time come from that row. Without a row, a dead
+//! the dead letter is published, one per body hash, message id and upload batch (the
+//! `rejections_once_per_batch` index; an ODM file imported twice has a row in each batch, and
+//! either proves the letter ours): then its kind, reason, attempts, consumer and time come from that row. Without a row, a dead
 //! letter is the broker's (its latest `x-death` reason: the broker puts the entry of the death it
 //! just caused first) or unknown, and its `x-edc-*` headers are someone else's.
 //!
@@ -84,14 +85,14 @@ impl Origin {
     }
 }
 
-/// The key of a letter's row: its body's SHA-256 (hex) and its message id, `""` for none (as the
-/// `rejections_once` index has it).
+/// The key of a letter's rows: its body's SHA-256 (hex) and its message id, `""` for none (the
+/// leading columns of the `rejections_once_per_batch` index).
 pub(super) type Key = (String, String);
 
 /// Letters looked up in one query, at most: bounds the query's size whatever `--limit` is.
 pub(super) const LOOKUP_BATCH: usize = 500;
 
-/// The `rejections` rows of these keys, in one query (the `rejections_once` index answers it).
+/// The `rejections` rows of these keys, in one query (the `rejections_once_per_batch` index answers it).
 pub(super) async fn look_up(
     db: &tokio_postgres::Client,
     keys: &[Key],
