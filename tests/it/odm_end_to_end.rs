@@ -290,6 +290,26 @@ async fn batch_headers_are_read_as_hostile_and_a_resent_message_counts_once() {
     let (expected, accepted, _, duplicates, dead) = receipt(&env, other).await;
     assert_eq!((expected, accepted, duplicates), (1, 0, 0));
     assert_eq!(dead, serde_json::json!({"invalid": 1}));
+
+    // Act: the stored form removed, in a batch of its own.
+    let removal = String::from_utf8(one_form("120")).unwrap().replace(
+        r#"<FormData FormOID="F.VS">"#,
+        r#"<FormData FormOID="F.VS" TransactionType="Remove">"#,
+    );
+    let third = "1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e";
+    let removed = [("edc-batch-id", text_value(third)), size(1)];
+    env.publish_with(removal.as_bytes(), batch_props("m-5", &removed))
+        .await;
+    daemon.wait_settled(7, WAIT).await;
+
+    // Assert: a version `removed` is stored, and counts on its receipt as accepted.
+    let (expected, accepted, queried, duplicates, dead) = receipt(&env, third).await;
+    assert_eq!((expected, accepted, queried, duplicates), (1, 1, 0, 0));
+    assert_eq!(dead, serde_json::json!({}));
+    let status = env
+        .count("SELECT count(*) FROM crf_records WHERE subject = 'S-009' AND version = 2 AND status = 'removed'")
+        .await;
+    assert_eq!(status, 1);
     daemon.stop().await;
     env.cleanup().await;
 }

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{OdmForm, Refusal};
-use crate::odm::clinical::FormError;
 
 /// See the module's text. Serialises as the import report's JSON counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -49,11 +48,6 @@ impl Tally {
             }
             Err(refusal) => *self.refused.entry(refusal.code).or_default() += 1,
         }
-    }
-
-    /// Counts a form instance the reader refused.
-    pub fn add_read_error(&mut self, error: &FormError) {
-        *self.refused.entry(error.problem.code()).or_default() += 1;
     }
 
     /// Forms mapped (all studies).
