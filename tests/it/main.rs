@@ -17,6 +17,7 @@ mod listener;
 mod liveness;
 mod odm_end_to_end;
 mod odm_import;
+mod odm_real;
 mod odm_store;
 mod operations;
 mod outcomes;
