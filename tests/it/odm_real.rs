@@ -204,7 +204,7 @@ async fn odm_real_redcap_longitudinal_project_is_stored_as_its_values() {
         site: "SITE.IU",
         visit: None,
     };
-    let report = round_trip(&export, &["name", "phone", "dob"], 49).await;
+    let report = round_trip(&export, &["name", "email1", "email2", "phone", "dob"], 49).await;
     assert_eq!(report["published"], 10, "{report}");
 }
 

@@ -229,11 +229,13 @@ pub(super) fn guess(def: &ItemDef, kind: ItemType) -> Option<String> {
 }
 
 /// The lower-case words of a name or a text: cut at every character that is not a letter or a
-/// digit, and where a lower-case letter is followed by an upper-case one (`DateOfBirth`).
+/// digit, where a lower-case letter is followed by an upper-case one (`DateOfBirth`), and between
+/// letters and digits (`email1`, a numbered copy of a field, is `email` and `1`).
 pub(super) fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     let mut prev_lower = false;
+    let mut prev_digit = false;
     for c in text.chars() {
         if !c.is_alphanumeric() {
             if !word.is_empty() {
@@ -242,9 +244,12 @@ pub(super) fn words(text: &str) -> Vec<String> {
             prev_lower = false;
             continue;
         }
-        if c.is_uppercase() && prev_lower && !word.is_empty() {
+        let digit = c.is_numeric();
+        let case_change = c.is_uppercase() && prev_lower;
+        if (case_change || digit != prev_digit) && !word.is_empty() {
             out.push(std::mem::take(&mut word));
         }
+        prev_digit = digit;
         prev_lower = c.is_lowercase();
         word.extend(c.to_lowercase());
     }

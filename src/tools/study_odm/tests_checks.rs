@@ -228,6 +228,8 @@ fn phi_guesses_by_name_oid_and_question_are_conservative() {
         ("MRN", "text", ""),
         ("Medical record number", "integer", ""),
         ("Geburtsdatum", "date", ""),
+        ("email1", "text", ""),
+        ("phone2", "text", ""),
     ] {
         assert!(guess(name, dt, question), "{name} ({dt}) should be phi");
     }
@@ -243,6 +245,8 @@ fn phi_guesses_by_name_oid_and_question_are_conservative() {
         ("Country of birth", "text", ""),
         ("Telemetry", "text", ""),
         ("AE term", "text", "Name the adverse event"),
+        ("Telemetry2", "text", ""),
+        ("Street2Test", "boolean", ""),
     ] {
         assert!(
             !guess(name, dt, question),
@@ -265,6 +269,10 @@ fn words_are_cut_at_case_changes_and_punctuation() {
     assert_eq!(phi::words("E-mail address:"), ["e", "mail", "address"]);
     assert_eq!(phi::words("patient's name"), ["patient", "s", "name"]);
     assert_eq!(phi::words("Prénom"), ["prénom"]);
+    // A numbered copy of a field, as REDCap projects name them (email1, email2).
+    assert_eq!(phi::words("email2"), ["email", "2"]);
+    assert_eq!(phi::words("PHONE_2B"), ["phone", "2", "b"]);
+    assert_eq!(phi::words("Ae1Term"), ["ae", "1", "term"]);
 }
 
 #[test]
