@@ -4,7 +4,8 @@
 //! goes through the real binary as an integrator would take it: `study from-odm` into a studies
 //! folder, `check-config` on it unchanged, `odm import`, the daemon storing what it publishes;
 //! then `item_values` must hold every value of the file, in its type's canonical form, as an
-//! oracle reading the file with roxmltree (not with edc-ingest's reader) says (odm_real/oracle.rs).
+//! oracle reading the file with roxmltree (not with edc-ingest's reader) says (odm_real/oracle.rs);
+//! importing it again stores nothing new.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,7 +121,7 @@ fn differences(
 }
 
 /// The whole path for one file, with its oracle: `study from-odm`, `check-config`, `odm import`,
-/// the daemon, `item_values`; `values` is the count of ItemData in the file (the oracle must see
+/// the daemon, `item_values`; then the file imported again stores nothing new; `values` is the count of ItemData in the file (the oracle must see
 /// them all). Returns the import's JSON report.
 async fn round_trip(export: &Export, phi_expected: &[&str], values: usize) -> Value {
     let env = TestEnv::new().await;
@@ -192,6 +193,16 @@ async fn round_trip(export: &Export, phi_expected: &[&str], values: usize) -> Va
             assert_eq!(n, 0, "{key}: its text is in {table}");
         }
     }
+
+    // Act: the same file imported again.
+    let again = edc(&env, &vars, &args);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    daemon.wait_settled(2 * want.forms as u64, WAIT).await;
+
+    // Assert: nothing new is stored, and the values are the same.
+    let stored = env.count("SELECT count(*) FROM crf_records").await;
+    assert_eq!(stored, want.forms as i64, "{}: imported again", export.file);
+    assert_eq!(item_values(&env).await, values, "{}", export.file);
     daemon.stop().await;
     env.cleanup().await;
     report
