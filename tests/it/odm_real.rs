@@ -209,7 +209,7 @@ async fn round_trip(export: &Export, phi_expected: &[&str], values: usize) -> Va
 }
 
 #[tokio::test]
-async fn odm_real_redcap_longitudinal_project_is_stored_as_its_values() {
+async fn redcap_longitudinal_project_is_stored_as_its_values() {
     let export = Export {
         file: "redcap-etl/Visits.REDCap.xml",
         site: "SITE.IU",
@@ -220,7 +220,7 @@ async fn odm_real_redcap_longitudinal_project_is_stored_as_its_values() {
 }
 
 #[tokio::test]
-async fn odm_real_redcap_classic_project_is_stored_as_its_values() {
+async fn redcap_classic_project_is_stored_as_its_values() {
     // A classic project: no sites, no events; its repeating instrument is 5 form repeats.
     let export = Export {
         file: "redcap-etl/MultipleRootInstruments.REDCap.xml",
@@ -232,7 +232,7 @@ async fn odm_real_redcap_classic_project_is_stored_as_its_values() {
 }
 
 #[tokio::test]
-async fn odm_real_odmlib_snapshot_is_stored_as_its_values() {
+async fn odmlib_snapshot_is_stored_as_its_values() {
     // Its one site is an AdminData Location no SubjectData refers to: --site names it.
     let export = Export {
         file: "odmlib/odm-data-snapshot.xml",
@@ -244,7 +244,7 @@ async fn odm_real_odmlib_snapshot_is_stored_as_its_values() {
 }
 
 #[tokio::test]
-async fn odm_real_cdisc_matrix_example_in_the_odm_2_shape_is_refused_whole() {
+async fn cdisc_matrix_example_in_the_odm_2_shape_is_refused_whole() {
     // CDISC's example declares ODM 1.3.2 but has the ODM 2.0 shape (an ItemGroupDef of Type
     // Form, ItemGroupData under StudyEventData): refused whole, as documented, by both commands.
     let env = TestEnv::new().await;
