@@ -13,7 +13,9 @@
 //! 5. sustained: the highest paced publish rate the daemon keeps up with, the latency at half, and
 //!    the outbox relay's lag throughout;
 //! 6. memory: peak RSS on a small backlog and on a large one;
-//! 7. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`.
+//! 7. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`;
+//! 8. ODM: `odm import` of a generated ODM file (MB/s, forms/s, peak RSS), and the daemon draining
+//!    its ODM messages beside as many JSON records and a backlog of both.
 //!
 //! Prints one table (figures, targets, ratios) and writes `results.json`, `results.md`,
 //! `workers.svg` and the daemons' logs to `target/bench/<UTC timestamp>/`. Each stage uses its own
@@ -48,6 +50,8 @@ mod lone;
 mod machine;
 #[path = "throughput/memory.rs"]
 mod memory;
+#[path = "throughput/odm.rs"]
+mod odm;
 #[path = "throughput/params.rs"]
 mod params;
 #[path = "throughput/relay.rs"]
@@ -134,6 +138,7 @@ pub struct Results {
     pub memory_default: Measured<memory::Memory>,
     pub memory_best: Measured<memory::Memory>,
     pub workers: Vec<endtoend::SweepPoint>,
+    pub odm: Measured<odm::Odm>,
     /// The printed table.
     pub rows: Vec<report::Row>,
 }
@@ -324,6 +329,12 @@ async fn run(p: Params) -> Result<()> {
         Vec::new()
     };
 
+    let odm = if p.runs("odm") {
+        Measured::from_result(odm::run(&data, p.odm_forms, default, &logs).await)
+    } else {
+        Measured::Skipped
+    };
+
     machine.loadavg_end = machine::loadavg();
     let mut results = Results {
         started_utc: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -348,6 +359,7 @@ async fn run(p: Params) -> Result<()> {
         memory_default,
         memory_best,
         workers,
+        odm,
         rows: Vec::new(),
     };
     results.rows = report::rows(&results);

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::daemon::{self, DaemonConfig};
 use crate::data;
 
-const STAGES: [&str; 9] = [
+const STAGES: [&str; 10] = [
     "broker",
     "db",
     "baseline",
@@ -16,6 +16,7 @@ const STAGES: [&str; 9] = [
     "sustained",
     "memory",
     "workers",
+    "odm",
 ];
 
 /// Sizes and settings of a run.
@@ -46,6 +47,8 @@ pub struct Params {
     pub memory_work_seconds: u64,
     pub sweep_workers: Vec<usize>,
     pub sweep_messages: usize,
+    /// Forms of the ODM stage's generated file (and JSON records drained beside them).
+    pub odm_forms: usize,
 }
 
 impl Params {
@@ -83,6 +86,7 @@ impl Params {
             memory_work_seconds: 30,
             sweep_workers: vec![1, 2, 4, 8, 16, 32, 64],
             sweep_messages: 20_000,
+            odm_forms: if quick { 10_000 } else { 50_000 },
         }
     }
 
@@ -94,7 +98,8 @@ impl Params {
 const USAGE: &str = "\
 usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
-  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,workers
+  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,workers,
+                     odm
   --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
                      (default 16,16,64,2)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);

@@ -111,6 +111,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
             show(&point.result, |d| format!("{} rec/s", int(d.rate))),
         );
     }
+    odm(&mut t, r);
     ratios(&mut t, r);
     let judged: Vec<bool> = t.rows.iter().filter_map(|r| r.met).collect();
     let met = judged.iter().filter(|m| **m).count();
@@ -365,4 +366,58 @@ fn lone(t: &mut Table, r: &Results) {
             meets(m, |x| x.latency.max_ms <= 20.0),
         );
     }
+}
+
+/// The import's peak RSS must not grow with the file: a streaming reader holds one form.
+const ODM_IMPORT_RSS_KIB: u64 = 32 * 1024;
+
+fn odm(t: &mut Table, r: &Results) {
+    t.section("ODM");
+    let n = r.params.odm_forms;
+    t.info(
+        format!("odm import, {} forms generated", int(n as f64)),
+        show(&r.odm, |o| {
+            let i = &o.import;
+            format!(
+                "{} published, {:.1} MB in {:.2} s: {:.1} MB/s, {} forms/s",
+                int(i.published as f64),
+                i.file_bytes as f64 / 1e6,
+                i.seconds,
+                i.mb_per_s,
+                int(i.forms_per_s)
+            )
+        }),
+    );
+    t.judged(
+        "odm import peak RSS".into(),
+        show(&r.odm, |o| mib(o.import.peak_rss_kib)),
+        "<= 32 MiB",
+        meets(&r.odm, |o| o.import.peak_rss_kib <= ODM_IMPORT_RSS_KIB),
+    );
+    let drain = |d: &crate::daemon::Drain| {
+        format!(
+            "{} rec/s, {:.0} us CPU/record, peak RSS {}",
+            int(d.rate),
+            d.cpu_us_per_record,
+            mib(d.peak_rss_kib)
+        )
+    };
+    t.info(
+        "drain of the ODM messages (default)",
+        show(&r.odm, |o| drain(&o.odm_drain)),
+    );
+    t.info(
+        "drain of as many JSON records (default)",
+        show(&r.odm, |o| drain(&o.json_drain)),
+    );
+    t.info(
+        "drain of half JSON, half ODM (default)",
+        show(&r.odm, |o| drain(&o.mixed_drain)),
+    );
+    t.info(
+        "ODM drain rate / JSON drain rate",
+        show(&r.odm, |o| {
+            format!("{:.2}", o.odm_drain.rate / o.json_drain.rate)
+        }),
+    );
 }
