@@ -88,8 +88,11 @@ pub async fn store(
     let latest = tx.prepare_cached(LATEST).await?;
     let mut out = Vec::with_capacity(forms.len());
     for (i, form) in forms.iter().enumerate() {
-        tx.query_one(&lock, &[&form.record_id]).await?;
-        let row = tx.query_opt(&latest, &[&form.record_id]).await?;
+        // Pipelined: both are sent at once and run in the order first polled (tokio-postgres
+        // executes requests in that order), so the read, a statement of its own under READ
+        // COMMITTED, sees whatever committed before the lock was granted. One round trip less.
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&form.record_id];
+        let (_, row) = tokio::try_join!(tx.query_one(&lock, &key), tx.query_opt(&latest, &key))?;
         let own = row.as_ref().is_some_and(|r| {
             r.get::<_, &str>(3) == message.payload_sha256
                 && r.get::<_, Option<&str>>(4) == message.message_id
