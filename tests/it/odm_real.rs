@@ -1,6 +1,7 @@
 //! Real ODM exports, as their sources published them (tests/data/odm/real, each folder with its
 //! SOURCE.md): a REDCap longitudinal project and a REDCap classic project (REDCap-ETL's test
-//! projects), an ODM 1.3.2 snapshot of odmlib's test data, and CDISC's matrix-CRF example. Each
+//! projects), an ODM 1.3.2 snapshot of odmlib's test data, OpenEDC's example project (metadata and
+//! clinical data in two files: odm_real/openedc.rs) and CDISC's matrix-CRF example. Each
 //! goes through the real binary as an integrator would take it: `study from-odm` into a studies
 //! folder, `check-config` on it unchanged, `odm import`, the daemon storing what it publishes;
 //! then `item_values` must hold every value of the file, in its type's canonical form, as an
@@ -15,14 +16,19 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
+#[path = "odm_real/openedc.rs"]
+mod openedc;
 #[path = "odm_real/oracle.rs"]
 mod oracle;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// One real file and what an integrator gives for what it does not say.
+/// One real export and what an integrator gives for what it does not say.
 struct Export {
+    /// The file `odm import` reads.
     file: &'static str,
+    /// The file `study from-odm` reads when the metadata is a file of its own, else `file`.
+    metadata: Option<&'static str>,
     site: &'static str,
     visit: Option<&'static str>,
 }
@@ -42,7 +48,7 @@ fn given(export: &Export) -> Vec<&'static str> {
 
 /// `study from-odm` of the file into `dir`: the items it made `phi` (its `phi:` lines on stderr).
 fn from_odm(env: &TestEnv, export: &Export, dir: &std::path::Path) -> Vec<String> {
-    let file = path(export.file);
+    let file = path(export.metadata.unwrap_or(export.file));
     let out_file = dir.join("study.yaml");
     let mut args = vec![
         "study",
@@ -150,7 +156,11 @@ async fn round_trip(export: &Export, phi_expected: &[&str], values: usize) -> Va
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     let xml = std::fs::read_to_string(&file).unwrap();
-    let want = oracle::expected(&xml, export.visit);
+    let metadata = match export.metadata {
+        Some(m) => std::fs::read_to_string(path(m)).unwrap(),
+        None => xml.clone(),
+    };
+    let want = oracle::expected(&metadata, &xml, export.visit);
     assert_eq!(
         want.values.len(),
         values,
@@ -212,6 +222,7 @@ async fn round_trip(export: &Export, phi_expected: &[&str], values: usize) -> Va
 async fn redcap_longitudinal_project_is_stored_as_its_values() {
     let export = Export {
         file: "redcap-etl/Visits.REDCap.xml",
+        metadata: None,
         site: "SITE.IU",
         visit: None,
     };
@@ -224,6 +235,7 @@ async fn redcap_classic_project_is_stored_as_its_values() {
     // A classic project: no sites, no events; its repeating instrument is 5 form repeats.
     let export = Export {
         file: "redcap-etl/MultipleRootInstruments.REDCap.xml",
+        metadata: None,
         site: "SITE.IU",
         visit: Some("V.ONCE"),
     };
@@ -236,6 +248,7 @@ async fn odmlib_snapshot_is_stored_as_its_values() {
     // Its one site is an AdminData Location no SubjectData refers to: --site names it.
     let export = Export {
         file: "odmlib/odm-data-snapshot.xml",
+        metadata: None,
         site: "ISSS",
         visit: None,
     };

@@ -32,12 +32,14 @@ fn attr<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> {
     node.attribute(name)
 }
 
-/// Reads `xml` (one Study with one MetaDataVersion, and ClinicalData): the rows `item_values` must
-/// hold once every form is stored. `visit` is the visit of forms outside any StudyEventData (the
-/// `--visit` given to the commands).
-pub fn expected(xml: &str, visit: Option<&str>) -> Expected {
-    let doc = roxmltree::Document::parse(xml).expect("the oracle parses the file");
-    let root = doc.root_element();
+/// Reads `metadata` (one Study with one MetaDataVersion) and `clinical` (its ClinicalData; the
+/// same text when one file holds both): the rows `item_values` must hold once every form is
+/// stored. `visit` is the visit of forms outside any StudyEventData (the `--visit` given to the
+/// commands).
+pub fn expected(metadata: &str, clinical: &str, visit: Option<&str>) -> Expected {
+    let doc = roxmltree::Document::parse(metadata).expect("the oracle parses the metadata");
+    let data = roxmltree::Document::parse(clinical).expect("the oracle parses the file");
+    let root = data.root_element();
     let mut items: HashMap<String, ItemType> = HashMap::new();
     let mut repeating: HashMap<String, bool> = HashMap::new();
     for mdv in doc
