@@ -287,13 +287,15 @@ def chart(d):
         rows = list(csv.DictReader(f))
     start = float(open(os.path.join(d, "started")).read())
     faults = [((t - start) / 60, what) for t, what in read_faults(d)]
-    w, left, right, ph, gap, top = 900, 70, 20, 170, 50, 40
+    w, left, right, ph, gap, top = 900, 70, 20, 140, 45, 40
     tmax = max([float(r["elapsed_s"]) / 60 for r in rows] + [1])
     x = lambda m: left + (w - left - right) * m / tmax  # noqa: E731
     panels = [("records stored per second", [("stored/s", "stored_per_s", "#1f77b4", 1)]),
               ("work queue: ready + unacked messages", [("queue", None, "#2ca02c", 1)]),
               ("replica RSS (MiB)", [("replica 1", "r1_rss_kib", "#d62728", 1 / 1024),
-                                     ("replica 2", "r2_rss_kib", "#9467bd", 1 / 1024)])]
+                                     ("replica 2", "r2_rss_kib", "#9467bd", 1 / 1024)]),
+              ("replica open file descriptors", [("replica 1", "r1_fds", "#d62728", 1),
+                                                 ("replica 2", "r2_fds", "#9467bd", 1)])]
     h = top + len(panels) * (ph + gap) + 10
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
            f'<rect width="{w}" height="{h}" fill="white"/>',
@@ -315,13 +317,13 @@ def chart(d):
                     v = float(r[col]) * scale
                 pts.append((float(r["elapsed_s"]) / 60, v))
             data.append((label, color, pts))
-        vmax = max([v for _, _, pts in data for _, v in pts] + [1]) * 1.1
+        vmax = nice(max([v for _, _, pts in data for _, v in pts] + [1]) * 1.05)
         y = lambda v: y0 + ph - ph * v / vmax  # noqa: E731,B023
         svg.append(f'<text x="{left}" y="{y0 - 5}" font-weight="bold">{esc(title)}</text>')
         svg.append(f'<rect x="{left}" y="{y0}" width="{w - left - right}" height="{ph}" fill="none" stroke="#999"/>')
         for k in range(5):
             v = vmax * k / 4
-            svg.append(f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
+            svg.append(f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.{0 if vmax >= 40 else 1}f}</text>')
         for m, what in faults:
             svg.append(f'<line x1="{x(m):.1f}" y1="{y0}" x2="{x(m):.1f}" y2="{y0 + ph}" stroke="#ff7f0e" stroke-dasharray="4,3"/>')
             if i == 0:
@@ -339,6 +341,16 @@ def chart(d):
     svg.append("</svg>")
     with open(os.path.join(d, "chart.svg"), "w") as f:
         f.write("\n".join(svg) + "\n")
+
+
+def nice(v):
+    """The smallest of 1, 2, 4, 6, 8 x 10^n at least v: a round top for an axis of four steps."""
+    step = 10 ** len(str(int(v))) / 100
+    while True:
+        for m in (1, 2, 4, 6, 8):
+            if m * step * 10 >= v:
+                return m * step * 10
+        step *= 10
 
 
 def esc(s):
