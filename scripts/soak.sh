@@ -210,6 +210,13 @@ while [ "$(date +%s)" -lt "$end" ]; do
             cut_replica 1
             ;;
         esac
+        # A server that did not come back (a failed start: a full disk, say) is started again.
+        tries=0
+        until svc status >/dev/null 2>&1 || [ "$tries" -ge 60 ]; do
+            [ "$tries" -gt 0 ] || fault "servers not back after the fault: started again"
+            svc start >>"$dir/services.log" 2>&1 || sleep 5
+            tries=$((tries + 1))
+        done
         n=$((n + 1))
         next=$((next + every))
     fi
