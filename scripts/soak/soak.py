@@ -330,9 +330,16 @@ def chart(d):
                 svg.append(f'<text x="{x(m) + 2:.1f}" y="{y0 + 10}" fill="#ff7f0e" font-size="9" '
                            f'transform="rotate(90 {x(m) + 2:.1f} {y0 + 10})">{esc(what.split(" ")[0])}</text>')
         for j, (label, color, pts) in enumerate(data):
-            if pts:
-                path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
-                svg.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{path}"/>')
+            # A gap of more than two samples (a server down, a replica gone) breaks the line.
+            runs = [[]]
+            for t, v in pts:
+                if runs[-1] and t - runs[-1][-1][0] > 0.25:
+                    runs.append([])
+                runs[-1].append((t, v))
+            for run in runs:
+                path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
+                if path:
+                    svg.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{path}"/>')
             svg.append(f'<text x="{w - right - 5 - 90 * j}" y="{y0 - 5}" text-anchor="end" fill="{color}">{esc(label)}</text>')
         yb = y0 + ph + 14
         for k in range(0, int(tmax) + 1, max(1, int(tmax) // 12)):
