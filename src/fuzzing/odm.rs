@@ -45,14 +45,14 @@ pub fn clinical(data: &[u8]) {
     for read in read_all(data) {
         let Ok(form) = read else { continue };
         // The message path: what `worker::odm` does before the store.
-        if let Ok(mapped) = map(&form, registry, pseudonymizer()) {
-            if !matches!(mapped.delta, OdmDelta::Remove | OdmDelta::Context) {
-                let items = match apply(&Value::Null, &mapped.delta) {
-                    Value::Object(items) => items,
-                    _ => Default::default(),
-                };
-                let _ = validate_items(&mapped.protocol, mapped.context(), items);
-            }
+        if let Ok(mapped) = map(&form, registry, pseudonymizer())
+            && !matches!(mapped.delta, OdmDelta::Remove | OdmDelta::Context)
+        {
+            let items = match apply(&Value::Null, &mapped.delta) {
+                Value::Object(items) => items,
+                _ => Default::default(),
+            };
+            let _ = validate_items(&mapped.protocol, mapped.context(), items);
         }
         // Written back alone, it reads as the same form.
         if let Ok(doc) = crate::odm::write::write(&form) {
