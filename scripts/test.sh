@@ -108,6 +108,27 @@ else
     failed+=("unit tests")
 fi
 
+# The fuzz targets (fuzz/, docs/testing.md#fuzzing), each for EDC_FUZZ_SECONDS (8), from its
+# committed corpus, when the nightly toolchain and cargo-fuzz are there (0: skipped; the first
+# build of fuzz/ costs minutes, later ones seconds); what they find stays in
+# target/fuzz-new/ (the committed corpora are replayed by the unit tests above on any toolchain).
+if [ "${EDC_FUZZ_SECONDS:-8}" = 0 ]; then
+    echo "==> the fuzz targets: skipped (EDC_FUZZ_SECONDS=0)"
+elif cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "==> the fuzz targets: cargo +nightly fuzz run TARGET -- -max_total_time=${EDC_FUZZ_SECONDS:-8}"
+    t0=$(now)
+    fuzz_ok=1
+    for target in $(cd fuzz && cargo +nightly fuzz list); do
+        mkdir -p "target/fuzz-new/$target"
+        (cd fuzz && cargo +nightly fuzz run "$target" "../target/fuzz-new/$target" "corpus/$target" -- \
+            -max_total_time="${EDC_FUZZ_SECONDS:-8}" -print_final_stats=1) ||
+            { fuzz_ok=0; failed+=("fuzz target $target"); }
+    done
+    if [ "$fuzz_ok" = 1 ]; then summary+=("fuzz targets: passed in $(($(now) - t0))s"); fi
+else
+    echo "==> the fuzz targets: skipped (no cargo +nightly fuzz: rustup toolchain install nightly; cargo install cargo-fuzz)"
+fi
+
 for row in $MATRIX; do
     versions=${row%%:*}
     suites=it+chaos

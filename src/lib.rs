@@ -40,6 +40,7 @@
 //! - [`tools`]: the command-line tools: `generate`, `publish`, `batch status`, `dlq`, `status`,
 //!   `healthcheck`.
 //! - [`daemon`]: wiring; [`daemon::run`] runs the daemon until its shutdown token is cancelled.
+//! - `fuzzing`: the fuzz targets' harnesses and oracles (`fuzz/`, docs/testing.md).
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +50,8 @@ pub mod daemon;
 pub mod failure;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod lane;
@@ -70,7 +73,7 @@ pub mod worker;
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
     "fault", "lane", "printable", "config", "tls", "failure", "telemetry", "shutdown", "protocol",
-    "odm", "pipeline", "health", "stats", "store", "broker", "worker", "relay", "http", "tools", "daemon",
+    "odm", "pipeline", "health", "stats", "store", "broker", "worker", "relay", "http", "tools", "daemon", "fuzzing",
 ];
 
 #[cfg(test)]

@@ -295,7 +295,21 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut settings: Settings = layered(file, env)?
+        Self::checked(layered(file, env)?)
+    }
+
+    /// As [`Settings::load_with_env`], with the file's YAML text given: for tests and fuzz targets.
+    #[doc(hidden)]
+    pub fn load_from_str(
+        yaml: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let text = config::File::from_str(yaml, config::FileFormat::Yaml);
+        Self::checked(layers(vec![Box::new(text)], env)?)
+    }
+
+    fn checked(layers: config::Config) -> Result<Settings, ConfigError> {
+        let mut settings: Settings = layers
             .try_deserialize()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         settings.read_password_files()?;
@@ -382,10 +396,7 @@ fn layered(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<config::Config, ConfigError> {
-    let mut builder = config::Config::builder().add_source(config::File::from_str(
-        DEFAULT_YAML,
-        config::FileFormat::Yaml,
-    ));
+    let mut source: Vec<Box<dyn config::Source + Send + Sync>> = Vec::new();
     if let Some(path) = file {
         if !path.is_file() {
             return Err(ConfigError::Load(format!(
@@ -393,8 +404,23 @@ fn layered(
                 path.display()
             )));
         }
-        builder = builder
-            .add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml));
+        let f = config::File::from(path.to_path_buf()).format(config::FileFormat::Yaml);
+        source.push(Box::new(f));
+    }
+    layers(source, env)
+}
+
+/// The defaults, then `file`, then the `EDC__*` variables of `env`.
+fn layers(
+    file: Vec<Box<dyn config::Source + Send + Sync>>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<config::Config, ConfigError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULT_YAML,
+        config::FileFormat::Yaml,
+    ));
+    if !file.is_empty() {
+        builder = builder.add_source(file);
     }
     let env: config::Map<String, String> = env
         .into_iter()

@@ -36,17 +36,36 @@ impl Registry {
             .collect();
         paths.sort();
         let mut problems = Vec::new();
-        let mut registry = Registry::default();
+        let mut texts = Vec::new();
         for path in &paths {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(format!("{name}: {e}"));
-                    continue;
-                }
-            };
-            match Protocol::parse(&text) {
+            match std::fs::read_to_string(path) {
+                Ok(t) => texts.push((name.into_owned(), t)),
+                Err(e) => problems.push(format!("{name}: {e}")),
+            }
+        }
+        if paths.is_empty() {
+            problems.push(format!("no protocol files (*.yaml) in {}", dir.display()));
+        }
+        let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (&n[..], &t[..])).collect();
+        match (Registry::from_texts(&texts), problems.is_empty()) {
+            (Ok(registry), true) => Ok(registry),
+            (Ok(_), false) => Err(problems.join("\n")),
+            (Err(more), _) => {
+                problems.push(more);
+                Err(problems.join("\n"))
+            }
+        }
+    }
+
+    /// [`Registry::load`] of protocol texts already read, each with its file name: the same checks
+    /// (every file parses, no two versions of a study overlap), for tests and fuzz targets.
+    #[doc(hidden)]
+    pub fn from_texts(files: &[(&str, &str)]) -> Result<Registry, String> {
+        let mut problems = Vec::new();
+        let mut registry = Registry::default();
+        for (name, text) in files {
+            match Protocol::parse(text) {
                 Ok(p) => registry
                     .studies
                     .entry(p.study.clone())
@@ -64,9 +83,6 @@ impl Registry {
         }
         warnings.sort();
         registry.warnings = warnings;
-        if paths.is_empty() {
-            problems.push(format!("no protocol files (*.yaml) in {}", dir.display()));
-        }
         if problems.is_empty() {
             Ok(registry)
         } else {

@@ -32,7 +32,8 @@ use crate::store::ingest::Reply;
 mod batch;
 mod properties;
 pub use batch::{BatchRefused, H_BATCH_ID, H_BATCH_SIZE, UploadBatch, upload_batch};
-use properties::published_at;
+#[doc(hidden)]
+pub use properties::published_at;
 pub use properties::{NUL_MESSAGE_ID, reply_fault, storable};
 
 /// A delivery, as the workers see it.

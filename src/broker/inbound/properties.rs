@@ -46,7 +46,8 @@ const OLDEST: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `edc-ingest publish` set it), else the AMQP `timestamp` property (whole seconds, as AMQP defines
 /// it, so a latency read from it is up to a second long). Either is believed only between [`OLDEST`]
 /// before `now` and [`CLOCK_AHEAD`] after it; a time no clock can hold is no time at all.
-pub(super) fn published_at(properties: &BasicProperties, now: SystemTime) -> Option<SystemTime> {
+#[doc(hidden)]
+pub fn published_at(properties: &BasicProperties, now: SystemTime) -> Option<SystemTime> {
     let plausible = |at: SystemTime| {
         let after = now.checked_sub(OLDEST).unwrap_or(UNIX_EPOCH);
         let before = now.checked_add(CLOCK_AHEAD).unwrap_or(now);

@@ -22,6 +22,8 @@
 //! [`printable`](crate::printable::printable): escaped and bounded, in the text and in the JSON.
 //! None of the commands needs the pseudonymisation key.
 
+#[doc(hidden)]
+pub mod fuzz;
 mod list;
 mod origin;
 mod props;

@@ -104,6 +104,11 @@ pub enum Refused {
         "the metadata names no site and defines no study event: give the site its forms come from with --site SITE and the visit they belong to with --visit VISIT"
     )]
     NoSitesNorVisits,
+    /// The Study or the MetaDataVersion has no OID, which the protocol's `study` or `version` is.
+    #[error(
+        "the {0} to convert has no OID (the protocol's study is the Study OID, its version the MetaDataVersion OID): nothing to convert"
+    )]
+    NoOid(&'static str),
     /// The converter's own bug: what it made is not a valid protocol.
     #[error("the protocol converted is not valid (a bug of study from-odm; please report it): {0}")]
     Invalid(String),
@@ -122,6 +127,12 @@ pub fn from_odm<R: BufRead>(
 /// Converts the metadata version `opts` names (or the only one).
 pub fn convert(md: &Metadata, opts: &Options) -> Result<Conversion, Refused> {
     let (study, mdv) = choose(md, opts.metadata_version.as_deref())?;
+    if study.oid.trim().is_empty() {
+        return Err(Refused::NoOid("Study"));
+    }
+    if mdv.oid.trim().is_empty() {
+        return Err(Refused::NoOid("MetaDataVersion"));
+    }
     let mut report = Report::default();
     let mut counts = forms::Counts::default();
     for include in &mdv.includes {

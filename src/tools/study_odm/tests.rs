@@ -360,3 +360,20 @@ fn every_fixture_converts_to_yaml_the_protocol_loader_accepts_unchanged() {
         assert_eq!(forms, made);
     }
 }
+
+/// Found by the `study_from_odm` fuzz target: a MetaDataVersion without an OID became a protocol
+/// without a version, which the converter then called its own bug.
+#[test]
+fn a_study_or_metadata_version_without_an_oid_is_refused_as_such() {
+    let text = std::str::from_utf8(REDCAP).unwrap();
+    let no_mdv = text.replacen("<MetaDataVersion OID=", "<MetaDataVersion X=", 1);
+    assert_eq!(
+        run(no_mdv.as_bytes(), &site_visit()).err(),
+        Some(Refused::NoOid("MetaDataVersion"))
+    );
+    let no_study = text.replacen("<Study OID=", "<Study X=", 1);
+    assert_eq!(
+        run(no_study.as_bytes(), &site_visit()).err(),
+        Some(Refused::NoOid("Study"))
+    );
+}
