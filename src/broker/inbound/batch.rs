@@ -120,7 +120,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::type_complexity)]
     fn every_malformed_header_is_refused_by_name_without_its_value() {
         let planted = "Jane Doe 1957-03-14";
         let id = Uuid::parse_str(ID).unwrap();
