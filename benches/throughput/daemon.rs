@@ -138,11 +138,7 @@ impl Daemon {
     /// Peak resident set size (`VmHWM` in `/proc/<pid>/status`), in KiB.
     pub fn peak_rss_kib(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("no VmHWM in /proc status")
+        vm_hwm_kib(&status).context("no VmHWM in /proc status")
     }
 
     /// SIGTERM, then up to 40 s for the graceful stop (SIGKILL after that).
@@ -382,6 +378,14 @@ pub async fn drain(
         rejected,
         acks_per_record,
     })
+}
+
+/// `VmHWM` of a `/proc/<pid>/status` text, in KiB.
+pub fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// The `acks=` count of the last summary line in a daemon's log.

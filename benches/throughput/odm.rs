@@ -156,7 +156,7 @@ async fn run_import(world: &World, file: &Path, logs: &Path) -> Result<Import> {
         }
         if let Some(kib) = std::fs::read_to_string(&status_path)
             .ok()
-            .and_then(|s| vm_hwm(&s))
+            .and_then(|s| daemon::vm_hwm_kib(&s))
         {
             peak_rss_kib = peak_rss_kib.max(kib);
         }
@@ -180,11 +180,4 @@ async fn run_import(world: &World, file: &Path, logs: &Path) -> Result<Import> {
         forms_per_s: published as f64 / seconds,
         peak_rss_kib,
     })
-}
-
-fn vm_hwm(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
