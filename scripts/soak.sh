@@ -10,15 +10,15 @@
 # unacknowledged messages, consumers: management API), the lag (published - stored - dead-lettered),
 # and the RSS and open descriptors of each replica (/proc). At the end it drains, stops the
 # replicas and audits (scripts/soak/soak.py): every published record stored exactly once, the dead
-# letters exactly the invalid lines, nothing left in the queue, and the slope of RSS and
-# descriptors. It writes samples.csv, faults.log, audit.md and chart.svg, with the logs, to
-# target/soak/<UTC time>-<row>/, and exits 1 if a record was lost or stored twice.
+# letters exactly the invalid lines, nothing left in the queue, RSS and descriptors flat (each half hour's peak), with their
+# slopes. It writes samples.csv, faults.log, audit.md and chart.svg, with the logs, to
+# target/soak/<UTC time>-<row>/, and exits 1 if a record was lost or stored twice or memory was not flat.
 #
 # Usage: scripts/soak.sh [--minutes 60] [--rate N] [--every SECONDS] [--cut SECONDS] [--out DIR]
 #   --minutes  how long to publish (default 60); then up to 5 minutes to drain
 #   --rate     records/s published (default 1000: half the 2,000 msg/s the benchmark's default
 #              configuration kept up with, BENCHMARKS.md runs M and N). A 2-core machine shared
-#              with other work wants less (the runs in docs/soak/ used 100)
+#              with other work wants less (the runs in docs/soak/ used 250 a row)
 #   --every    seconds between faults (default 300)
 #   --cut      seconds a network cut lasts (default 45: past the daemon's two missed 15 s AMQP
 #              heartbeats, so that it gives the connection up and opens another)

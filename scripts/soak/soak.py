@@ -158,6 +158,30 @@ def segments(rows, replica):
     return out
 
 
+FLAT_KIB = 2048  # what the second half's RSS peak may add to the first half's: allocator noise
+
+
+def flat(rows):
+    """Memory and descriptors flat: for each replica process that lived 30 minutes or more, its RSS
+    peak and descriptor maximum in the second half of its life against the first half. A leak makes
+    the second half higher; a step at a fault that is never given back does too, unless the first
+    half already reached it. [(replica, pid, minutes, (rss1, rss2), (fds1, fds2), ok)]"""
+    out = []
+    for replica in (1, 2):
+        for pid, seg in segments(rows, replica):
+            t = [float(r["elapsed_s"]) for r in seg]
+            if t[-1] - t[0] < 1800:
+                continue
+            mid = (t[0] + t[-1]) / 2
+            first = [r for r, x in zip(seg, t) if x < mid]
+            second = [r for r, x in zip(seg, t) if x >= mid]
+            rss = tuple(max(int(r[f"r{replica}_rss_kib"]) for r in h) for h in (first, second))
+            fds = tuple(max(int(r[f"r{replica}_fds"]) for r in h) for h in (first, second))
+            good = rss[1] <= rss[0] + FLAT_KIB and fds[1] <= fds[0]
+            out.append((replica, pid, (t[-1] - t[0]) / 60, rss, fds, good))
+    return out
+
+
 def audit(d):
     chunks = {}
     with open(os.path.join(d, "published.log")) as f:
@@ -226,8 +250,9 @@ def audit(d):
                            max(int(r[f"r{replica}_fds"]) for r in late)))
     faults = read_faults(d)
     elapsed = float(rows[-1]["elapsed_s"]) / 60 if rows else 0
+    halves = flat(rows)
     ok = lost == 0 and dup == 0 and foreign == 0 and wrong_body == 0 and dead_missing == 0 \
-        and dead_unexpected == 0 and left == 0
+        and dead_unexpected == 0 and left == 0 and all(h[-1] for h in halves)
     rate = os.environ.get("SOAK_RATE", "?")
     out = [f"# Soak audit: {env('SOAK_ROW')}", "",
            f"{elapsed:.1f} minutes; publisher at {rate} records/s (chunks of one second, a chunk not "
@@ -249,7 +274,12 @@ def audit(d):
            f"| dead letters of valid lines | {dead_unexpected:,} | 0 | {yes(dead_unexpected == 0)} |",
            f"| messages in the dead-letter queue | {fmt(dlq_messages)} | >= {len(dead):,} | "
            f"{yes(dlq_messages is not None and dlq_messages >= len(dead))} |",
-           f"| messages left in the work queue | {fmt(left)} | 0 | {yes(left == 0)} |", ""]
+           f"| messages left in the work queue | {fmt(left)} | 0 | {yes(left == 0)} |"]
+    for replica, pid, minutes, rss, fds, good in halves:
+        out.append(f"| replica {replica} ({pid}, {minutes:.0f} min): RSS peak and descriptors most, "
+                   f"first half -> second half | {rss[0] / 1024:.1f} -> {rss[1] / 1024:.1f} MiB, "
+                   f"{fds[0]} -> {fds[1]} | at most +{FLAT_KIB // 1024} MiB, no more | {yes(good)} |")
+    out.append("")
     out += ["| replica (pid) | minutes | RSS mean / peak | RSS slope | fds min / max | fd slope |",
             "|---|---|---|---|---|---|"]
     for replica, pid, t0, t1, rss, fds, mean, peak, fmin, fmax in slopes:
