@@ -10,9 +10,10 @@
 # unacknowledged messages, consumers: management API), the lag (published - stored - dead-lettered),
 # and the RSS and open descriptors of each replica (/proc). At the end it drains, stops the
 # replicas and audits (scripts/soak/soak.py): every published record stored exactly once, the dead
-# letters exactly the invalid lines, nothing left in the queue, RSS and descriptors flat (each half hour's peak), with their
-# slopes. It writes samples.csv, faults.log, audit.md and chart.svg, with the logs, to
-# target/soak/<UTC time>-<row>/, and exits 1 if a record was lost or stored twice or memory was not flat.
+# letters exactly the invalid lines, nothing left in the queue, RSS and descriptors flat (each half
+# hour's peak), with their slopes. It writes samples.csv, faults.log, audit.md and chart.svg, with
+# the logs, to target/soak/<UTC time>-<row>/, and exits 1 if a record was lost or stored twice or
+# memory was not flat.
 #
 # Usage: scripts/soak.sh [--minutes 60] [--rate N] [--every SECONDS] [--cut SECONDS] [--out DIR]
 #   --minutes  how long to publish (default 60); then up to 5 minutes to drain
