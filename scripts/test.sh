@@ -109,22 +109,32 @@ else
 fi
 
 # The fuzz targets (fuzz/, docs/testing.md#fuzzing), each for EDC_FUZZ_SECONDS from its committed
-# corpus, when asked (EDC_FUZZ_SECONDS=8, say) and the nightly toolchain and cargo-fuzz are there.
-# Not by default: the first build of fuzz/ (AddressSanitizer, the whole dependency tree) took about
-# 30 minutes on the 2-core development machine, later ones seconds. The committed corpora are
-# replayed by the unit tests above on any toolchain; what a run finds stays in target/fuzz-new/.
+# corpus, when asked (EDC_FUZZ_SECONDS=8, say; CI asks) and the nightly toolchain and cargo-fuzz are
+# there. Built with 16 codegen units (cargo fuzz's default of 1 is for long runs: the build is the
+# cost of a short one) in EDC_FUZZ_TARGET_DIR (default fuzz/target), which CI keeps between runs.
+# Not by default: a first build of fuzz/ (AddressSanitizer, the whole dependency tree) takes minutes
+# (docs/testing.md), later ones about two. The committed corpora are replayed by the unit tests above
+# on any toolchain; what a run finds stays in target/fuzz-new/.
 if [ "${EDC_FUZZ_SECONDS:-0}" = 0 ]; then
     echo "==> the fuzz targets: skipped (set EDC_FUZZ_SECONDS=8 to run each for 8 s with cargo +nightly fuzz)"
 elif cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "==> the fuzz targets: cargo +nightly fuzz run TARGET -- -max_total_time=${EDC_FUZZ_SECONDS}"
     t0=$(now)
     fuzz_ok=1
-    for target in $(cd fuzz && cargo +nightly fuzz list); do
-        mkdir -p "target/fuzz-new/$target"
-        (cd fuzz && cargo +nightly fuzz run "$target" "../target/fuzz-new/$target" "corpus/$target" -- \
-            -max_total_time="${EDC_FUZZ_SECONDS}" -print_final_stats=1) ||
-            { fuzz_ok=0; failed+=("fuzz target $target"); }
-    done
+    fuzz_dir=${EDC_FUZZ_TARGET_DIR:-$PWD/fuzz/target}
+    fuzz_opts=(--codegen-units 16 --target-dir "$fuzz_dir")
+    if (cd fuzz && cargo +nightly fuzz build "${fuzz_opts[@]}"); then
+        echo "    (the fuzz build took $(($(now) - t0))s)"
+        for target in $(cd fuzz && cargo +nightly fuzz list); do
+            mkdir -p "target/fuzz-new/$target"
+            (cd fuzz && cargo +nightly fuzz run "${fuzz_opts[@]}" "$target" "../target/fuzz-new/$target" \
+                "corpus/$target" -- -max_total_time="${EDC_FUZZ_SECONDS}" -print_final_stats=1) ||
+                { fuzz_ok=0; failed+=("fuzz target $target"); }
+        done
+    else
+        fuzz_ok=0
+        failed+=("fuzz build")
+    fi
     if [ "$fuzz_ok" = 1 ]; then summary+=("fuzz targets: passed in $(($(now) - t0))s"); fi
 else
     echo "==> the fuzz targets: skipped (no cargo +nightly fuzz: rustup toolchain install nightly; cargo install cargo-fuzz)"
