@@ -4,7 +4,7 @@
 use serde_json::Map;
 
 use super::parts;
-use crate::config::{SecretUrl, Settings};
+use crate::config::{SecretUrl, Settings, redact_url};
 use crate::pipeline::validate::{RecordContext, validate_items};
 use crate::protocol::{Protocol, Registry};
 
@@ -58,7 +58,10 @@ pub fn config(data: &[u8]) {
     let mut urls: Vec<&SecretUrl> = vec![&settings.amqp.url, &settings.postgres.url];
     urls.extend(settings.postgres.migrate_url.as_ref());
     for url in urls {
-        // What `describe` and `Debug` print of it, and its nodes without their passwords.
+        // What `describe` and `Debug` print of it, and what they print of its nodes without their
+        // passwords: text of the password that shows either way was written elsewhere in the URL
+        // (in a host, a path or a query), where it is not a secret. The query is written back
+        // encoded, so it is compared in the printed form, not as written.
         let shown = format!("{url} {url:?}");
         let parsed: Vec<url::Url> = url
             .nodes()
@@ -70,7 +73,7 @@ pub fn config(data: &[u8]) {
             .map(|p| {
                 let mut b = p.clone();
                 let _ = b.set_password(None);
-                b.to_string()
+                format!("{} {}", b, redact_url(b.as_str()))
             })
             .collect();
         for raw in parsed.iter().filter_map(|p| p.password()) {
