@@ -27,7 +27,7 @@ use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
 use crate::relay::Relay;
 use crate::stats::{Stats, Summary};
-use crate::store::{self, Committer, ConnectError, DbGate, MigrateError};
+use crate::store::{self, Committer, ConnectError, DbGate, MigrateError, WorkerShare};
 use crate::worker::{self, Context, Parts};
 
 /// Runs the daemon until `shutdown` is cancelled; returns the counters.
@@ -68,6 +68,14 @@ pub async fn run_with_stats(
     check_runtime_role(&settings, &shutdown).await?;
 
     let pool = store::pool(&settings.postgres).map_err(runtime)?;
+    // What the pool opens: the committers', the workers' share, the gate's probe and the backlog
+    // gauge's; pool_size stays the cap (Settings::pool_connections).
+    pool.resize(settings.pool_connections());
+    let share = WorkerShare::new(
+        pool.clone(),
+        settings.postgres.worker_connections,
+        settings.postgres.acquire_timeout,
+    );
     stats.before_scrape({
         let (pool, gauges) = (pool.clone(), stats.pool.clone());
         move || {
@@ -84,6 +92,7 @@ pub async fn run_with_stats(
     let gate = Arc::new(DbGate::new(stats.clone()));
     let (committer, committers) = Committer::start(
         pool.clone(),
+        share.clone(),
         settings.committers,
         settings.workers,
         pseudonymizer.key_id().to_string(),
@@ -101,7 +110,7 @@ pub async fn run_with_stats(
         settings: settings.clone(),
         registry,
         pseudonymizer,
-        pool: pool.clone(),
+        share,
         committer,
         settler: settler.clone(),
         stats: stats.clone(),
@@ -286,7 +295,27 @@ async fn check_runtime_role(
     };
     let identity = store::role::identity(&db).await;
     let checked = store::role::check(&db).await;
+    let room = store::role::connection_room(&db).await;
     db.close().await;
+    // What this replica opens (Settings::pool_connections, and the relay's) against what the
+    // server has left: a warning, since other replicas may be stopping or the pool may never fill.
+    let opens = settings.pool_connections() as i64 + 1;
+    match room {
+        Ok(room) if room < opens => warn!(
+            room,
+            opens,
+            "PostgreSQL accepts {room} more connections now and this replica opens up to {opens} \
+             (committers + postgres.worker_connections + 2, and the event relay's): raise \
+             max_connections, or lower committers or postgres.worker_connections; a refused \
+             connection closes the database gate until one is free"
+        ),
+        Ok(room) => info!(
+            room,
+            opens,
+            "PostgreSQL connections: this replica opens up to {opens}, the server accepts {room} more now"
+        ),
+        Err(e) => warn!(error = %e, "could not read how many connections PostgreSQL accepts"),
+    }
     match identity.map(|i| i.verdict(pg.allow_owner_runtime)) {
         Ok(store::role::Verdict::Refused(why)) => return Err(Failure::setup(why)),
         Ok(store::role::Verdict::OwnerAllowed(warning)) => warn!("{warning}"),

@@ -11,7 +11,7 @@ import yaml
 # The settings that size a daemon. A manifest or the compose file that sets one must give it
 # config/default.yaml's value, so that a changed default is never shadowed by a stale copy. Another
 # value is a choice, said on its line of a settings file: `workers: 32  # not the default: why`.
-TUNING = ("workers", "postgres.pool_size", "batch_size", "committers")
+TUNING = ("workers", "postgres.pool_size", "postgres.worker_connections", "batch_size", "committers")
 CHOSEN = "# not the default"
 
 

@@ -98,7 +98,7 @@ CASES = [
      lambda r: sub(r, f"{K8S}/components/keda/kustomization.yaml", r"^patches:(\n  .*)*\n?", ""),
      "KEDA manages the replica count"),
     ("Kubernetes: a KEDA cap past the database's connections", "kubernetes",
-     lambda r: edit(r, f"{K8S}/components/keda/scaledobject.yaml", "maxReplicaCount: 4", "maxReplicaCount: 6"),
+     lambda r: edit(r, f"{K8S}/components/keda/scaledobject.yaml", "maxReplicaCount: 8", "maxReplicaCount: 12"),
      "connection budget exceeded"),
     ("Kubernetes: a manifest no kustomization lists", "kubernetes",
      lambda r: (r / K8S / "base/extra-service.yaml").write_text("apiVersion: v1\nkind: Service\n", encoding="utf-8"),

@@ -82,7 +82,7 @@ def check_settings(repo, render, ctx, report):
     if not unknown:
         report.ok(f"{where}: every key of config.yaml is in config/default.yaml; "
                   + (f"{set_here} sizing setting(s) repeated, each equal to config/default.yaml's"
-                     if set_here else "workers, pool_size, batch_size and committers left to "
+                     if set_here else "workers, pool_size, worker_connections, batch_size and committers left to "
                      "config/default.yaml"))
     return merged(merged(defaults, file_settings), env_settings(literal_env(main)))
 
@@ -278,7 +278,13 @@ def check_keda(render, settings, ctx, report):
     queue = amqp.get("queue")
     urgent = amqp.get("urgent_queue") or f"{queue}.urgent"
     pool = lookup(settings, "postgres.pool_size")
+    share = lookup(settings, "postgres.worker_connections")
+    committers = settings.get("committers")
     workers = settings.get("workers")
+    # What a replica opens (Settings::pool_connections in src/config/mod.rs): one connection per
+    # committer, the workers' share, the gate's probe and the backlog gauge, at most pool_size; and
+    # the outbox relay's, outside the pool.
+    opens = min(pool, committers + share + 2) + 1
     if workers > pool:
         report.fail(f"{render.name} settings", f"workers ({workers}) exceed postgres.pool_size ({pool})")
     dep, _, _ = render.daemon()
@@ -328,9 +334,10 @@ def check_keda(render, settings, ctx, report):
         least = spec.get("minReplicaCount", 0)
         if least > most:
             report.fail(where, f"minReplicaCount {least} > maxReplicaCount {most}")
-        need = (most + surge) * (pool + 1) + 1
+        need = (most + surge) * opens + 1
         budget = ctx["max_connections"] - ctx["reserved_connections"]
-        line = (f"(maxReplicaCount {most} + maxSurge {surge}) x (pool_size {pool} + 1 relay) + 1 migration"
+        line = (f"(maxReplicaCount {most} + maxSurge {surge}) x {opens} a replica (min(pool_size {pool}, "
+                f"committers {committers} + worker_connections {share} + 2) + 1 relay) + 1 migration"
                 f" = {need} connections, PostgreSQL allows {budget} (max_connections {ctx['max_connections']}"
                 f" - {ctx['reserved_connections']} reserved)")
         if need > budget:

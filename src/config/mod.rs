@@ -230,7 +230,12 @@ pub struct PostgresSettings {
     /// Apply pending migrations when the daemon starts. Off where a separate job runs
     /// `edc-ingest migrate` with the owner role.
     pub migrate_on_start: bool,
+    /// The most connections the pool may hold: a cap, which `workers` must not exceed. What the
+    /// pool opens is [`Settings::pool_connections`].
     pub pool_size: usize,
+    /// Connections the workers may hold at once for the statements they run themselves (see
+    /// [`crate::store::WorkerShare`]).
+    pub worker_connections: usize,
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// How long a worker waits for a pooled connection before it counts as a database failure.
@@ -363,19 +368,16 @@ impl Settings {
         Ok(())
     }
 
-    /// Deliveries unacked at once: one per worker, times the batch size.
-    pub fn prefetch(&self) -> usize {
-        self.workers * self.batch_size
-    }
-
     /// A one-line description safe to log: no secret appears in it.
     pub fn describe(&self) -> String {
         format!(
-            "amqp={} queue={} postgres={} pool_size={} workers={} committers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?} http={}",
+            "amqp={} queue={} postgres={} pool_size={} worker_connections={} connections={} workers={} committers={} batch_size={} prefetch={} job_timeout={:?} shutdown_grace={:?} http={}",
             self.amqp.url,
             self.amqp.queue,
             self.postgres.url,
             self.postgres.pool_size,
+            self.postgres.worker_connections,
+            self.pool_connections() + 1,
             self.workers,
             self.committers,
             self.batch_size,

@@ -14,10 +14,37 @@ const DEV: (&str, &str) = ("EDC__DEV_INSECURE_PSEUDONYM_KEY", "true");
 #[test]
 fn defaults_load_with_a_dev_key() {
     let s = Settings::load_with_env(None, env(&[DEV])).unwrap();
-    assert_eq!(s.workers, 16);
+    assert_eq!(s.workers, 128);
     assert_eq!(s.amqp.queue, "edc.records");
     assert_eq!(s.shutdown_grace, Duration::from_secs(25));
-    assert_eq!(s.max_message_bytes, 1024 * 1024);
+    assert_eq!(s.max_message_bytes, 256 * 1024);
+    // What a replica opens: one committer, the workers' share of 4, the gate's probe and the
+    // backlog gauge; the relay's is one more.
+    assert_eq!(s.pool_connections(), 7);
+    assert!(s.workers <= s.postgres.pool_size);
+}
+
+#[test]
+fn the_pool_opens_no_more_than_pool_size() {
+    let s = Settings::load_with_env(
+        None,
+        env(&[
+            DEV,
+            ("EDC__WORKERS", "3"),
+            ("EDC__POSTGRES__POOL_SIZE", "3"),
+            ("EDC__POSTGRES__WORKER_CONNECTIONS", "8"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.pool_connections(), 3);
+    let zero = Settings::load_with_env(
+        None,
+        env(&[DEV, ("EDC__POSTGRES__WORKER_CONNECTIONS", "0")]),
+    );
+    assert!(
+        zero.is_err_and(|e| e.to_string().contains("worker_connections")),
+        "a share of none is refused"
+    );
 }
 
 #[test]

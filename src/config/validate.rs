@@ -1,10 +1,24 @@
-//! The checks of the settings that need no I/O: ranges, and relations between settings.
+//! The checks of the settings that need no I/O: ranges, and relations between settings; and the
+//! figures derived from them (the prefetch, the connections a replica opens).
 
 use std::time::Duration;
 
 use super::{ConfigError, Settings};
 
 impl Settings {
+    /// Deliveries unacked at once: one per worker, times the batch size.
+    pub fn prefetch(&self) -> usize {
+        self.workers * self.batch_size
+    }
+
+    /// The most connections the pool opens: one for each committer, the workers' share
+    /// (`postgres.worker_connections`), and one each for the database gate's probe and the backlog
+    /// gauge; never more than `postgres.pool_size`. The outbox relay holds one more, outside the
+    /// pool: a replica's connections are this plus one.
+    pub fn pool_connections(&self) -> usize {
+        (self.committers + self.postgres.worker_connections + 2).min(self.postgres.pool_size)
+    }
+
     /// Checks that need no I/O: relations between settings and their ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
@@ -16,9 +30,12 @@ impl Settings {
         }
         if self.workers > self.postgres.pool_size {
             return invalid(format!(
-                "workers ({}) must not exceed postgres.pool_size ({}): each worker holds one database connection while it stores a record",
+                "workers ({}) must not exceed postgres.pool_size ({}): the worker set is capped by the connection pool",
                 self.workers, self.postgres.pool_size
             ));
+        }
+        if self.postgres.worker_connections == 0 {
+            return invalid("postgres.worker_connections must be at least 1".into());
         }
         if self.committers == 0 || self.committers > self.postgres.pool_size {
             return invalid(format!(

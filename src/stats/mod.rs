@@ -216,7 +216,7 @@ impl Stats {
         );
         r.register(
             "edc_pool_size",
-            "Database pool size (postgres.pool_size)",
+            "The most connections the database pool opens (pool_connections: the committers, postgres.worker_connections, the gate and the backlog gauge; at most postgres.pool_size)",
             pool.size.clone(),
         );
 

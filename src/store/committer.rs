@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tracing::{debug, error};
 
 use super::ingest::{self, Attempt, OnBusy, Pending, Stored};
-use super::{PersistError, with_retries};
+use super::{PersistError, WorkerShare, with_retries};
 use crate::lane::Lane;
 use crate::stats::Stats;
 
@@ -63,7 +63,8 @@ struct Request {
 pub struct Committer {
     urgent: mpsc::Sender<Request>,
     normal: mpsc::Sender<Request>,
-    pool: Pool,
+    /// For a busy record, stored alone by its worker.
+    share: WorkerShare,
     key_id: Arc<str>,
     stats: Arc<Stats>,
 }
@@ -77,6 +78,7 @@ impl Committer {
     /// `key_id`: the pseudonymisation key's id, stored with every record.
     pub fn start(
         pool: Pool,
+        share: WorkerShare,
         tasks: usize,
         capacity: usize,
         key_id: String,
@@ -102,7 +104,7 @@ impl Committer {
         let committer = Committer {
             urgent,
             normal,
-            pool,
+            share,
             key_id,
             stats,
         };
@@ -133,8 +135,8 @@ impl Committer {
     /// and only this record waits with it. Contention is retried while `deadline` allows.
     pub async fn alone(&self, item: &Pending, deadline: Instant) -> Result<Stored, PersistError> {
         let stored = with_retries(deadline, || async {
-            let client = self.pool.get().await?;
-            ingest::store(&client, &[item], &self.key_id, OnBusy::Wait).await
+            let client = self.share.get().await?;
+            ingest::store(&*client, &[item], &self.key_id, OnBusy::Wait).await
         })
         .await?;
         self.stats.record_group(1);

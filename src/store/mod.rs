@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod odm;
 pub mod retention;
 pub mod role;
+pub mod share;
 pub mod tls;
 
 use std::collections::BTreeSet;
@@ -43,6 +44,7 @@ pub use committer::Committer;
 pub use error::{ConnectError, MigrateError, PersistError};
 pub use gate::DbGate;
 pub use ingest::Stored;
+pub use share::WorkerShare;
 
 mod embedded {
     refinery::embed_migrations!("migrations");

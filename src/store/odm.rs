@@ -19,7 +19,9 @@
 //! forms of one message on the same record are applied in turn (the second sees the first, in
 //! the same transaction).
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::GenericClient;
+
+use super::WorkerShare;
 
 use super::PersistError;
 use super::ingest::{self, Attempt, OdmPart, OnBusy, Pending, Reply, Stored};
@@ -71,18 +73,18 @@ const LOCK: &str = "SELECT lock_record_key($1, 0, true)";
 const LATEST: &str = "SELECT version, items, status, payload_sha256, message_id, batch_id \
                       FROM crf_records WHERE record_id = $1 ORDER BY version DESC LIMIT 1";
 
-/// Stores `forms` in one transaction on a connection of `pool` (see the module's text). A form
+/// Stores `forms` in one transaction on a connection of the workers' share of the pool (see the module's text). A form
 /// refused by validation refuses the message: the transaction is rolled back and the refusal,
 /// naming the form (its position among the message's forms, then its place in the document), is
 /// returned. Errors are the database's (contention is the caller's to retry).
 pub async fn store(
-    pool: &Pool,
+    share: &WorkerShare,
     forms: &[OdmForm],
     message: &Message<'_>,
     pseudonymizer: &Pseudonymizer,
     key_id: &str,
 ) -> Result<Outcome, PersistError> {
-    let mut client = pool.get().await?;
+    let mut client = share.get().await?;
     let tx = client.transaction().await?;
     let lock = tx.prepare_cached(LOCK).await?;
     let latest = tx.prepare_cached(LATEST).await?;
@@ -195,7 +197,7 @@ async fn store_one(
 /// naming its first record and that record's latest version; once per message, in its batch
 /// (see `note_duplicate`; a message without an id is known by its body's hash).
 pub async fn note_unchanged(
-    pool: &Pool,
+    share: &WorkerShare,
     record_id: uuid::Uuid,
     latest: i32,
     message: &Message<'_>,
@@ -209,7 +211,7 @@ pub async fn note_unchanged(
         Some(b) => format!("{}/{id}", b.id),
         None => id,
     };
-    let client = pool.get().await?;
+    let client = share.get().await?;
     let stmt = client
         .prepare_cached("SELECT note_duplicate($1, $2, $3, $4, $5, $6, $7)")
         .await?;

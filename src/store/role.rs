@@ -99,6 +99,23 @@ pub struct Identity {
     pub may_create: bool,
 }
 
+/// Connections the server would still accept from this role's kind of session now:
+/// `max_connections` less the reserved ones (`superuser_reserved_connections`, and
+/// `reserved_connections` from PostgreSQL 16) less the client sessions open, this one not counted.
+pub async fn connection_room(client: &Client) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_connections')::bigint
+                  - current_setting('superuser_reserved_connections')::bigint
+                  - coalesce(current_setting('reserved_connections', true), '0')::bigint
+                  - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+                  + 1",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Reads who the role of `client` is.
 pub async fn identity(client: &Client) -> Result<Identity, tokio_postgres::Error> {
     let row = client

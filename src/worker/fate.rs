@@ -33,7 +33,7 @@ pub async fn of_store(
             // redelivery needs neither, and costs no write.
             if (reupload && record.batch_id.is_some()) || p.reply.is_some() {
                 let noted = with_retries(deadline, || async {
-                    let client = ctx.pool.get().await?;
+                    let client = ctx.share.get().await?;
                     ingest::note_duplicate(&client, &p).await
                 })
                 .await;
@@ -85,7 +85,7 @@ pub async fn reject(ctx: &Context, d: &Inbound, rejected: Rejected, deadline: In
         reply: d.reply.as_ref(),
     };
     let written = with_retries(deadline, || async {
-        let client = ctx.pool.get().await?;
+        let client = ctx.share.get().await?;
         ingest::record_rejection(&client, &row).await
     })
     .await;

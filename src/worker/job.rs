@@ -120,7 +120,7 @@ async fn alone(ctx: &Context, d: Inbound) {
     } else {
         let deadline = Instant::now() + ctx.settings.job_timeout;
         let counted = with_retries(deadline, || async {
-            let client = ctx.pool.get().await?;
+            let client = ctx.share.get().await?;
             crash::count_start(&client, &key, &ctx.instance).await
         })
         .instrument(d.span.clone())
@@ -153,7 +153,7 @@ async fn alone(ctx: &Context, d: Inbound) {
     ctx.settler.settle(d, fate).await;
     if settled_for_good {
         // Best effort: a row left behind only matters if this message crashes us again.
-        if let Ok(client) = ctx.pool.get().await {
+        if let Ok(client) = ctx.share.get().await {
             let _ = crash::forget(&client, &key).await;
         }
     }

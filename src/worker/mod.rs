@@ -14,7 +14,6 @@ pub mod odm;
 
 use std::sync::{Arc, RwLock};
 
-use deadpool_postgres::Pool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -24,15 +23,16 @@ use crate::config::Settings;
 use crate::pipeline::Pseudonymizer;
 use crate::protocol::Registry;
 use crate::stats::Stats;
-use crate::store::{Committer, DbGate};
+use crate::store::{Committer, DbGate, WorkerShare};
 
 /// What every worker shares.
 pub struct Context {
     pub settings: Settings,
     registry: RwLock<Arc<Registry>>,
     pub pseudonymizer: Pseudonymizer,
-    /// For the writes a worker makes itself: rejection rows, crash counts, duplicate notes.
-    pub pool: Pool,
+    /// For the statements a worker runs itself: rejection rows, crash counts, duplicate notes, ODM
+    /// messages (at most `postgres.worker_connections` at once, see [`WorkerShare`]).
+    pub share: WorkerShare,
     /// Stores prepared records, many to a transaction.
     pub committer: Committer,
     pub settler: Arc<Settler>,
@@ -54,7 +54,7 @@ pub struct Parts {
     pub settings: Settings,
     pub registry: Registry,
     pub pseudonymizer: Pseudonymizer,
-    pub pool: Pool,
+    pub share: WorkerShare,
     pub committer: Committer,
     pub settler: Arc<Settler>,
     pub stats: Arc<Stats>,
@@ -71,7 +71,7 @@ impl Context {
             settings: p.settings,
             registry: RwLock::new(Arc::new(p.registry)),
             pseudonymizer: p.pseudonymizer,
-            pool: p.pool,
+            share: p.share,
             committer: p.committer,
             settler: p.settler,
             stats: p.stats,

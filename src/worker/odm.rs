@@ -121,7 +121,7 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
     };
     let key_id = ctx.pseudonymizer.key_id();
     let stored = with_retries(deadline, || {
-        crate::store::odm::store(&ctx.pool, &forms, &message, &ctx.pseudonymizer, key_id)
+        crate::store::odm::store(&ctx.share, &forms, &message, &ctx.pseudonymizer, key_id)
     })
     .await;
     match stored {
@@ -145,7 +145,7 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
                 return fate;
             };
             let noted = with_retries(deadline, || {
-                crate::store::odm::note_unchanged(&ctx.pool, record_id, latest, &message)
+                crate::store::odm::note_unchanged(&ctx.share, record_id, latest, &message)
             })
             .await;
             match noted {

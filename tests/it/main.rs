@@ -5,6 +5,7 @@
 
 mod busy_keys;
 mod cli;
+mod connections;
 mod dead_peers;
 mod delivery_limits;
 mod dlq_trust;
