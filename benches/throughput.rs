@@ -13,12 +13,14 @@
 //! 5. sustained: the highest paced publish rate the daemon keeps up with, the latency at half, and
 //!    the outbox relay's lag throughout;
 //! 6. memory: peak RSS on a small backlog and on a large one;
-//! 7. workers sweep: drain throughput for 1 to 64 workers, drawn as `workers.svg`;
-//! 8. ODM: `odm import` of a generated ODM file (MB/s, forms/s, peak RSS), and the daemon draining
+//! 7. sweep: drain rate, CPU, connections and peak RSS of workers = pool from 4 to 256, then of
+//!    other committers and batch sizes, the first drawn as `sweep.svg`;
+//! 8. fair share: two replicas of the default configuration on one backlog, each one's part;
+//! 9. ODM: `odm import` of a generated ODM file (MB/s, forms/s, peak RSS), and the daemon draining
 //!    its ODM messages beside as many JSON records and a backlog of both.
 //!
 //! Prints one table (figures, targets, ratios) and writes `results.json`, `results.md`,
-//! `workers.svg` and the daemons' logs to `target/bench/<UTC timestamp>/`. Each stage uses its own
+//! `sweep.svg` and the daemons' logs to `target/bench/<UTC timestamp>/`. Each stage uses its own
 //! database and queues (`edc_bench_*`, `edc.bench.*`) and removes them; Ctrl-C cleans up too.
 //!
 //! The modules live in `benches/throughput/`: a `benches/*.rs` file would be auto-discovered by
@@ -62,6 +64,8 @@ mod render;
 mod report;
 #[path = "throughput/report_load.rs"]
 mod report_load;
+#[path = "throughput/share.rs"]
+mod share;
 #[path = "throughput/sustained.rs"]
 mod sustained;
 #[path = "throughput/world.rs"]
@@ -137,7 +141,8 @@ pub struct Results {
     pub sustained_best: Measured<sustained::Sustained>,
     pub memory_default: Measured<memory::Memory>,
     pub memory_best: Measured<memory::Memory>,
-    pub workers: Vec<endtoend::SweepPoint>,
+    pub sweep: Vec<endtoend::SweepPoint>,
+    pub share: Measured<share::Share>,
     pub odm: Measured<odm::Odm>,
     /// The printed table.
     pub rows: Vec<report::Row>,
@@ -323,10 +328,16 @@ async fn run(p: Params) -> Result<()> {
         };
     }
 
-    let workers = if p.runs("workers") {
-        endtoend::sweep(&data, p.sweep_messages, &p.sweep_workers, &logs).await
+    let sweep = if p.runs("sweep") {
+        endtoend::sweep(&data, p.sweep_messages, &p.sweep, &logs).await
     } else {
         Vec::new()
+    };
+
+    let share = if p.runs("share") {
+        Measured::from_result(share::run(&data, p.share_messages, default, &logs).await)
+    } else {
+        Measured::Skipped
     };
 
     let odm = if p.runs("odm") {
@@ -358,7 +369,8 @@ async fn run(p: Params) -> Result<()> {
         sustained_best,
         memory_default,
         memory_best,
-        workers,
+        sweep,
+        share,
         odm,
         rows: Vec::new(),
     };
@@ -369,7 +381,7 @@ async fn run(p: Params) -> Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     std::fs::write(dir.join("results.md"), render::markdown(&results))?;
-    std::fs::write(dir.join("workers.svg"), render::workers_svg(&results))?;
+    std::fs::write(dir.join("sweep.svg"), render::sweep_svg(&results))?;
     println!("{table}");
     println!("results: {}", dir.display());
     Ok(())

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # edc-ingest throughput benchmark: one command, one table, one results folder.
 #
-# Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B[,C]]
+# Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B[,C]] [--sweep W,P,B[,C]/...]
+#                        [--sweep-messages N]
 #
 # In one run, on the same 100,000 generated DEMO-001 records (1 % invalid, 5 % queried), against the
-# local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts. Default
-# configuration: workers 16, pool 16, batch 1 (committers 1); best: workers 16, pool 16, batch 64
+# local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts
+# (EDC_RABBITMQ=4.0 EDC_POSTGRES=17 for the second row of the version matrix). Default
+# configuration: workers 128, pool 128, batch 1 (committers 1); best: workers 64, pool 64, batch 8
 # (committers 1), or --best W,P,B[,C].
 #   1. broker ceiling     a bare lapin consumer that only acks a preloaded 50,000-message quorum-queue
 #                         backlog, at the default and the best configuration's prefetch (16, 1024),
@@ -26,9 +28,14 @@
 #                         with, then p50/p99/max publish-to-commit latency at half that rate; all
 #                         along, the outbox relay's lag (commit to event delivered, p50/p99/max);
 #   6. memory             peak RSS on a 10,000 backlog (drained) and on a 1,000,000 backlog (30 s);
-#   7. workers sweep      drain rate for 1..64 workers, drawn as workers.svg.
+#   7. sweep              drain rate, daemon CPU, PostgreSQL connections and peak RSS of workers =
+#                         pool from 4 to 256 (batch 1), then two committers and batches of 16
+#                         and 64 (--sweep chooses others), drawn as sweep.svg;
+#   8. fair share         two replicas of the default configuration on one 40,000 backlog: each
+#                         one's part;
+#   9. ODM                `odm import` of a generated file, and ODM messages drained beside JSON.
 # It prints one table (figures, targets met or not, multiples of the baseline, ratios end to end /
-# ceiling) and writes results.json, results.md, workers.svg and the logs to
+# ceiling) and writes results.json, results.md, sweep.svg and the logs to
 # target/bench/<UTC timestamp>/.
 #
 # The baseline's Python packages (benches/baseline/requirements.txt, pinned) go into a virtual

@@ -25,11 +25,11 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
-    /// The default configuration, the shape of the deployment card: workers 16, pool 16, batch 1,
-    /// committers 1 (the daemon's default).
+    /// The default configuration (config/default.yaml), the shape of the deployment card: workers
+    /// 128, pool 128, batch 1, committers 1.
     pub const DEFAULT: DaemonConfig = DaemonConfig {
-        workers: 16,
-        pool_size: 16,
+        workers: 128,
+        pool_size: 128,
         batch_size: 1,
         committers: DEFAULT_COMMITTERS,
     };
@@ -37,6 +37,13 @@ impl DaemonConfig {
     /// The broker prefetch the daemon applies: workers x batch_size.
     pub fn prefetch(&self) -> usize {
         self.workers * self.batch_size
+    }
+
+    /// The most PostgreSQL connections the daemon opens with this configuration: the pool's (one
+    /// per committer, the workers' share, the gate's probe, the backlog gauge; at most pool_size)
+    /// and the outbox relay's (`Settings::pool_connections` plus one).
+    pub fn connections_cap(&self) -> usize {
+        (self.committers + DEFAULT_WORKER_CONNECTIONS + 2).min(self.pool_size) + 1
     }
 
     pub fn describe(&self) -> String {
@@ -69,6 +76,9 @@ impl DaemonConfig {
 
 /// The daemon's own default number of committer tasks (config/default.yaml).
 pub const DEFAULT_COMMITTERS: usize = 1;
+
+/// The daemon's own default `postgres.worker_connections` (config/default.yaml).
+pub const DEFAULT_WORKER_CONNECTIONS: usize = 4;
 
 /// The build under test does not accept this configuration (it exited with code 2 at start).
 #[derive(Debug)]
@@ -252,18 +262,40 @@ pub async fn outcomes_exact(db: &tokio_postgres::Client) -> Result<(i64, i64)> {
     Ok((row.get(0), row.get(1)))
 }
 
+/// When every message had its outcome, and the most connections the daemon held meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcomes {
+    pub at: Instant,
+    pub peak_connections: i64,
+}
+
+/// Connections to this client's database other than its own (`pg_stat_activity`): in a world of its
+/// own, the daemon's.
+pub async fn connections(db: &tokio_postgres::Client) -> Result<i64> {
+    Ok(db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// Polls every 50 ms until `n` messages have their outcome; fails if the daemon exits or `timeout`
-/// passes. Returns when it was seen.
+/// passes. Returns when it was seen, with the most connections seen on the way.
 pub async fn wait_outcomes(
     db: &tokio_postgres::Client,
     daemon: &mut Daemon,
     n: u64,
     timeout: Duration,
-) -> Result<Instant> {
+) -> Result<Outcomes> {
     let deadline = Instant::now() + timeout;
     let n = n as i64;
     let mut exact = false;
+    let mut peak_connections = 0;
     loop {
+        peak_connections = peak_connections.max(connections(db).await?);
         // The moment is taken once the (cheap) count answered: conservative by one query.
         let (reached, seen) = if exact {
             let (s, r) = outcomes_exact(db).await?;
@@ -278,7 +310,10 @@ pub async fn wait_outcomes(
             (false, Instant::now())
         };
         if reached {
-            return Ok(seen);
+            return Ok(Outcomes {
+                at: seen,
+                peak_connections,
+            });
         }
         daemon.check_alive()?;
         if seen >= deadline {
@@ -323,6 +358,9 @@ pub struct Drain {
     pub postgres_cpu_us_per_record: f64,
     pub machine_cpu_us_per_record: f64,
     pub peak_rss_kib: u64,
+    /// The most connections to the world's database PostgreSQL showed at once during the drain,
+    /// the bench's own poller left out: the daemon's pool and its outbox relay.
+    pub peak_connections: i64,
     pub stored: i64,
     pub rejected: i64,
     /// Ack frames the daemon sent per message (its summary line's `acks=`; one `multiple` ack
@@ -343,13 +381,13 @@ pub async fn drain(
     let before = CpuSample::now();
     let mut daemon = Daemon::start(world, config, log)?;
     let done = match wait_outcomes(&db, &mut daemon, n, timeout).await {
-        Ok(at) => at,
+        Ok(seen) => seen,
         Err(e) => {
             daemon.stop().await?;
             return Err(e);
         }
     };
-    let seconds = (done - daemon.started).as_secs_f64();
+    let seconds = (done.at - daemon.started).as_secs_f64();
     let cpu_seconds = daemon.cpu_seconds()?;
     let after = CpuSample::now();
     let peak_rss_kib = daemon.peak_rss_kib()?;
@@ -374,6 +412,7 @@ pub async fn drain(
         postgres_cpu_us_per_record: (after.postgres - before.postgres) * 1e6 / n as f64,
         machine_cpu_us_per_record: (after.machine - before.machine) * 1e6 / n as f64,
         peak_rss_kib,
+        peak_connections: done.peak_connections,
         stored,
         rejected,
         acks_per_record,
@@ -390,9 +429,14 @@ pub fn vm_hwm_kib(status: &str) -> Option<u64> {
 
 /// The `acks=` count of the last summary line in a daemon's log.
 fn acks_sent(log: &Path) -> Option<u64> {
+    summary_count(log, "acks")
+}
+
+/// A count (`name=N`) of the last summary line in a daemon's log.
+pub fn summary_count(log: &Path, name: &str) -> Option<u64> {
     let text = std::fs::read_to_string(log).ok()?;
     let summary = text.lines().rev().find(|l| l.contains(" acks="))?;
-    summary::summary_field(summary, "acks")
+    summary::summary_field(summary, name)
 }
 
 #[path = "../../tests/common/summary.rs"]

@@ -53,33 +53,30 @@ pub async fn run(
 
 #[derive(Debug, Serialize)]
 pub struct SweepPoint {
-    pub workers: usize,
+    pub config: DaemonConfig,
     pub result: Measured<Drain>,
 }
 
-/// Drain throughput for each worker count (pool_size = workers, batch_size 1, the default 2
-/// committers, or 1 where the pool has a single connection), each on a fresh world preloaded with
-/// `messages` records.
+/// Drain throughput of each configuration, each on a fresh world preloaded with `messages`
+/// records.
 pub async fn sweep(
     data: &[Message],
     messages: usize,
-    workers: &[usize],
+    configs: &[DaemonConfig],
     logs: &Path,
 ) -> Vec<SweepPoint> {
     let mut points = Vec::new();
-    for &w in workers {
-        let config = DaemonConfig {
-            workers: w,
-            pool_size: w,
-            batch_size: 1,
-            committers: daemon::DEFAULT_COMMITTERS.min(w),
-        };
+    for &config in configs {
+        let label = format!(
+            "{}-{}-{}-{}",
+            config.workers, config.pool_size, config.batch_size, config.committers
+        );
         let r = async {
             let world = World::full("sweep").await?;
             let result = async {
                 data::preload(&world, data, messages, false).await?;
                 let timeout = Duration::from_secs(60 + messages as u64 / 200);
-                let log = logs.join(format!("workers-{w}.log"));
+                let log = logs.join(format!("sweep-{label}.log"));
                 daemon::drain(&world, config, messages as u64, timeout, &log).await
             }
             .await;
@@ -89,13 +86,17 @@ pub async fn sweep(
         .await;
         match &r {
             Ok(d) => eprintln!(
-                "[bench] workers sweep, {w} worker(s): {:.0} records/s",
-                d.rate
+                "[bench] sweep, {}: {:.0} records/s, {:.1} us CPU/record, {} connections at most, peak RSS {:.1} MiB",
+                config.describe(),
+                d.rate,
+                d.cpu_us_per_record,
+                d.peak_connections,
+                d.peak_rss_kib as f64 / 1024.0
             ),
-            Err(e) => eprintln!("[bench] workers sweep, {w} worker(s): failed: {e:#}"),
+            Err(e) => eprintln!("[bench] sweep, {}: failed: {e:#}", config.describe()),
         }
         points.push(SweepPoint {
-            workers: w,
+            config,
             result: Measured::from_result(r),
         });
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::daemon::{self, DaemonConfig};
 use crate::data;
 
-const STAGES: [&str; 10] = [
+const STAGES: [&str; 11] = [
     "broker",
     "db",
     "baseline",
@@ -15,7 +15,8 @@ const STAGES: [&str; 10] = [
     "lone",
     "sustained",
     "memory",
-    "workers",
+    "sweep",
+    "share",
     "odm",
 ];
 
@@ -45,8 +46,12 @@ pub struct Params {
     pub memory_small: usize,
     pub memory_large: usize,
     pub memory_work_seconds: u64,
-    pub sweep_workers: Vec<usize>,
+    /// The configurations the sweep drains, each on a fresh world: workers = pool for a range of
+    /// worker counts (batch 1, the default committers), then other committers and batch sizes.
+    pub sweep: Vec<DaemonConfig>,
     pub sweep_messages: usize,
+    /// The backlog two replicas of the default configuration share.
+    pub share_messages: usize,
     /// Forms of the ODM stage's generated file (and JSON records drained beside them).
     pub odm_forms: usize,
 }
@@ -67,7 +72,7 @@ impl Params {
             best,
             broker_messages: 50_000,
             broker_prefetches: prefetches,
-            db_connections: default.workers,
+            db_connections: 16,
             db_batch: 64,
             db_cap_seconds: 120,
             // The end-to-end stage's backlog: the same records.
@@ -84,8 +89,9 @@ impl Params {
             memory_small: 10_000,
             memory_large: if quick { 200_000 } else { 1_000_000 },
             memory_work_seconds: 30,
-            sweep_workers: vec![1, 2, 4, 8, 16, 32, 64],
-            sweep_messages: 20_000,
+            sweep: default_sweep(),
+            sweep_messages: 30_000,
+            share_messages: 40_000,
             odm_forms: if quick { 10_000 } else { 50_000 },
         }
     }
@@ -95,13 +101,68 @@ impl Params {
     }
 }
 
+/// Workers = pool from 4 to 256 (batch 1, one committer), then two committers and batches of 16 and
+/// 64 at the sizes where they could pay.
+fn default_sweep() -> Vec<DaemonConfig> {
+    let plain = |w: usize, c: usize, b: usize| DaemonConfig {
+        workers: w,
+        pool_size: w,
+        batch_size: b,
+        committers: c,
+    };
+    let mut configs: Vec<DaemonConfig> = [4, 8, 16, 32, 64, 128, 256]
+        .into_iter()
+        .map(|w| plain(w, daemon::DEFAULT_COMMITTERS, 1))
+        .collect();
+    configs.extend([
+        plain(64, 2, 1),
+        plain(128, 2, 1),
+        plain(16, 1, 16),
+        plain(16, 1, 64),
+        plain(64, 1, 16),
+    ]);
+    configs
+}
+
+/// `W,P,B,C` (or `W,P,B`, committers 1): one daemon configuration, checked for the card's limits.
+fn config_arg(v: &str, what: &str) -> Result<DaemonConfig> {
+    let n: Vec<usize> = v
+        .split(',')
+        .map(|x| x.trim().parse())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{what} needs three or four numbers: W,P,B[,C], not `{v}`"))?;
+    let (workers, pool_size, batch_size, committers) = match n[..] {
+        [w, p, b] => (w, p, b, daemon::DEFAULT_COMMITTERS),
+        [w, p, b, c] => (w, p, b, c),
+        _ => bail!("{what} needs three or four numbers: W,P,B[,C], not `{v}`"),
+    };
+    anyhow::ensure!(
+        workers >= 1
+            && workers <= pool_size
+            && batch_size >= 1
+            && committers >= 1
+            && committers <= pool_size,
+        "{what}: need 1 <= workers <= pool_size, batch_size >= 1 and 1 <= committers <= pool_size"
+    );
+    Ok(DaemonConfig {
+        workers,
+        pool_size,
+        batch_size,
+        committers,
+    })
+}
+
 const USAGE: &str = "\
 usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
+                                          [--sweep W,P,B[,C]/...] [--sweep-messages N]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
-  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,workers,
-                     odm
+  --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,sweep,
+                     share,odm
   --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
-                     (default 16,16,64,2)
+                     (committers 1 unless given)
+  --sweep LIST       the configurations the sweep drains, separated by /
+                     (default workers = pool 4..256, then two committers and batches of 16 and 64)
+  --sweep-messages N the backlog each configuration of the sweep drains (default 30,000)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
   EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's);
   EDC_BENCH_PYTHON=PATH the Python with aio-pika and asyncpg for the baseline (scripts/bench.sh sets
@@ -111,11 +172,13 @@ pub fn parse_args() -> Result<Params> {
     let mut quick = false;
     let mut stages: Vec<String> = STAGES.iter().map(|s| s.to_string()).collect();
     let mut best = DaemonConfig {
-        workers: 16,
-        pool_size: 16,
-        batch_size: 64,
+        workers: 64,
+        pool_size: 64,
+        batch_size: 16,
         committers: daemon::DEFAULT_COMMITTERS,
     };
+    let mut sweep = None;
+    let mut sweep_messages = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -131,30 +194,21 @@ pub fn parse_args() -> Result<Params> {
             }
             "--best" => {
                 let v = args.next().context("--best needs W,P,B[,C]")?;
-                let n: Vec<usize> = v
-                    .split(',')
-                    .map(|x| x.trim().parse())
-                    .collect::<Result<_, _>>()
-                    .context("--best needs three or four numbers: W,P,B[,C]")?;
-                let (workers, pool_size, batch_size, committers) = match n[..] {
-                    [w, p, b] => (w, p, b, daemon::DEFAULT_COMMITTERS),
-                    [w, p, b, c] => (w, p, b, c),
-                    _ => bail!("--best needs three or four numbers: W,P,B[,C]"),
-                };
-                anyhow::ensure!(
-                    workers >= 1
-                        && workers <= pool_size
-                        && batch_size >= 1
-                        && committers >= 1
-                        && committers <= pool_size,
-                    "--best: need 1 <= workers <= pool_size, batch_size >= 1 and 1 <= committers <= pool_size"
+                best = config_arg(&v, "--best")?;
+            }
+            "--sweep" => {
+                let v = args
+                    .next()
+                    .context("--sweep needs W,P,B[,C]/W,P,B[,C]/...")?;
+                sweep = Some(
+                    v.split('/')
+                        .map(|c| config_arg(c, "--sweep"))
+                        .collect::<Result<Vec<_>>>()?,
                 );
-                best = DaemonConfig {
-                    workers,
-                    pool_size,
-                    batch_size,
-                    committers,
-                };
+            }
+            "--sweep-messages" => {
+                let v = args.next().context("--sweep-messages needs a number")?;
+                sweep_messages = Some(v.parse().context("--sweep-messages needs a number")?);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -163,5 +217,12 @@ pub fn parse_args() -> Result<Params> {
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
-    Ok(Params::new(quick, best, stages))
+    let mut params = Params::new(quick, best, stages);
+    if let Some(sweep) = sweep {
+        params.sweep = sweep;
+    }
+    if let Some(n) = sweep_messages {
+        params.sweep_messages = n;
+    }
+    Ok(params)
 }

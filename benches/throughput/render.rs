@@ -78,7 +78,7 @@ pub fn markdown(r: &Results) -> String {
         ));
     }
     out.push_str(NOTES);
-    out.push_str("\n![workers sweep](workers.svg)\n");
+    out.push_str("\n![sweep](sweep.svg)\n");
     out
 }
 
@@ -125,18 +125,28 @@ const NOTES: &str = "
   own publisher and poller run on it too. Compare figures from one run with each other.
 ";
 
-/// Drain throughput against the worker count: axes, labels, a polyline with points.
-pub fn workers_svg(r: &Results) -> String {
-    let points: Vec<(usize, f64)> = r
-        .workers
+/// Drain throughput against the worker count, of the sweep's configurations with workers = pool,
+/// batch 1 and the default committers: axes, labels, a polyline with points.
+pub fn sweep_svg(r: &Results) -> String {
+    let line_of: Vec<&crate::endtoend::SweepPoint> = r
+        .sweep
         .iter()
-        .filter_map(|p| p.result.ok().map(|d| (p.workers, d.rate)))
+        .filter(|p| {
+            let c = p.config;
+            c.batch_size == 1
+                && c.workers == c.pool_size
+                && c.committers == crate::daemon::DEFAULT_COMMITTERS
+        })
+        .collect();
+    let points: Vec<(usize, f64)> = line_of
+        .iter()
+        .filter_map(|p| p.result.ok().map(|d| (p.config.workers, d.rate)))
         .collect();
     let (w, h) = (720.0, 420.0);
     let (left, right, top, bottom) = (80.0, 30.0, 50.0, 60.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let ymax = nice_ceiling(points.iter().map(|p| p.1).fold(0.0, f64::max));
-    let all: Vec<usize> = r.workers.iter().map(|p| p.workers).collect();
+    let all: Vec<usize> = line_of.iter().map(|p| p.config.workers).collect();
     let lo = all.iter().copied().min().unwrap_or(1).max(1) as f64;
     let hi = all.iter().copied().max().unwrap_or(1).max(1) as f64;
     let x = |workers: usize| {
@@ -207,10 +217,10 @@ pub fn workers_svg(r: &Results) -> String {
             int(rate)
         ));
     }
-    for p in r.workers.iter().filter(|p| p.result.ok().is_none()) {
+    for p in line_of.iter().filter(|p| p.result.ok().is_none()) {
         s.push_str(&format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#c00\">failed</text>\n",
-            x(p.workers),
+            x(p.config.workers),
             top + ph - 8.0
         ));
     }

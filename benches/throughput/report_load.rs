@@ -180,3 +180,25 @@ pub(crate) fn ratios(t: &mut Table, r: &Results) {
         t.info(label, show(&m, |x| format!("{x:.2}")));
     }
 }
+
+pub(crate) fn share(t: &mut Table, r: &Results) {
+    t.section("fair share");
+    t.judged(
+        format!(
+            "default, two replicas on one backlog of {}: each one's part",
+            int(r.params.share_messages as f64)
+        ),
+        show(&r.share, |s| {
+            format!(
+                "{} and {} ({:.1} % the smaller); {} rec/s together; {} PostgreSQL connections at most",
+                int(s.parts[0] as f64),
+                int(s.parts[1] as f64),
+                s.smaller * 100.0,
+                int(s.rate),
+                s.peak_connections
+            )
+        }),
+        "the smaller >= 40 %",
+        meets(&r.share, |s| s.smaller >= 0.4),
+    );
+}
