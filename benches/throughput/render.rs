@@ -1,5 +1,6 @@
 //! The table rendered for the terminal (aligned text) and for `results.md` (Markdown with notes on
-//! the method), and the workers sweep drawn as an SVG chart (axes, labels, a polyline with points).
+//! the method), and the sweep's worker counts drawn as an SVG chart (axes, labels, a polyline with
+//! points).
 
 use crate::Results;
 use crate::report::int;
