@@ -174,7 +174,7 @@ pub fn parse_args() -> Result<Params> {
     let mut best = DaemonConfig {
         workers: 64,
         pool_size: 64,
-        batch_size: 16,
+        batch_size: 8,
         committers: daemon::DEFAULT_COMMITTERS,
     };
     let mut sweep = None;
