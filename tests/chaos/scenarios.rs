@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use crate::helpers::*;
 use crate::support::*;
 
-/// The broker prefetch with one record per transaction: the default `workers`.
+/// The broker prefetch with one record per transaction, rounded up: the tests run 4 workers.
 const PREFETCH: i64 = 16;
 
 /// The opt-in fast configuration: 64 records per transaction.
