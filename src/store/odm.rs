@@ -21,10 +21,8 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::WorkerShare;
-
-use super::PersistError;
 use super::ingest::{self, Attempt, OdmPart, OnBusy, Pending, Reply, Stored};
+use super::{PersistError, WorkerShare};
 use crate::pipeline::Pseudonymizer;
 use crate::pipeline::Rejected;
 use crate::pipeline::deidentify::Status;
@@ -73,10 +71,10 @@ const LOCK: &str = "SELECT lock_record_key($1, 0, true)";
 const LATEST: &str = "SELECT version, items, status, payload_sha256, message_id, batch_id \
                       FROM crf_records WHERE record_id = $1 ORDER BY version DESC LIMIT 1";
 
-/// Stores `forms` in one transaction on a connection of the workers' share of the pool (see the module's text). A form
-/// refused by validation refuses the message: the transaction is rolled back and the refusal,
-/// naming the form (its position among the message's forms, then its place in the document), is
-/// returned. Errors are the database's (contention is the caller's to retry).
+/// Stores `forms` in one transaction on a connection of the workers' share of the pool (see the
+/// module's text). A form refused by validation refuses the message: the transaction is rolled
+/// back and the refusal, naming the form (its position among the message's forms, then its place
+/// in the document), is returned. Errors are the database's (contention is the caller's to retry).
 pub async fn store(
     share: &WorkerShare,
     forms: &[OdmForm],

@@ -1,11 +1,12 @@
 //! The workers' own connections. Most of a worker's records go to the committers, which hold the
 //! connections that store them; a worker runs a few statements itself: a rejection row, a
 //! duplicate's note, an ODM message's transaction, a record whose key another session holds, the
-//! crash ledger of a redelivered message. Those borrow from the same pool through the [`WorkerShare`], which
-//! lets at most `postgres.worker_connections` of them hold a connection at once. So the connections
-//! a replica opens do not grow with its worker count: at most the committers', the share's, and one
-//! each for the database gate's probe and the backlog gauge (`Settings::pool_connections`), and
-//! the workers can never take the connections the committers need.
+//! crash ledger of a redelivered message. Those borrow from the same pool through the
+//! [`WorkerShare`], which lets at most `postgres.worker_connections` of them hold a connection at
+//! once. So the connections a replica opens do not grow with its worker count: at most the
+//! committers', the share's, and one each for the database gate's probe and the backlog gauge
+//! (`Settings::pool_connections`, the size the pool is given), and the workers can never take the
+//! connections the committers need.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use deadpool_postgres::{Object, Pool, PoolError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The workers' share of the pool, for the workers' own statements: at most `permits` connections at once.
+/// The workers' share of the pool, for their own statements: at most `permits` connections at once.
 #[derive(Clone)]
 pub struct WorkerShare {
     pool: Pool,
@@ -22,7 +23,8 @@ pub struct WorkerShare {
     wait: Duration,
 }
 
-/// A connection of the pool taken through the [`WorkerShare`]; its place in the share is given back with it.
+/// A connection of the pool taken through the [`WorkerShare`]; its place in the share is given back
+/// with it.
 pub struct Borrowed {
     client: Object,
     _permit: OwnedSemaphorePermit,
