@@ -17,7 +17,9 @@
 //!    other committers and batch sizes, the first drawn as `sweep.svg`;
 //! 8. fair share: two replicas of the default configuration on one backlog, each one's part;
 //! 9. ODM: `odm import` of a generated ODM file (MB/s, forms/s, peak RSS), and the daemon draining
-//!    its ODM messages beside as many JSON records and a backlog of both.
+//!    its ODM messages beside as many JSON records and a backlog of both;
+//! 10. before/after (with `--before PATH`): an earlier build and this one drain the same backlog in
+//!     alternating rounds; the medians of each side and their ratio.
 //!
 //! Prints one table (figures, targets, ratios) and writes `results.json`, `results.md`,
 //! `sweep.svg` and the daemons' logs to `target/bench/<UTC timestamp>/`. Each stage uses its own
@@ -30,6 +32,8 @@
 
 #[path = "throughput/baseline.rs"]
 mod baseline;
+#[path = "throughput/before.rs"]
+mod before;
 #[path = "throughput/broker.rs"]
 mod broker;
 #[path = "throughput/cpu.rs"]
@@ -143,6 +147,7 @@ pub struct Results {
     pub memory_best: Measured<memory::Memory>,
     pub sweep: Vec<endtoend::SweepPoint>,
     pub share: Measured<share::Share>,
+    pub before_after: Measured<before::BeforeAfter>,
     pub odm: Measured<odm::Odm>,
     /// The printed table.
     pub rows: Vec<report::Row>,
@@ -340,6 +345,22 @@ async fn run(p: Params) -> Result<()> {
         Measured::Skipped
     };
 
+    // Only with --before: an earlier build to compare with.
+    let before_after = match (&p.before, p.runs("before")) {
+        (Some(bin), true) => Measured::from_result(
+            before::run(
+                &data,
+                p.before_messages,
+                p.before_rounds,
+                bin,
+                default,
+                &logs,
+            )
+            .await,
+        ),
+        _ => Measured::Skipped,
+    };
+
     let odm = if p.runs("odm") {
         Measured::from_result(odm::run(&data, p.odm_forms, default, &logs).await)
     } else {
@@ -371,6 +392,7 @@ async fn run(p: Params) -> Result<()> {
         memory_best,
         sweep,
         share,
+        before_after,
         odm,
         rows: Vec::new(),
     };

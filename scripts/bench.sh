@@ -2,7 +2,7 @@
 # edc-ingest throughput benchmark: one command, one table, one results folder.
 #
 # Usage: scripts/bench.sh [--quick] [--only STAGE,...] [--best W,P,B[,C]] [--sweep W,P,B[,C]/...]
-#                        [--sweep-messages N]
+#                        [--sweep-messages N] [--before REV|PATH] [--before-rounds N]
 #
 # In one run, on the same 100,000 generated DEMO-001 records (1 % invalid, 5 % queried), against the
 # local RabbitMQ and PostgreSQL (durable settings) that scripts/services.sh starts
@@ -33,7 +33,12 @@
 #                         and 64 (--sweep chooses others), drawn as sweep.svg;
 #   8. fair share         two replicas of the default configuration on one 40,000 backlog: each
 #                         one's part;
-#   9. ODM                `odm import` of a generated file, and ODM messages drained beside JSON.
+#   9. ODM                `odm import` of a generated file, and ODM messages drained beside JSON;
+#  10. before/after       only with --before: an earlier build (a commit, built here into
+#                         target/bench-before, or a daemon binary) and this one drain the same 60,000
+#                         messages with the default configuration, in alternating rounds (3 each):
+#                         the medians of each side's rate and CPU a record, and their ratios. The
+#                         first build of a commit takes minutes; e.g. --only before --before HEAD~3.
 # It prints one table (figures, targets met or not, multiples of the baseline, ratios end to end /
 # ceiling) and writes results.json, results.md, sweep.svg and the logs to
 # target/bench/<UTC timestamp>/.
@@ -99,6 +104,41 @@ case ",${only:-baseline}," in
     fi
     ;;
 esac
+
+# --before REV: the release binary of that commit, built from `git archive` in its own folder
+# with its own target folder (kept for the next run), so that this build's binary stays this build's.
+build_before() {
+    local sha root dir
+    if ! sha=$(git rev-parse --verify --quiet "$1^{commit}"); then
+        echo "[bench] --before $1: neither a file nor a commit" >&2
+        return 2
+    fi
+    root=$REPO_ROOT/${CARGO_TARGET_DIR:-target}/bench-before
+    dir=$root/${sha:0:12}
+    if [ ! -x "$dir.edc-ingest" ]; then
+        echo "[bench] building $1 (${sha:0:12}) for the before/after stage" >&2
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        git archive "$sha" | tar -x -C "$dir"
+        (cd "$dir" && CARGO_TARGET_DIR=$root/target cargo build --release --locked --quiet) >&2 ||
+            return 1
+        cp "$root/target/release/edc-ingest" "$dir.edc-ingest"
+        rm -rf "$dir"
+    fi
+    echo "$dir.edc-ingest"
+}
+args=()
+previous=
+for arg in "$@"; do
+    if [ "$previous" = --before ] && [ ! -f "$arg" ]; then
+        bin=$(build_before "$arg") || exit $?
+        args+=("$bin")
+    else
+        args+=("$arg")
+    fi
+    previous=$arg
+done
+set -- "${args[@]}"
 
 started=$(date +%s)
 log=$(mktemp)

@@ -103,8 +103,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon on `world`; its stdout and stderr go to `log`.
     pub fn start(world: &World, config: DaemonConfig, log: &Path) -> Result<Daemon> {
+        Self::start_build(world, &crate::world::binary(), config, log)
+    }
+
+    /// [`Daemon::start`] with another build's binary.
+    pub fn start_build(
+        world: &World,
+        bin: &Path,
+        config: DaemonConfig,
+        log: &Path,
+    ) -> Result<Daemon> {
         let started = Instant::now();
-        let process = launch("edc-ingest")
+        let process = launch(bin, "edc-ingest")
             .args(["run"])
             .envs(world.env())
             .envs(config.env())
@@ -177,8 +187,8 @@ impl Daemon {
 
 /// The binary under test, run from the repository, with none of the caller's `EDC__*` variables
 /// or `RUST_LOG`: nothing from the caller's shell may change the configuration under test.
-fn launch(name: &str) -> Launch {
-    Launch::new(crate::world::binary())
+pub fn launch(bin: &Path, name: &str) -> Launch {
+    Launch::new(bin)
         .name(name)
         .current_dir(crate::world::repo())
         .inherit_env(|k| !k.starts_with("EDC__") && k != "RUST_LOG")
@@ -196,7 +206,7 @@ fn config_refused(code: Option<i32>, config: DaemonConfig, output: &str) -> bool
 /// Whether this build accepts `config`: runs `edc-ingest check-config` with its variables (no
 /// connection is made). Exit code 2 over a setting the build lacks is [`Unsupported`].
 pub async fn probe(config: DaemonConfig) -> Result<()> {
-    let mut check = launch("edc-ingest check-config")
+    let mut check = launch(&crate::world::binary(), "edc-ingest check-config")
         .args(["check-config"])
         .envs([
             (
@@ -377,9 +387,21 @@ pub async fn drain(
     timeout: Duration,
     log: &Path,
 ) -> Result<Drain> {
+    drain_build(world, &crate::world::binary(), config, n, timeout, log).await
+}
+
+/// [`drain`] with another build's binary.
+pub async fn drain_build(
+    world: &World,
+    bin: &Path,
+    config: DaemonConfig,
+    n: u64,
+    timeout: Duration,
+    log: &Path,
+) -> Result<Drain> {
     let db = world.db().await?;
     let before = CpuSample::now();
-    let mut daemon = Daemon::start(world, config, log)?;
+    let mut daemon = Daemon::start_build(world, bin, config, log)?;
     let done = match wait_outcomes(&db, &mut daemon, n, timeout).await {
         Ok(seen) => seen,
         Err(e) => {

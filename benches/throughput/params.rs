@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::daemon::{self, DaemonConfig};
 use crate::data;
 
-const STAGES: [&str; 11] = [
+const STAGES: [&str; 12] = [
     "broker",
     "db",
     "baseline",
@@ -18,6 +18,7 @@ const STAGES: [&str; 11] = [
     "sweep",
     "share",
     "odm",
+    "before",
 ];
 
 /// Sizes and settings of a run.
@@ -54,6 +55,11 @@ pub struct Params {
     pub share_messages: usize,
     /// Forms of the ODM stage's generated file (and JSON records drained beside them).
     pub odm_forms: usize,
+    /// An earlier build's daemon binary: the before/after stage drains the default configuration
+    /// with it and with this build, `before_rounds` times each, `before_messages` a drain.
+    pub before: Option<std::path::PathBuf>,
+    pub before_rounds: usize,
+    pub before_messages: usize,
 }
 
 impl Params {
@@ -93,6 +99,9 @@ impl Params {
             sweep_messages: 30_000,
             share_messages: 40_000,
             odm_forms: if quick { 10_000 } else { 50_000 },
+            before: None,
+            before_rounds: 3,
+            before_messages: 60_000,
         }
     }
 
@@ -155,14 +164,19 @@ fn config_arg(v: &str, what: &str) -> Result<DaemonConfig> {
 const USAGE: &str = "\
 usage: cargo bench --bench throughput -- [--quick] [--only STAGE,...] [--best W,P,B[,C]]
                                           [--sweep W,P,B[,C]/...] [--sweep-messages N]
+                                          [--before PATH] [--before-rounds N]
   --quick            the large memory backlog is 200,000 messages instead of 1,000,000
   --only STAGES      run only these of: broker,db,baseline,e2e,fastlane,lone,sustained,memory,sweep,
-                     share,odm
+                     share,odm,before
   --best W,P,B[,C]   the best configuration: workers, pool_size, batch_size and committers
                      (committers 1 unless given)
   --sweep LIST       the configurations the sweep drains, separated by /
                      (default workers = pool 4..256, then two committers and batches of 16 and 64)
   --sweep-messages N the backlog each configuration of the sweep drains (default 30,000)
+  --before PATH      an earlier build's daemon binary: the before/after stage drains 60,000
+                     messages with the default configuration, with it and with this build, in
+                     alternating rounds (scripts/bench.sh --before REV builds it from a commit)
+  --before-rounds N  rounds of the before/after stage (default 3)
 environment: EDC_TEST_AMQP_URL, EDC_TEST_PG_URL, EDC_TEST_MANAGEMENT_PORT (scripts/services.sh env);
   EDC_BENCH_DAEMON=PATH runs another daemon binary (the schema and the publisher stay this build's);
   EDC_BENCH_PYTHON=PATH the Python with aio-pika and asyncpg for the baseline (scripts/bench.sh sets
@@ -179,6 +193,7 @@ pub fn parse_args() -> Result<Params> {
     };
     let mut sweep = None;
     let mut sweep_messages = None;
+    let (mut before, mut before_rounds) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -210,6 +225,15 @@ pub fn parse_args() -> Result<Params> {
                 let v = args.next().context("--sweep-messages needs a number")?;
                 sweep_messages = Some(v.parse().context("--sweep-messages needs a number")?);
             }
+            "--before" => {
+                let v = args.next().context("--before needs a daemon binary")?;
+                before = Some(std::path::PathBuf::from(v));
+            }
+            "--before-rounds" => {
+                let v = args.next().context("--before-rounds needs a number")?;
+                let n: usize = v.parse().context("--before-rounds needs a number")?;
+                before_rounds = Some(n.max(1));
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -223,6 +247,10 @@ pub fn parse_args() -> Result<Params> {
     }
     if let Some(n) = sweep_messages {
         params.sweep_messages = n;
+    }
+    params.before = before;
+    if let Some(n) = before_rounds {
+        params.before_rounds = n;
     }
     Ok(params)
 }

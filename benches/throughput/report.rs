@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::endtoend::EndToEnd;
-use crate::report_load::{memory, ratios, share, sustained};
+use crate::report_load::{before_after, memory, ratios, share, sustained};
 use crate::{Measured, Params, Results};
 
 #[derive(Clone, Debug, Serialize)]
@@ -125,6 +125,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
     }
     share(&mut t, r);
     odm(&mut t, r);
+    before_after(&mut t, r);
     ratios(&mut t, r);
     let judged: Vec<bool> = t.rows.iter().filter_map(|r| r.met).collect();
     let met = judged.iter().filter(|m| **m).count();

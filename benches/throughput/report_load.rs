@@ -1,6 +1,7 @@
 //! The rows of the load stages in the one table (see `report.rs`): sustained load and the relay's
 //! lag, memory, and the ratios end to end / ceiling.
 
+use crate::before::BeforeAfter;
 use crate::endtoend::EndToEnd;
 use crate::report::{Table, int, meets, mib, show};
 use crate::{Measured, Params, Results};
@@ -200,5 +201,52 @@ pub(crate) fn share(t: &mut Table, r: &Results) {
         }),
         "the smaller >= 40 %",
         meets(&r.share, |s| s.smaller >= 0.4),
+    );
+}
+
+pub(crate) fn before_after(t: &mut Table, r: &Results) {
+    let m = &r.before_after;
+    if matches!(m, crate::Measured::Skipped) {
+        return;
+    }
+    t.section("before / after");
+    let medians = |after: bool| {
+        show(m, move |b| {
+            let side = if after { &b.after } else { &b.before };
+            let x = BeforeAfter::medians(side);
+            format!(
+                "{} rec/s; {:.1} us daemon, {:.1} us PostgreSQL, {:.1} us RabbitMQ, {:.1} us machine CPU a record (medians of {})",
+                int(x.rate),
+                x.daemon_us,
+                x.postgres_us,
+                x.broker_us,
+                x.machine_us,
+                side.len()
+            )
+        })
+    };
+    let what = show(m, |b| {
+        format!(
+            "{}, {} messages a drain",
+            b.config.describe(),
+            int(b.messages as f64)
+        )
+    });
+    t.info("configuration", what);
+    t.info("before (the earlier build)", medians(false));
+    t.info("after (this build)", medians(true));
+    t.info(
+        "after / before",
+        show(m, |b| {
+            let (x, y) = (BeforeAfter::medians(&b.before), BeforeAfter::medians(&b.after));
+            format!(
+                "rate x{:.2}; daemon CPU x{:.2}, PostgreSQL x{:.2}, RabbitMQ x{:.2}, machine x{:.2} a record",
+                y.rate / x.rate,
+                y.daemon_us / x.daemon_us,
+                y.postgres_us / x.postgres_us,
+                y.broker_us / x.broker_us,
+                y.machine_us / x.machine_us
+            )
+        }),
     );
 }

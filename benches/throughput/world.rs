@@ -95,6 +95,35 @@ impl World {
         Self::create(label, true, false).await
     }
 
+    /// An empty database and the daemon's queue topology: for a binary that migrates it itself
+    /// (another build's, whose migrations may differ from this build's).
+    pub async fn unmigrated(label: &str) -> Result<World> {
+        let world = World(kit::world::World::for_bench(label, true));
+        LIVE.lock().expect("registry").push(world.clone());
+        let made = async {
+            let name = world
+                .db_name
+                .as_deref()
+                .context("the world has a database")?;
+            pg(&pg_url())
+                .await?
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .with_context(|| format!("CREATE DATABASE {name}"))?;
+            world
+                .0
+                .declare(&world.settings())
+                .await
+                .map_err(anyhow::Error::msg)
+        }
+        .await;
+        if let Err(e) = made {
+            world.cleanup().await;
+            return Err(e);
+        }
+        Ok(world)
+    }
+
     async fn create(label: &str, db: bool, queues: bool) -> Result<World> {
         let world = World(kit::world::World::for_bench(label, db));
         LIVE.lock().expect("registry").push(world.clone());
