@@ -3,6 +3,8 @@
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// One event of an outbox row, as it is published.
 pub(super) struct Event {
@@ -17,17 +19,39 @@ pub(super) struct Event {
     pub(super) body: String,
 }
 
+/// One element of an outbox row's array as PostgreSQL writes it (`outbox_event`, V7; V13). `headers`
+/// and `body` stay the text PostgreSQL wrote: the body is published as it is.
+#[derive(Deserialize)]
+struct Stored<'a> {
+    event_id: Option<String>,
+    routing_key: Option<String>,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+    #[serde(borrow)]
+    headers: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
 impl Event {
-    pub(super) fn of(row: &tokio_postgres::Row) -> Event {
-        Event {
-            raw: row.get(1),
-            event_id: row.get::<_, Option<String>>(2).unwrap_or_default(),
-            routing_key: row.get::<_, Option<String>>(3).unwrap_or_default(),
-            reply_to: row.get(4),
-            correlation_id: row.get(5),
-            headers: row.get(6),
-            body: row.get::<_, Option<String>>(7).unwrap_or_default(),
-        }
+    /// The events of one outbox row, in order, from the text of its array.
+    pub(super) fn all_of(row: &str) -> Result<Vec<Event>, serde_json::Error> {
+        let elements: Vec<&RawValue> = serde_json::from_str(row)?;
+        elements
+            .into_iter()
+            .map(|element| {
+                let e: Stored = serde_json::from_str(element.get())?;
+                Ok(Event {
+                    raw: element.get().to_string(),
+                    event_id: e.event_id.unwrap_or_default(),
+                    routing_key: e.routing_key.unwrap_or_default(),
+                    reply_to: e.reply_to,
+                    correlation_id: e.correlation_id,
+                    headers: e.headers.map(|h| h.get().to_string()),
+                    body: e.body.map(|b| b.get().to_string()).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// Its kind, safe to log: `callback`, or the routing key of an event (ours, never an
@@ -133,5 +157,41 @@ mod tests {
         assert_eq!(callback.kind().as_ref().unwrap().as_str(), "outcome");
         assert_eq!(callback.correlation_id().as_ref().unwrap().as_str(), "c-1");
         assert!(callback.headers().is_none());
+    }
+
+    #[test]
+    fn a_row_is_split_into_its_events_in_order_each_body_as_postgresql_wrote_it() {
+        // As `events::text` prints an outbox row: the second event a callback with no headers.
+        let row = r#"[{"body": {"type": "record.accepted", "event_id": "e-1", "findings": []}, "headers": {"traceparent": "00-ab-cd-01"}, "reply_to": null, "event_id": "e-1", "routing_key": "record.accepted", "correlation_id": null}, {"body": {"type": "outcome", "outcome": "accepted"}, "headers": null, "reply_to": "edc.reply.s1", "event_id": "e-2", "routing_key": "edc.reply.s1", "correlation_id": "c-9"}]"#;
+        let events = Event::all_of(row).unwrap();
+        assert_eq!(events.len(), 2);
+        let (a, b) = (&events[0], &events[1]);
+        assert_eq!((a.event_id.as_str(), a.kind()), ("e-1", "record.accepted"));
+        assert_eq!(
+            a.body,
+            r#"{"type": "record.accepted", "event_id": "e-1", "findings": []}"#
+        );
+        assert_eq!(
+            a.headers.as_deref(),
+            Some(r#"{"traceparent": "00-ab-cd-01"}"#)
+        );
+        assert!(a.raw.starts_with(r#"{"body": {"type": "record.accepted""#));
+        assert!(a.raw.ends_with(r#""correlation_id": null}"#));
+        assert_eq!(
+            (a.reply_to.as_deref(), a.correlation_id.as_deref()),
+            (None, None)
+        );
+        assert_eq!(b.kind(), "callback");
+        assert_eq!(b.reply_to.as_deref(), Some("edc.reply.s1"));
+        assert_eq!(b.correlation_id.as_deref(), Some("c-9"));
+        assert_eq!(b.headers, None);
+        assert_eq!(b.body, r#"{"type": "outcome", "outcome": "accepted"}"#);
+        // A row before V7 (one event, no headers key) and a row that is not an array.
+        let old = Event::all_of(r#"[{"body": {"x": 1}, "event_id": "e-3", "routing_key": "record.queried", "reply_to": null, "correlation_id": null}]"#).unwrap();
+        assert_eq!(
+            (old[0].headers.as_deref(), old[0].body.as_str()),
+            (None, r#"{"x": 1}"#)
+        );
+        assert!(Event::all_of(r#"{"body": {}}"#).is_err());
     }
 }

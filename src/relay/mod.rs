@@ -75,6 +75,8 @@ enum RelayError {
     Silent { what: &'static str, after: Duration },
     #[error("this connection no longer holds the relay lock")]
     LockLost,
+    #[error("outbox row {0} is not an array of events: {1}")]
+    Malformed(i64, serde_json::Error),
 }
 
 /// What the relay needs: the settings, its connection name, its counters and when to stop.
@@ -211,6 +213,8 @@ impl Relay {
         .await?;
         let tx = bounded("BEGIN", limit, db.transaction()).await?;
         // Rows of both forms: one per transaction (`events`, V7) or one per event (before V7).
+        // Each row comes as the text of its array of events, split here: PostgreSQL converts a row
+        // once instead of taking every event apart field by field (half its cost of a round).
         let claim = tx.query(
             "WITH claimed AS (
                     SELECT id, coalesce(events, jsonb_build_array(jsonb_build_object(
@@ -224,21 +228,21 @@ impl Relay {
                     SELECT id, events, sum(jsonb_array_length(events)) OVER (ORDER BY id)
                                        - jsonb_array_length(events) AS before
                     FROM claimed)
-                 SELECT c.id, e.event::text, e.event->>'event_id', e.event->>'routing_key',
-                        e.event->>'reply_to', e.event->>'correlation_id',
-                        (e.event->'headers')::text, (e.event->'body')::text
-                 FROM sized c, jsonb_array_elements(c.events) WITH ORDINALITY AS e(event, n)
-                 WHERE c.before = 0 OR c.before < $2
-                 ORDER BY c.id, e.n",
+                 SELECT id, events::text FROM sized
+                 WHERE before = 0 OR before < $2
+                 ORDER BY id",
             &[&ROWS, &EVENTS],
         );
         let rows = bounded("claiming rows", limit, claim).await?;
         if rows.is_empty() {
             return Ok((0, 0));
         }
-        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        ids.dedup();
-        let events: Vec<Event> = rows.iter().map(Event::of).collect();
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let mut events: Vec<Event> = Vec::new();
+        for row in &rows {
+            let text: String = row.get(1);
+            events.extend(Event::all_of(&text).map_err(|e| RelayError::Malformed(row.get(0), e))?);
+        }
         let confirms = self.publish(channel, &events).await?;
         let (mut parked, mut callbacks) = (0, 0);
         for (event, confirm) in events.iter().zip(confirms) {
