@@ -32,6 +32,8 @@ pub struct Medians {
     pub postgres_us: f64,
     pub broker_us: f64,
     pub machine_us: f64,
+    /// The daemon's context switches a record (NaN where `/proc` did not show them).
+    pub switches: f64,
 }
 
 impl BeforeAfter {
@@ -51,6 +53,7 @@ impl BeforeAfter {
             postgres_us: median(|d| d.postgres_cpu_us_per_record),
             broker_us: median(|d| d.broker_cpu_us_per_record),
             machine_us: median(|d| d.machine_cpu_us_per_record),
+            switches: median(|d| d.switches_per_record.unwrap_or(f64::NAN)),
         }
     }
 }
@@ -89,11 +92,12 @@ pub async fn run(
             )
             .await?;
             eprintln!(
-                "[bench] before/after, round {round}, {side}: {:.0} records/s, {:.1} us daemon CPU, {:.1} us PostgreSQL, {:.1} us machine a record",
+                "[bench] before/after, round {round}, {side}: {:.0} records/s, {:.1} us daemon CPU, {:.1} us PostgreSQL, {:.1} us machine a record, {:.2} daemon context switches a record",
                 drain.rate,
                 drain.cpu_us_per_record,
                 drain.postgres_cpu_us_per_record,
-                drain.machine_cpu_us_per_record
+                drain.machine_cpu_us_per_record,
+                drain.switches_per_record.unwrap_or(f64::NAN)
             );
             match side {
                 "before" => before.push(drain),

@@ -155,6 +155,18 @@ impl Daemon {
         stat_cpu_seconds(&path).with_context(|| format!("no CPU times in {}", path.display()))
     }
 
+    /// Context switches so far, summed over the daemon's live threads (a thread that has ended
+    /// is not counted); None if `/proc` does not show them.
+    pub fn context_switches(&self) -> Option<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
+        let mut total = 0;
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            total += context_switches(&status)?;
+        }
+        Some(total)
+    }
+
     /// Peak resident set size (`VmHWM` in `/proc/<pid>/status`), in KiB.
     pub fn peak_rss_kib(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
@@ -376,6 +388,10 @@ pub struct Drain {
     /// Ack frames the daemon sent per message (its summary line's `acks=`; one `multiple` ack
     /// settles many deliveries). None if the build does not count them.
     pub acks_per_record: Option<f64>,
+    /// Context switches of all the daemon's threads per message (`voluntary_ctxt_switches` plus
+    /// `nonvoluntary_ctxt_switches` of each `/proc/<pid>/task/*/status`, read just before
+    /// SIGTERM): how often a thread gave up its core, mostly to wait for the next hand-off.
+    pub switches_per_record: Option<f64>,
 }
 
 /// Starts the daemon on a preloaded backlog of `n` messages and measures until all have their
@@ -411,6 +427,7 @@ pub async fn drain_build(
     };
     let seconds = (done.at - daemon.started).as_secs_f64();
     let cpu_seconds = daemon.cpu_seconds()?;
+    let switches = daemon.context_switches();
     let after = CpuSample::now();
     let peak_rss_kib = daemon.peak_rss_kib()?;
     let log_file = daemon.log.clone();
@@ -438,7 +455,19 @@ pub async fn drain_build(
         stored,
         rejected,
         acks_per_record,
+        switches_per_record: switches.map(|s| s as f64 / n as f64),
     })
+}
+
+/// Voluntary plus involuntary context switches of a `/proc/<pid>/task/<tid>/status` text.
+fn context_switches(status: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
 }
 
 /// `VmHWM` of a `/proc/<pid>/status` text, in KiB.

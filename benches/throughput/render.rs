@@ -13,6 +13,32 @@ pub fn met_text(m: Option<bool>) -> &'static str {
     }
 }
 
+/// The met column: `NOT MET (n)` where the n-th reason below the table says why.
+fn met_cells(r: &Results) -> Vec<String> {
+    let mut n = 0;
+    r.rows
+        .iter()
+        .map(|x| match (&x.met, &x.why) {
+            (Some(false), Some(_)) => {
+                n += 1;
+                format!("{} ({n})", met_text(x.met))
+            }
+            _ => met_text(x.met).to_string(),
+        })
+        .collect()
+}
+
+/// The reasons of the targets not met, numbered as in the met column.
+fn reasons(r: &Results) -> Vec<String> {
+    r.rows
+        .iter()
+        .filter(|x| x.met == Some(false))
+        .filter_map(|x| Some(format!("{}, {}: {}", x.section, x.measure, x.why.as_ref()?)))
+        .enumerate()
+        .map(|(i, text)| format!("({}) {text}", i + 1))
+        .collect()
+}
+
 fn header(r: &Results) -> String {
     format!(
         "edc-ingest throughput benchmark, {} (UTC){}",
@@ -24,16 +50,18 @@ fn header(r: &Results) -> String {
 /// The table for the terminal: aligned columns.
 pub fn text(r: &Results) -> String {
     let head = ["section", "measure", "value", "target", "met"];
+    let met = met_cells(r);
     let cells: Vec<[&str; 5]> = r
         .rows
         .iter()
-        .map(|x| {
+        .zip(&met)
+        .map(|(x, met)| {
             [
                 x.section.as_str(),
                 &x.measure,
                 &x.value,
                 &x.target,
-                met_text(x.met),
+                met.as_str(),
             ]
         })
         .collect();
@@ -61,6 +89,12 @@ pub fn text(r: &Results) -> String {
         last = &x.section;
         out.push(line(row));
     }
+    let why = reasons(r);
+    if !why.is_empty() {
+        out.push(String::new());
+        out.push("Why not met:".into());
+        out.extend(why);
+    }
     out.join("\n")
 }
 
@@ -68,15 +102,22 @@ pub fn markdown(r: &Results) -> String {
     let esc = |s: &str| s.replace('|', "\\|");
     let mut out = format!("# {}\n\n", header(r));
     out.push_str("| section | measure | value | target | met |\n|---|---|---|---|---|\n");
-    for x in &r.rows {
+    for (x, met) in r.rows.iter().zip(met_cells(r)) {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
             esc(&x.section),
             esc(&x.measure),
             esc(&x.value),
             esc(&x.target),
-            met_text(x.met)
+            met
         ));
+    }
+    let why = reasons(r);
+    if !why.is_empty() {
+        out.push_str("\n## Why not met\n\n");
+        for reason in why {
+            out.push_str(&format!("- {reason}\n"));
+        }
     }
     out.push_str(NOTES);
     out.push_str("\n![sweep](sweep.svg)\n");
@@ -122,6 +163,9 @@ const NOTES: &str = "
   transactions that started during the highest step kept up with, and the maximum over the stage;
   the target counts as met only if every record event arrived.
 - Memory: `VmHWM` from `/proc/<pid>/status` just before SIGTERM.
+- Context switches: `voluntary_ctxt_switches` plus `nonvoluntary_ctxt_switches` of every thread
+  (`/proc/<pid>/task/*/status`) just before SIGTERM, divided by the messages: how often the
+  daemon's threads gave up a core, mostly to sleep until the next hand-off woke them.
 - The machine is shared: other processes (tests, builds) compete for its two cores, and the bench's
   own publisher and poller run on it too. Compare figures from one run with each other.
 ";

@@ -3,7 +3,7 @@
 
 use crate::before::BeforeAfter;
 use crate::endtoend::EndToEnd;
-use crate::report::{Table, int, meets, mib, show};
+use crate::report::{Table, int, meets, mib, show, why};
 use crate::{Measured, Params, Results};
 
 pub(crate) fn sustained(t: &mut Table, r: &Results) {
@@ -18,6 +18,7 @@ pub(crate) fn sustained(t: &mut Table, r: &Results) {
         ("default", &r.sustained_default, None),
         ("best", &r.sustained_best, Some(12_000)),
     ] {
+        let met = target.and_then(|v| meets(m, |x| x.max_rate >= v));
         t.judged(
             format!(
                 "{label}: highest rate kept up with ({} s steps: {})",
@@ -41,8 +42,10 @@ pub(crate) fn sustained(t: &mut Table, r: &Results) {
                 )
             }),
             target.map_or("", |_| ">= 12,000 msg/s"),
-            target.and_then(|v| meets(m, |x| x.max_rate >= v)),
+            met,
+            why(m, met, |x| sustained_reason(x, r)),
         );
+        let met = meets(m, |x| x.latency.publish_to_commit.p99_ms <= 50.0);
         t.judged(
             format!("{label}: publish-to-commit latency at half that rate, p50 / p99 / max"),
             show(m, |x| {
@@ -57,8 +60,21 @@ pub(crate) fn sustained(t: &mut Table, r: &Results) {
                 )
             }),
             "p99 <= 50 ms",
-            meets(m, |x| x.latency.publish_to_commit.p99_ms <= 50.0),
+            met,
+            why(m, met, |x| {
+                let c = x.config;
+                format!(
+                    "p99 {:.1} ms at {}/s: a record waits for its group (batch {}, {} committer(s)) and the group's commit, on {} cores the publisher, the broker and the database share (load average {} at the run's end)",
+                    x.latency.publish_to_commit.p99_ms,
+                    int(x.latency.rate as f64),
+                    c.batch_size,
+                    c.committers,
+                    r.machine.nproc,
+                    r.machine.loadavg_end
+                )
+            }),
         );
+        let met = meets(m, relay_lag_met);
         t.judged(
             format!(
                 "{label}: outbox relay lag (commit to event delivered) at the highest rate kept up with, p50 / p99 / max"
@@ -90,9 +106,47 @@ pub(crate) fn sustained(t: &mut Table, r: &Results) {
                 format!("{at}; whole stage max {whole}{missing}")
             }),
             "max < 1,000 ms",
-            meets(m, relay_lag_met),
+            met,
+            why(m, met, |x| {
+                let missing = x.relay.expected - x.relay.received as i64;
+                if missing > 0 {
+                    format!(
+                        "{} of {} record events never arrived on the events exchange",
+                        int(missing as f64),
+                        int(x.relay.expected as f64)
+                    )
+                } else {
+                    "the relay fell behind the commits at this rate: its rounds of claim, publish and confirm did not keep up with the transactions".into()
+                }
+            }),
         );
     }
+}
+
+/// Why the best configuration kept up with less than the target: the first step it did not keep
+/// up with, and what the end-to-end drain of the same configuration reached.
+fn sustained_reason(x: &crate::sustained::Sustained, r: &Results) -> String {
+    let step = x.steps.iter().find(|s| !s.kept_up);
+    let at = step.map_or("no step fell behind".to_string(), |s| {
+        let who = match s.limited_by.as_deref() {
+            Some("publisher") => "the bench's publisher could not send at that rate on these cores",
+            _ => "the daemon's backlog grew",
+        };
+        format!(
+            "at {}/s {who} (sent {}/s, {} waiting at the step's end)",
+            int(s.target as f64),
+            int(s.achieved),
+            int(s.backlog_end as f64)
+        )
+    });
+    let drain = match &r.e2e_best {
+        Measured::Ok(e) => format!(
+            "; the same configuration drained a preloaded backlog at {} rec/s, the machine's limit as the end-to-end rows say",
+            int(e.drain.rate)
+        ),
+        _ => String::new(),
+    };
+    format!("{at}{drain}")
 }
 
 /// The relay's lag stayed under 1 s at the highest rate kept up with, and every event arrived.
@@ -107,12 +161,24 @@ pub(crate) fn memory(t: &mut Table, r: &Results) {
     let limit = 48 * 1024;
     t.section("memory");
     for (label, m) in [("default", &r.memory_default), ("best", &r.memory_best)] {
+        let in_flight = |x: &crate::memory::Memory| {
+            format!(
+                "{} deliveries in flight, each with its body, and groups of up to {} records",
+                x.config.prefetch(),
+                x.config.batch_size.max(1) * x.config.committers.max(1)
+            )
+        };
+        let met = meets(m, |x| x.small.peak_rss_kib <= limit);
         t.judged(
             format!("{label}: peak RSS (VmHWM), {small} backlog drained"),
             show(m, |x| mib(x.small.peak_rss_kib)),
             "<= 48 MiB",
-            meets(m, |x| x.small.peak_rss_kib <= limit),
+            met,
+            why(m, met, |x| {
+                format!("{}: {}", mib(x.small.peak_rss_kib), in_flight(x))
+            }),
         );
+        let met = meets(m, |x| x.large.peak_rss_kib <= limit);
         t.judged(
             format!(
                 "{label}: peak RSS, {large} backlog, {} s of work",
@@ -124,13 +190,33 @@ pub(crate) fn memory(t: &mut Table, r: &Results) {
                 format!("{} ({n} processed{drained})", mib(x.large.peak_rss_kib))
             }),
             "<= 48 MiB",
-            meets(m, |x| x.large.peak_rss_kib <= limit),
+            met,
+            why(m, met, |x| {
+                format!("{}: {}", mib(x.large.peak_rss_kib), in_flight(x))
+            }),
         );
+        let met = meets(m, |x| (x.ratio - 1.0).abs() <= 0.10);
         t.judged(
             format!("{label}: peak RSS large / small backlog"),
             show(m, |x| format!("{:.3}", x.ratio)),
             "within 10 %",
-            meets(m, |x| (x.ratio - 1.0).abs() <= 0.10),
+            met,
+            why(m, met, |x| {
+                let more = (x.large.peak_rss_kib as f64 - x.small.peak_rss_kib as f64) / 1024.0;
+                let bound = if x.large.peak_rss_kib <= limit {
+                    "; both under the 48 MiB bound, so a higher point of the same bound, not growth with the backlog"
+                } else {
+                    ""
+                };
+                format!(
+                    "{} against {} ({more:.1} MiB more) with the same {}, over {:.0} s of work against {:.0} s{bound}",
+                    mib(x.large.peak_rss_kib),
+                    mib(x.small.peak_rss_kib),
+                    in_flight(x),
+                    x.large.seconds,
+                    x.small.seconds,
+                )
+            }),
         );
     }
 }
@@ -184,6 +270,7 @@ pub(crate) fn ratios(t: &mut Table, r: &Results) {
 
 pub(crate) fn share(t: &mut Table, r: &Results) {
     t.section("fair share");
+    let met = meets(&r.share, |s| s.smaller >= 0.4);
     t.judged(
         format!(
             "default, two replicas on one backlog of {}: each one's part",
@@ -200,7 +287,13 @@ pub(crate) fn share(t: &mut Table, r: &Results) {
             )
         }),
         "the smaller >= 40 %",
-        meets(&r.share, |s| s.smaller >= 0.4),
+        met,
+        why(&r.share, met, |s| {
+            format!(
+                "the smaller took {:.1} %: one replica's consumer held the broker's deliveries ahead of the other's",
+                s.smaller * 100.0
+            )
+        }),
     );
 }
 
@@ -215,12 +308,13 @@ pub(crate) fn before_after(t: &mut Table, r: &Results) {
             let side = if after { &b.after } else { &b.before };
             let x = BeforeAfter::medians(side);
             format!(
-                "{} rec/s; {:.1} us daemon, {:.1} us PostgreSQL, {:.1} us RabbitMQ, {:.1} us machine CPU a record (medians of {})",
+                "{} rec/s; {:.1} us daemon, {:.1} us PostgreSQL, {:.1} us RabbitMQ, {:.1} us machine CPU a record; {:.2} daemon context switches a record (medians of {})",
                 int(x.rate),
                 x.daemon_us,
                 x.postgres_us,
                 x.broker_us,
                 x.machine_us,
+                x.switches,
                 side.len()
             )
         })
@@ -240,12 +334,13 @@ pub(crate) fn before_after(t: &mut Table, r: &Results) {
         show(m, |b| {
             let (x, y) = (BeforeAfter::medians(&b.before), BeforeAfter::medians(&b.after));
             format!(
-                "rate x{:.2}; daemon CPU x{:.2}, PostgreSQL x{:.2}, RabbitMQ x{:.2}, machine x{:.2} a record",
+                "rate x{:.2}; daemon CPU x{:.2}, PostgreSQL x{:.2}, RabbitMQ x{:.2}, machine x{:.2} a record; context switches x{:.2}",
                 y.rate / x.rate,
                 y.daemon_us / x.daemon_us,
                 y.postgres_us / x.postgres_us,
                 y.broker_us / x.broker_us,
-                y.machine_us / x.machine_us
+                y.machine_us / x.machine_us,
+                y.switches / x.switches
             )
         }),
     );
