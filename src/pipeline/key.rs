@@ -55,7 +55,7 @@ impl Pseudonymizer {
         let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
         let mut id = mac.clone();
         id.update(b"edc-ingest key id v1");
-        let key_id = hex::encode(&id.finalize().into_bytes()[..8]);
+        let key_id = super::hex(&id.finalize().into_bytes()[..8]);
         Ok(Pseudonymizer { mac, key_id })
     }
 
@@ -126,7 +126,7 @@ impl Pseudonymizer {
         mac.update(field.as_bytes());
         mac.update(&[0x1f]);
         mac.update(normalised.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        super::hex(&mac.finalize().into_bytes())
     }
 }
 

@@ -97,4 +97,9 @@ proptest! {
     fn near_valid_records_never_leak_identifiers(v in arb_record()) {
         check_no_leak(&serde_json::to_vec(&v).unwrap())?;
     }
+
+    #[test]
+    fn hex_is_the_lower_case_hex_of_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+        prop_assert_eq!(super::hex(&bytes), hex::encode(&bytes));
+    }
 }

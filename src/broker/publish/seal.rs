@@ -49,7 +49,7 @@ impl Seal {
     pub fn seal(&self, headers: &mut FieldTable, message: Bound<'_>) -> bool {
         match self.mac(headers, message) {
             Some(mac) => {
-                headers.insert(H_SEAL.into(), super::text(&hex::encode(mac)));
+                headers.insert(H_SEAL.into(), super::text(&crate::pipeline::hex(&mac)));
                 true
             }
             None => false,
@@ -68,7 +68,7 @@ impl Seal {
         let Some(expected) = self.mac(headers, message) else {
             return Sealed::default();
         };
-        let expected = hex::encode(expected);
+        let expected = crate::pipeline::hex(&expected);
         // Fixed-length hex; the lengths are compared first, then every byte.
         if given.len() != expected.len() || !constant_time_eq(given, expected.as_bytes()) {
             return Sealed::default();

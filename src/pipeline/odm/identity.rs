@@ -65,7 +65,7 @@ pub fn subject(key: &str, mode: SubjectKey, pseudonymizer: &Pseudonymizer) -> St
         SubjectKey::Keep => key.to_string(),
         SubjectKey::Pseudonymise => format!(
             "{PSEUDONYM_PREFIX}{}",
-            pseudonymizer.pseudonym(SUBJECT_KEY_FIELD, &hex::encode(key.as_bytes()))
+            pseudonymizer.pseudonym(SUBJECT_KEY_FIELD, &crate::pipeline::hex(key.as_bytes()))
         ),
     }
 }
