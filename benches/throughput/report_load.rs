@@ -141,7 +141,7 @@ fn sustained_reason(x: &crate::sustained::Sustained, r: &Results) -> String {
     });
     let drain = match &r.e2e_best {
         Measured::Ok(e) => format!(
-            "; the same configuration drained a preloaded backlog at {} rec/s, the machine's limit as the end-to-end rows say",
+            "; the same configuration drained a preloaded backlog at {} rec/s with no publisher sharing the cores (the end-to-end rows say what bounds that)",
             int(e.drain.rate)
         ),
         _ => String::new(),
