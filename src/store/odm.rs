@@ -1,5 +1,7 @@
-//! The form instances of one ODM message into PostgreSQL: all in one transaction, each version
-//! decided inside it.
+//! The form instances of one ODM message into PostgreSQL. A message of one form goes with the
+//! committer's group ([`store_grouped`]: its version decided optimistically, decided again when
+//! another writer stored it first); a message of several forms, or a withdrawal, is stored in one
+//! transaction of its own, each version decided inside it ([`store`]):
 //!
 //! ```text
 //! BEGIN
@@ -18,11 +20,19 @@
 //! both cannot store the same next version, and a re-import finds its own content stored. Two
 //! forms of one message on the same record are applied in turn (the second sees the first, in
 //! the same transaction).
+//!
+//! A message of one form takes no record lock. Two writers of one record may decide the same next
+//! version; its natural key (record_id, version) lets one store it, and the other, told duplicate
+//! or conflict, reads that version and decides against it, which is what queuing on the lock
+//! would have come to. Writers of either kind meet on that key, so they may run side by side (a
+//! rolling upgrade included).
 
 use deadpool_postgres::GenericClient;
+use tokio::time::Instant;
 
 use super::ingest::{self, Attempt, OdmPart, OnBusy, Pending, Reply, Stored};
-use super::{PersistError, WorkerShare};
+use super::{Committer, PersistError, WorkerShare, with_retries};
+use crate::lane::Lane;
 use crate::pipeline::Pseudonymizer;
 use crate::pipeline::Rejected;
 use crate::pipeline::deidentify::Status;
@@ -93,67 +103,13 @@ pub async fn store(
         // COMMITTED, sees whatever committed before the lock was granted. One round trip less.
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&form.record_id];
         let (_, row) = tokio::try_join!(tx.query_one(&lock, &key), tx.query_opt(&latest, &key))?;
-        let own = row.as_ref().is_some_and(|r| {
-            r.get::<_, &str>(3) == message.payload_sha256
-                && r.get::<_, Option<&str>>(4) == message.message_id
-                && r.get::<_, Option<uuid::Uuid>>(5) == message.batch.map(|b| b.id)
-        });
-        let latest = row.map(|r| Latest {
-            version: r.get(0),
-            items: r.get(1),
-            status: r.get(2),
-        });
-        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            correct::next(form, latest.as_ref(), pseudonymizer)
-        }));
-        let next = match decided {
-            Ok(Ok(next)) => next,
-            Ok(Err(mut rejected)) => {
-                rejected.reason = format!("form {} of the message: {}", i + 1, rejected.reason);
-                return Ok(Outcome::Refused(rejected));
-            }
-            Err(_) => {
-                return Err(PersistError::Permanent(format!(
-                    "deciding the next version of form {} of the message panicked",
-                    i + 1
-                )));
-            }
-        };
-        let (record, removed) = match next {
-            Next::Unchanged => {
-                out.push(FormStored::Unchanged {
-                    record_id: form.record_id,
-                    latest: latest.as_ref().map_or(0, |l| l.version),
-                    own,
-                });
+        let (pending, removed) = match decide(i, form, row, message, pseudonymizer)? {
+            Decision::Refused(rejected) => return Ok(Outcome::Refused(rejected)),
+            Decision::Unchanged(unchanged) => {
+                out.push(unchanged);
                 continue;
             }
-            Next::Store {
-                mut record,
-                removed,
-            } => {
-                record.batch_id = message.batch.map(|b| b.id);
-                record.batch_size = message.batch.map(|b| b.size);
-                (record, removed)
-            }
-        };
-        let reason = form
-            .reason_for_change
-            .as_deref()
-            .map(|text| pseudonymizer.pseudonym("odm:reason_for_change", text));
-        let pending = Pending {
-            record: *record,
-            message_id: message.message_id.map(str::to_string),
-            payload_sha256: message.payload_sha256.to_string(),
-            reply: message.reply.cloned(),
-            event_headers: message.event_headers.clone(),
-            uploaded_by: message.uploaded_by.map(str::to_string),
-            odm: Some(OdmPart {
-                visit_repeat: form.visit_repeat.clone(),
-                form_repeat: form.form_repeat.clone(),
-                reason_for_change: reason,
-                removed,
-            }),
+            Decision::Store { pending, removed } => (pending, removed),
         };
         let stored = store_one(&tx, &pending, key_id).await?;
         if let (true, Some(b)) = (removed, message.batch) {
@@ -169,6 +125,164 @@ pub async fn store(
     }
     tx.commit().await?;
     Ok(Outcome::Stored(out))
+}
+
+/// How many times a message of one form decides its version again after another writer stored
+/// that version first.
+const REDECIDE: usize = 3;
+
+/// A message of one form, stored through the committer with the other records ready at that
+/// moment instead of in a transaction of its own: one `ingest_records` call and one commit for the
+/// group. Its record's latest version is read on its own (no lock, no transaction), its next
+/// version decided against it, and that version inserted with the group. Optimistic: a writer that
+/// stored the same version first makes the insert a duplicate or a conflict (the natural key is
+/// never overwritten), and the latest version is read and decided again, at most [`REDECIDE`]
+/// times, then it is contention (retried later). `None`: the form takes a transaction of its own
+/// ([`store`]): a withdrawal, whose batch count is a second statement of that transaction. A stored
+/// version is counted by the committer.
+pub async fn store_grouped(
+    share: &WorkerShare,
+    committer: &Committer,
+    lane: Lane,
+    form: &OdmForm,
+    message: &Message<'_>,
+    pseudonymizer: &Pseudonymizer,
+    deadline: Instant,
+) -> Option<Result<Outcome, PersistError>> {
+    for _ in 0..REDECIDE {
+        let row = with_retries(deadline, || async {
+            let client = share.get().await?;
+            let latest = client.prepare_cached(LATEST).await?;
+            Ok(client.query_opt(&latest, &[&form.record_id]).await?)
+        })
+        .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => return Some(Err(e)),
+        };
+        let (pending, removed) = match decide(0, form, row, message, pseudonymizer) {
+            Ok(Decision::Refused(rejected)) => return Some(Ok(Outcome::Refused(rejected))),
+            Ok(Decision::Unchanged(unchanged)) => {
+                return Some(Ok(Outcome::Stored(vec![unchanged])));
+            }
+            Ok(Decision::Store { pending, removed }) => (pending, removed),
+            Err(e) => return Some(Err(e)),
+        };
+        if removed {
+            return None;
+        }
+        let version = pending.record.version;
+        let (pending, attempt) = committer
+            .commit(lane, vec![*pending], deadline)
+            .await
+            .pop()?;
+        let stored = match attempt {
+            Ok(Attempt::Done(stored)) => Ok(stored),
+            // Another session is storing this key: wait for it, alone.
+            Ok(Attempt::Busy) => committer.alone(&pending, deadline).await,
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(Stored::Created(status)) => {
+                return Some(Ok(Outcome::Stored(vec![FormStored::Version {
+                    version,
+                    status,
+                    removed: false,
+                }])));
+            }
+            // The version was stored first by another writer: decide again against it.
+            Ok(Stored::Duplicate { .. } | Stored::Conflict) => {
+                tracing::debug!(record_id = %form.record_id, version,
+                    "another writer stored this version first; deciding the next one again");
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Err(PersistError::Contention(
+        "other versions of the record were stored at the same moment".into(),
+    )))
+}
+
+/// What one form comes to against its record's latest version.
+enum Decision {
+    Refused(Rejected),
+    Unchanged(FormStored),
+    Store {
+        pending: Box<Pending>,
+        removed: bool,
+    },
+}
+
+/// Form `i` of the message (counted from 0) against `latest`, its record's latest version as read
+/// by [`LATEST`]: refused, unchanged, or the next version to store. Pure; a panic is a permanent
+/// error naming the form.
+fn decide(
+    i: usize,
+    form: &OdmForm,
+    latest: Option<tokio_postgres::Row>,
+    message: &Message<'_>,
+    pseudonymizer: &Pseudonymizer,
+) -> Result<Decision, PersistError> {
+    let own = latest.as_ref().is_some_and(|r| {
+        r.get::<_, &str>(3) == message.payload_sha256
+            && r.get::<_, Option<&str>>(4) == message.message_id
+            && r.get::<_, Option<uuid::Uuid>>(5) == message.batch.map(|b| b.id)
+    });
+    let latest = latest.map(|r| Latest {
+        version: r.get(0),
+        items: r.get(1),
+        status: r.get(2),
+    });
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        correct::next(form, latest.as_ref(), pseudonymizer)
+    }));
+    let next = match decided {
+        Ok(Ok(next)) => next,
+        Ok(Err(mut rejected)) => {
+            rejected.reason = format!("form {} of the message: {}", i + 1, rejected.reason);
+            return Ok(Decision::Refused(rejected));
+        }
+        Err(_) => {
+            return Err(PersistError::Permanent(format!(
+                "deciding the next version of form {} of the message panicked",
+                i + 1
+            )));
+        }
+    };
+    let (mut record, removed) = match next {
+        Next::Unchanged => {
+            return Ok(Decision::Unchanged(FormStored::Unchanged {
+                record_id: form.record_id,
+                latest: latest.as_ref().map_or(0, |l| l.version),
+                own,
+            }));
+        }
+        Next::Store { record, removed } => (record, removed),
+    };
+    record.batch_id = message.batch.map(|b| b.id);
+    record.batch_size = message.batch.map(|b| b.size);
+    let reason = form
+        .reason_for_change
+        .as_deref()
+        .map(|text| pseudonymizer.pseudonym("odm:reason_for_change", text));
+    let pending = Pending {
+        record: *record,
+        message_id: message.message_id.map(str::to_string),
+        payload_sha256: message.payload_sha256.to_string(),
+        reply: message.reply.cloned(),
+        event_headers: message.event_headers.clone(),
+        uploaded_by: message.uploaded_by.map(str::to_string),
+        odm: Some(OdmPart {
+            visit_repeat: form.visit_repeat.clone(),
+            form_repeat: form.form_repeat.clone(),
+            reason_for_change: reason,
+            removed,
+        }),
+    };
+    Ok(Decision::Store {
+        pending: Box::new(pending),
+        removed,
+    })
 }
 
 /// The insert of one version, in the open transaction.

@@ -9,16 +9,22 @@
 //!   ODM reader: the document refused ──────────────────> rejections row ─> DeadLetter malformed
 //!   a form refused by the reader or the mapping ───────> rejections row ─> DeadLetter invalid
 //!   v
-//! store::odm: ONE transaction, each form's next version decided under its record's lock
-//!   a form refused by validation: rolled back ─────────> rejections row ─> DeadLetter invalid
+//! one form: its next version decided against the latest read, stored with the committer's group
+//!   (another writer stored that version first: read and decide again)
+//! several forms, or a withdrawal: store::odm, ONE transaction, each form's next version decided
+//!   under its record's lock
+//!   a form refused by validation: nothing stored ─────> rejections row ─> DeadLetter invalid
 //!   v
 //! committed ─> Done | outage ─> Postpone | contention, retryable ─> Retry | permanent ─> failed
 //! ```
 //!
 //! It runs beside the JSON jobs (sharing the isolation lock), under the same gate, the same
 //! `job_timeout` and the same error classification; a redelivered ODM message runs alone after
-//! its start is counted, as any other (see `job`). It does not go through group commit: its
-//! forms need their record's latest version, read inside their own transaction.
+//! its start is counted, as any other (see `job`). A message of one form (every message `odm
+//! import` publishes) goes through group commit like a JSON record, its version decided
+//! optimistically (see `store::odm::store_grouped`); a message of several forms, stored together
+//! or refused together, keeps a transaction of its own, where each form's latest version is read
+//! under its record's lock.
 
 use std::panic::AssertUnwindSafe;
 
@@ -36,7 +42,7 @@ use crate::pipeline::odm::{self, OdmForm};
 use crate::pipeline::{RejectKind, Rejected};
 use crate::protocol::Registry;
 use crate::store::ingest::Stored;
-use crate::store::odm::{FormStored, Message, Outcome};
+use crate::store::odm::{FormStored, Message, Outcome, store_grouped};
 use crate::store::{PersistError, with_retries};
 
 /// The media types of an ODM message.
@@ -119,15 +125,30 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
             .zip(batch_size)
             .map(|(id, size)| UploadBatch { id, size }),
     };
-    let key_id = ctx.pseudonymizer.key_id();
-    let stored = with_retries(deadline, || {
-        crate::store::odm::store(&ctx.share, &forms, &message, &ctx.pseudonymizer, key_id)
-    })
-    .await;
+    // A message of one form goes with the committer's group; several forms, or a withdrawal, take
+    // a transaction of their own. What the committer stores, it counts.
+    let grouped = match forms.as_slice() {
+        [form] => {
+            let (share, committer, keys) = (&ctx.share, &ctx.committer, &ctx.pseudonymizer);
+            store_grouped(share, committer, d.lane, form, &message, keys, deadline).await
+        }
+        _ => None,
+    };
+    let by_committer = grouped.is_some();
+    let stored = match grouped {
+        Some(stored) => stored,
+        None => {
+            let key_id = ctx.pseudonymizer.key_id();
+            with_retries(deadline, || {
+                crate::store::odm::store(&ctx.share, &forms, &message, &ctx.pseudonymizer, key_id)
+            })
+            .await
+        }
+    };
     match stored {
         Ok(Outcome::Refused(rejected)) => reject(ctx, d, counted(rejected), deadline).await,
         Ok(Outcome::Stored(outcomes)) => {
-            let fate = done(ctx, d, &outcomes);
+            let fate = done(ctx, d, &outcomes, by_committer);
             let to_note = match (&fate, outcomes.first()) {
                 (
                     Fate::Done(Stored::Duplicate { .. }),
@@ -197,9 +218,9 @@ fn labelled(kind: RejectKind, reason: String, forms: &[OdmForm]) -> Rejected {
     r
 }
 
-/// Committed: each stored version counted; the delivery is a duplicate when no form stored one,
-/// queried when any version stored is.
-fn done(ctx: &Context, d: &Inbound, outcomes: &[FormStored]) -> Fate {
+/// Committed: each stored version counted (unless `counted` already, by the committer); the
+/// delivery is a duplicate when no form stored one, queried when any version stored is.
+fn done(ctx: &Context, d: &Inbound, outcomes: &[FormStored], counted: bool) -> Fate {
     let statuses: Vec<Status> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -207,8 +228,10 @@ fn done(ctx: &Context, d: &Inbound, outcomes: &[FormStored]) -> Fate {
             FormStored::Unchanged { .. } => None,
         })
         .collect();
-    for status in &statuses {
-        ctx.stats.stored(*status);
+    if !counted {
+        for status in &statuses {
+            ctx.stats.stored(*status);
+        }
     }
     tracing::debug!(parent: &d.span, forms = outcomes.len(), created = statuses.len(),
         "ODM message stored");
