@@ -127,8 +127,8 @@ pub async fn store(
     Ok(Outcome::Stored(out))
 }
 
-/// How many times a message of one form decides its version again after another writer stored
-/// that version first.
+/// How many times a message of one form decides its version before it takes the record's lock
+/// instead (see [`store_grouped`]).
 const REDECIDE: usize = 3;
 
 /// A message of one form, stored through the committer with the other records ready at that
@@ -137,9 +137,10 @@ const REDECIDE: usize = 3;
 /// version decided against it, and that version inserted with the group. Optimistic: a writer that
 /// stored the same version first makes the insert a duplicate or a conflict (the natural key is
 /// never overwritten), and the latest version is read and decided again, at most [`REDECIDE`]
-/// times, then it is contention (retried later). `None`: the form takes a transaction of its own
-/// ([`store`]): a withdrawal, whose batch count is a second statement of that transaction. A stored
-/// version is counted by the committer.
+/// times. `None`: the form takes a transaction of its own ([`store`]), which holds the record's
+/// lock while it decides: a withdrawal (its batch count is a second statement of that
+/// transaction), or a record so busy that [`REDECIDE`] decisions all lost. A stored version is
+/// counted by the committer.
 pub async fn store_grouped(
     share: &WorkerShare,
     committer: &Committer,
@@ -198,9 +199,8 @@ pub async fn store_grouped(
             Err(e) => return Some(Err(e)),
         }
     }
-    Some(Err(PersistError::Contention(
-        "other versions of the record were stored at the same moment".into(),
-    )))
+    // A record this busy is stored the pessimistic way: in a transaction that holds its lock.
+    None
 }
 
 /// What one form comes to against its record's latest version.

@@ -125,8 +125,9 @@ async fn decide(ctx: &Context, d: &Inbound, deadline: Instant) -> Fate {
             .zip(batch_size)
             .map(|(id, size)| UploadBatch { id, size }),
     };
-    // A message of one form goes with the committer's group; several forms, or a withdrawal, take
-    // a transaction of their own. What the committer stores, it counts.
+    // A message of one form goes with the committer's group; several forms, a withdrawal, or a
+    // record too busy to decide optimistically take a transaction of their own. What the
+    // committer stores, it counts.
     let grouped = match forms.as_slice() {
         [form] => {
             let (share, committer, keys) = (&ctx.share, &ctx.committer, &ctx.pseudonymizer);
