@@ -461,21 +461,23 @@ pub async fn drain_build(
 
 /// Voluntary plus involuntary context switches of a `/proc/<pid>/task/<tid>/status` text.
 fn context_switches(status: &str) -> Option<u64> {
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-    };
-    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
+    Some(
+        status_field(status, "voluntary_ctxt_switches:")?
+            + status_field(status, "nonvoluntary_ctxt_switches:")?,
+    )
+}
+
+/// The number after `name` in a `/proc` status text (`VmHWM:   1234 kB` gives 1234).
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// `VmHWM` of a `/proc/<pid>/status` text, in KiB.
 pub fn vm_hwm_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status_field(status, "VmHWM:")
 }
 
 /// The `acks=` count of the last summary line in a daemon's log.

@@ -13,30 +13,27 @@ pub fn met_text(m: Option<bool>) -> &'static str {
     }
 }
 
-/// The met column: `NOT MET (n)` where the n-th reason below the table says why.
-fn met_cells(r: &Results) -> Vec<String> {
-    let mut n = 0;
-    r.rows
+/// The met column of every row, `NOT MET (n)` where a reason is given, and those reasons,
+/// numbered the same way, for the lines under the table.
+fn met_and_reasons(r: &Results) -> (Vec<String>, Vec<String>) {
+    let mut reasons = Vec::new();
+    let cells = r
+        .rows
         .iter()
-        .map(|x| match (&x.met, &x.why) {
-            (Some(false), Some(_)) => {
-                n += 1;
-                format!("{} ({n})", met_text(x.met))
+        .map(|x| match (x.met, &x.why) {
+            (Some(false), Some(why)) => {
+                reasons.push(format!(
+                    "({}) {}, {}: {why}",
+                    reasons.len() + 1,
+                    x.section,
+                    x.measure
+                ));
+                format!("{} ({})", met_text(x.met), reasons.len())
             }
             _ => met_text(x.met).to_string(),
         })
-        .collect()
-}
-
-/// The reasons of the targets not met, numbered as in the met column.
-fn reasons(r: &Results) -> Vec<String> {
-    r.rows
-        .iter()
-        .filter(|x| x.met == Some(false))
-        .filter_map(|x| Some(format!("{}, {}: {}", x.section, x.measure, x.why.as_ref()?)))
-        .enumerate()
-        .map(|(i, text)| format!("({}) {text}", i + 1))
-        .collect()
+        .collect();
+    (cells, reasons)
 }
 
 fn header(r: &Results) -> String {
@@ -50,7 +47,7 @@ fn header(r: &Results) -> String {
 /// The table for the terminal: aligned columns.
 pub fn text(r: &Results) -> String {
     let head = ["section", "measure", "value", "target", "met"];
-    let met = met_cells(r);
+    let (met, why) = met_and_reasons(r);
     let cells: Vec<[&str; 5]> = r
         .rows
         .iter()
@@ -89,7 +86,6 @@ pub fn text(r: &Results) -> String {
         last = &x.section;
         out.push(line(row));
     }
-    let why = reasons(r);
     if !why.is_empty() {
         out.push(String::new());
         out.push("Why not met:".into());
@@ -102,7 +98,8 @@ pub fn markdown(r: &Results) -> String {
     let esc = |s: &str| s.replace('|', "\\|");
     let mut out = format!("# {}\n\n", header(r));
     out.push_str("| section | measure | value | target | met |\n|---|---|---|---|---|\n");
-    for (x, met) in r.rows.iter().zip(met_cells(r)) {
+    let (met, why) = met_and_reasons(r);
+    for (x, met) in r.rows.iter().zip(met) {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
             esc(&x.section),
@@ -112,7 +109,6 @@ pub fn markdown(r: &Results) -> String {
             met
         ));
     }
-    let why = reasons(r);
     if !why.is_empty() {
         out.push_str("\n## Why not met\n\n");
         for reason in why {

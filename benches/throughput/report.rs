@@ -87,7 +87,7 @@ impl Table {
         self.section = name;
     }
 
-    /// A row with a target; `why` is kept only where the target is not met (see [`why`]).
+    /// A row with a target; `why` is the reason where it is not met (see [`why`]).
     pub(crate) fn judged(
         &mut self,
         measure: String,
@@ -102,7 +102,7 @@ impl Table {
             value,
             target: target.into(),
             met,
-            why: why.filter(|_| met == Some(false)),
+            why,
         });
     }
 
